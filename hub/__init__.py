@@ -1,0 +1,1 @@
+"""Code that runs in the JupyterHub process: authenticators, group policy, hub-side config."""

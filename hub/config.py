@@ -1,0 +1,74 @@
+"""The reference configuration: the embedded default, and site config files layered on top.
+
+``jupyterhub_config.py`` at the top of the repository calls :func:`build_config`. With nothing set
+it gives the embedded default (local login, local processes, the demo catalogue). A site switches
+any part to production with config files named in ``SCIENCE_GATEWAY_CONFIG`` (``:``-separated):
+YAML files in the traitlets shape (``{ClassName: {trait: value}}``, the same shape as the Zero to
+JupyterHub chart's ``hub.config``) or Python files like any ``jupyterhub_config.py``.
+"""
+
+import os
+from pathlib import Path
+
+import yaml
+from traitlets.config import Config, PyFileConfigLoader
+
+from .passwords import hash_password
+
+STATE_DIR_ENV = "SCIENCE_GATEWAY_STATE_DIR"
+CONFIG_ENV = "SCIENCE_GATEWAY_CONFIG"
+DEMO_USERS = {
+    # name: (password, groups, admin); documented in the README
+    "demo": ("demo", ["astro"], False),
+    "admin": ("admin", ["astro", "gateway-admins"], True),
+}
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".gateway-state")
+
+
+def embedded_default(state_dir: Path) -> Config:
+    """No root, no services, no network: everything a first run needs, on loopback."""
+    c = Config()
+    c.JupyterHub.bind_url = os.environ.get("SCIENCE_GATEWAY_BIND_URL", "http://127.0.0.1:8000")
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.db_url = f"sqlite:///{state_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
+    c.ConfigurableHTTPProxy.pid_file = str(state_dir / "jupyterhub-proxy.pid")
+    c.JupyterHub.authenticator_class = "science-gateway-demo"
+    c.JupyterHub.spawner_class = "science-gateway-local"
+    c.DemoAuthenticator.users = {
+        name: {"password": hash_password(password), "groups": groups, "admin": admin}
+        for name, (password, groups, admin) in DEMO_USERS.items()
+    }
+    c.LocalSpawner.home_dir_template = str(state_dir / "home" / "{username}")
+    c.Spawner.default_url = "/lab"
+    # The state dir travels to the servers so their extension keeps per-user state beside the hub's.
+    c.Spawner.environment = {STATE_DIR_ENV: str(state_dir)}
+    return c
+
+
+def load_site_config(path: str | os.PathLike) -> Config:
+    """Read one site config file (``.yaml``/``.yml``/``.json`` or ``.py``) into a Config."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{CONFIG_ENV} names {path}, which is not a file")
+    if path.suffix == ".py":
+        return PyFileConfigLoader(path.name, str(path.parent)).load_config()
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(k[:1].isupper() for k in data):
+        raise ValueError(f"{path}: expected a mapping of ClassName -> {{trait: value}}")
+    return Config(data)
+
+
+def build_config(environ=os.environ) -> Config:
+    """The embedded default, then each file of ``$SCIENCE_GATEWAY_CONFIG`` merged in order."""
+    state_dir = default_state_dir()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    c = embedded_default(state_dir)
+    for path in filter(None, environ.get(CONFIG_ENV, "").split(os.pathsep)):
+        c.merge(load_site_config(path))
+    return c
+
+

@@ -1,0 +1,72 @@
+"""The embedded default's local login: a small table of users with hashed passwords and groups.
+
+It is a convenience for a first run and for tests on loopback, not a production authenticator:
+production gateways log in through EGI Check-in or CILogon (OIDC).
+"""
+
+from jupyterhub.auth import Authenticator
+from traitlets import Bool, Dict, HasTraits, List, Unicode, default, validate
+
+from .passwords import is_password_hash, verify_password
+
+
+class DemoUser(HasTraits):
+    """One entry of :attr:`DemoAuthenticator.users`."""
+
+    password = Unicode(help="Salted hash from `science-gateway-hash-password`.")
+    groups = List(Unicode(), help="JupyterHub groups the user belongs to (they drive the group policy).")
+    admin = Bool(False, help="Whether the user is a JupyterHub admin.")
+
+    @validate("password")
+    def _valid_hash(self, proposal):
+        if not is_password_hash(proposal.value):
+            raise ValueError(
+                "a demo user's password must be a hash: run `science-gateway-hash-password` "
+                "and paste its output"
+            )
+        return proposal.value
+
+
+class DemoAuthenticator(Authenticator):
+    """Local login against :attr:`users`, with groups and admin flags taken from the same table."""
+
+    users = Dict(
+        help="""
+        Users who may log in, by username::
+
+            {"demo": {"password": "pbkdf2_sha256$...", "groups": ["astro"], "admin": False}}
+
+        `password` is a salted hash made by `science-gateway-hash-password` (plain text is
+        refused). `groups` become JupyterHub groups at every login; `admin` makes the user an admin.
+        """,
+    ).tag(config=True)
+
+    @validate("users")
+    def _build_users(self, proposal):
+        built = {}
+        for name, entry in proposal.value.items():
+            if isinstance(entry, DemoUser):
+                built[name] = entry
+                continue
+            unknown = set(entry) - set(DemoUser.class_trait_names())
+            if unknown:
+                raise ValueError(f"DemoAuthenticator.users[{name!r}]: unknown keys {sorted(unknown)}")
+            built[name] = DemoUser(**entry)
+        return built
+
+    @default("manage_groups")
+    def _manage_groups_default(self):
+        return True
+
+    @default("allow_all")
+    def _allow_all_default(self):
+        # Only users in the table can authenticate at all.
+        return True
+
+    async def authenticate(self, handler, data):
+        name = self.normalize_username(data.get("username", ""))
+        user = self.users.get(name)
+        if user is None or not verify_password(data.get("password", ""), user.password):
+            self.log.warning("Demo login refused for %r", name)
+            return None
+        return {"name": name, "admin": user.admin, "groups": list(user.groups)}

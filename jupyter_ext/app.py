@@ -1,0 +1,37 @@
+"""The gateway's Jupyter server extension: the REST API under ``{base_url}/gateway/api/``."""
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Instance, Type, default
+
+from .. import __version__
+from .catalog.base import CatalogBackend
+from .catalog.demo import DemoCatalog
+from .handlers import handlers
+
+
+class GatewayExtension(ExtensionApp):
+    """Serves the gateway's REST API from each user's Jupyter server."""
+
+    name = "science_gateway"
+    extension_url = "/gateway/api/"
+    load_other_extensions = True
+
+    catalog_class = Type(
+        DemoCatalog,
+        klass=CatalogBackend,
+        help="""The catalogue backend class (a CatalogBackend subclass). Its own settings are
+        configured on that class, e.g. `c.DemoCatalog.catalog_file`.""",
+    ).tag(config=True)
+
+    catalog = Instance(CatalogBackend, help="The catalogue backend instance, built from catalog_class.")
+
+    @default("catalog")
+    def _catalog_default(self):
+        return self.catalog_class(parent=self, log=self.log)
+
+    def initialize_handlers(self):
+        deps = {"extension": self}
+        self.handlers.extend((f"/gateway/api{path}", handler, deps) for path, handler in handlers)
+
+    def initialize_settings(self):
+        self.log.info("Science Gateway %s: catalogue %s", __version__, self.catalog.display_name)

@@ -1,0 +1,1 @@
+"""Spawners that start users' Jupyter servers (local processes, Slurm, Kubernetes)."""

@@ -1,0 +1,23 @@
+"""The embedded default's spawner: each user's Jupyter server as a local process.
+
+All servers run as the hub's own unix user, with a home directory per hub user under
+:attr:`LocalSpawner.home_dir_template`. That is right for a single person's laptop or a test
+machine, not for a shared one: production gateways spawn on Slurm or Kubernetes.
+"""
+
+import os
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from traitlets import default
+
+
+class LocalSpawner(SimpleLocalProcessSpawner):
+    """`SimpleLocalProcessSpawner` with the gateway's defaults: JupyterLab, a per-user home."""
+
+    @default("home_dir_template")
+    def _home_dir_template_default(self):
+        return os.path.join(os.environ.get("SCIENCE_GATEWAY_STATE_DIR", "/tmp/science-gateway"), "home", "{username}")
+
+    @default("default_url")
+    def _default_url_default(self):
+        return "/lab"
