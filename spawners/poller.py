@@ -72,6 +72,8 @@ class SlurmQueuePoller(LoggingConfigurable):
     def unwatch(self, job_id: str):
         self._watched.pop(job_id, None)
         self._starting.discard(job_id)
+        if self._wake is not None:
+            self._wake.set()  # lets the loop end when nothing is watched
 
     async def lookup(self, job_id: str):
         """The job's :class:`JobInfo`, ``None`` if Slurm no longer knows it, or :data:`UNKNOWN`."""

@@ -343,7 +343,8 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
             _PORTS_IN_USE.discard(self.port)
             raise
         job_id = self.job_id
-        self.poller.watch(job_id, submitted_at=time.time() - 1, starting=True)
+        # any snapshot begun before sbatch returned may miss the job: it counts as unknown, not gone
+        self.poller.watch(job_id, submitted_at=time.time(), starting=True)
         try:
             while True:
                 status = await self.query_job_status()

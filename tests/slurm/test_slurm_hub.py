@@ -3,6 +3,8 @@
 Needs scripts/services/slurm (started, with its test users) and configurable-http-proxy on PATH.
 """
 
+import json
+import subprocess
 import time
 
 import pytest
@@ -105,6 +107,53 @@ def test_hostile_rest_options_are_refused_before_sbatch(slurm, slurm_hub, option
     assert not server_of(session, "demo")
 
 
+def progress_events(session, name) -> list[dict]:
+    """The spawn progress stream (server-sent events) until it ends."""
+    r = session.http.get(f"{session.hub.url}/hub/api/users/{name}/server/progress", stream=True, timeout=120)
+    events = []
+    for line in r.iter_lines(decode_unicode=True):
+        if line and line.startswith("data:"):
+            events.append(json.loads(line[5:]))
+            if events[-1].get("failed") or events[-1].get("ready"):
+                break
+    r.close()
+    return events
+
+
+def test_queue_reason_in_progress_and_a_cancelled_job_fails_with_its_reason(slurm, slurm_hub):
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--partition=debug", f"--job-name={slurm.job_name}-blocker", "--mem=64M",
+         "--time=10", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()
+    try:
+        session = login(slurm_hub, "student")
+        r = hub_api(session, "/users/student/server", method="POST", json={"partition": "debug"})
+        assert r.status_code == 202, r.text
+        wait_for(lambda: slurm.jobs().get("student", {}).get("state") == "PENDING", 60, what="a pending job")
+        job_id = slurm.jobs()["student"]["job_id"]
+        # what the pending page shows: the queue's reason
+        first = session.http.get(
+            f"{slurm_hub.url}/hub/api/users/student/server/progress", stream=True, timeout=60
+        )
+        messages = []
+        for line in first.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                messages.append(json.loads(line[5:]).get("message", ""))
+                if "waiting for Resources" in messages[-1]:
+                    break
+        first.close()
+        assert f"Job {job_id} is queued in partition debug, waiting for Resources" in messages[-1]
+        # the job is cancelled by someone else: the spawn fails and says why
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        events = progress_events(session, "student")
+        assert events[-1].get("failed"), events
+        assert f"Job {job_id} ended: CANCELLED" in events[-1]["message"], events[-1]
+        wait_for(lambda: not server_of(session, "student"), 60, what="the failed server to be cleared")
+    finally:
+        subprocess.run(["scancel", blocker], timeout=30, check=False)
+
+
 def test_a_user_in_no_policy_group_gets_403(slurm, tmp_path_factory):
     config = slurm.hub_config()
     config["ResourcePolicy"] = {"groups": {"students": config["ResourcePolicy"]["groups"]["students"]}}
@@ -138,7 +187,7 @@ def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp
     # the hub is down; the jobs are not (cleanup_servers=False); one job dies meanwhile
     jobs = slurm.jobs()
     assert {n: jobs[n]["state"] for n in names} == {n: "RUNNING" for n in names}
-    subprocess_run(["scancel", jobs["astro3"]["job_id"]])
+    subprocess.run(["scancel", jobs["astro3"]["job_id"]], check=True, timeout=30)
 
     before = slurm.calls("squeue")
     with make_hub() as hub:
@@ -170,8 +219,3 @@ def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp
                     stop_server(login(hub, name), name)
     wait_for(lambda: not set(names) & set(slurm.jobs()), 60, what="the jobs to leave the queue")
 
-
-def subprocess_run(argv):
-    import subprocess
-
-    subprocess.run(argv, check=True, timeout=30)
