@@ -1,0 +1,91 @@
+"""The resource form: HTML built from what the policy allows, and the form/query parsers.
+
+Pure functions: :func:`render_form` takes the user's :class:`Choices` and the request to show first
+(the user's last one, when it is still allowed) and returns the HTML JupyterHub puts in its spawn
+page; only allowed partitions and accounts appear, and the number inputs carry each partition's
+limits. :func:`options_from_form_data` turns posted form fields or spawn-URL query arguments into a
+``user_options`` dict; it does not validate (the spawner validates every ``user_options`` against
+the policy, wherever they came from).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+
+from ..hub.policy import Choices, ResourceRequest
+
+#: form fields JupyterHub adds that are not user options
+_RESERVED = {"_xsrf"}
+
+
+def options_from_form_data(form_data: dict) -> dict:
+    """``{key: [value, ...]}`` (form posts, query arguments) -> ``{key: value}``.
+
+    Unknown keys are kept, so validation can refuse them with a clear message; a key given
+    several times keeps all values (a list), which validation refuses too.
+    """
+    options = {}
+    for key, values in form_data.items():
+        if key in _RESERVED:
+            continue
+        if isinstance(values, (list, tuple)):
+            options[key] = values[0] if len(values) == 1 else list(values)
+        else:
+            options[key] = values
+    return options
+
+
+def _number(name: str, label: str, value: int, low: int, high: int, unit: str = "") -> str:
+    return (
+        f'<div class="form-group mb-3">'
+        f'<label for="sg-{name}" class="form-label">{escape(label)}</label>'
+        f'<input type="number" class="form-control" id="sg-{name}" name="{name}" '
+        f'value="{value}" min="{low}" max="{high}" step="1" required>'
+        f'<small class="form-text text-muted" id="sg-{name}-help">{low} to {high}{escape(unit)}</small>'
+        f"</div>"
+    )
+
+
+def render_form(choices: Choices, current: ResourceRequest) -> str:
+    """The spawn form for ``choices``, with ``current`` selected."""
+    limits = {name: lim.as_dict() for name, lim in choices.partitions.items()}
+    lim = choices.partitions[current.partition]
+    options = "".join(
+        f'<option value="{escape(name)}"{" selected" if name == current.partition else ""}>{escape(name)}</option>'
+        for name in choices.partitions
+    )
+    parts = [
+        '<div class="sg-resource-form">',
+        '<div class="form-group mb-3"><label for="sg-partition" class="form-label">Partition</label>'
+        f'<select class="form-select form-control" id="sg-partition" name="partition">{options}</select></div>',
+        _number("cores", "CPU cores", current.cores, 1, lim.max_cores),
+        _number("memory_gb", "Memory (GiB)", current.memory_gb, 1, lim.max_memory_gb, " GiB"),
+    ]
+    if any(p.max_gpus for p in choices.partitions.values()):
+        parts.append(_number("gpus", "GPUs", current.gpus, 0, lim.max_gpus))
+    parts.append(_number("walltime_hours", "Walltime (hours)", current.walltime_hours, 1, lim.max_walltime_hours, " h"))
+    if choices.accounts:
+        accounts = "".join(
+            f'<option value="{escape(a)}"{" selected" if a == current.account else ""}>{escape(a)}</option>'
+            for a in choices.accounts
+        )
+        parts.append(
+            '<div class="form-group mb-3"><label for="sg-account" class="form-label">Account to charge</label>'
+            f'<select class="form-select form-control" id="sg-account" name="account">{accounts}</select></div>'
+        )
+    # Keep the number inputs' limits in step with the chosen partition (the server checks anyway).
+    limits_json = json.dumps(limits).replace("</", "<\\/")  # names are policy-checked [A-Za-z0-9_.-]
+    parts.append(
+        "<script>(function(){var L=" + limits_json + ";"
+        "var p=document.getElementById('sg-partition');"
+        "function upd(){var l=L[p.value];if(!l)return;"
+        "[['cores','max_cores',''],['memory_gb','max_memory_gb',' GiB'],['gpus','max_gpus',''],"
+        "['walltime_hours','max_walltime_hours',' h']].forEach(function(f){"
+        "var i=document.getElementById('sg-'+f[0]);if(!i)return;i.max=l[f[1]];"
+        "if(+i.value>l[f[1]])i.value=l[f[1]];"
+        "var h=document.getElementById('sg-'+f[0]+'-help');if(h)h.textContent=i.min+' to '+l[f[1]]+f[2];});}"
+        "p.addEventListener('change',upd);})();</script>"
+    )
+    parts.append("</div>")
+    return "\n".join(parts)

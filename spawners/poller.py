@@ -1,0 +1,178 @@
+"""One ``squeue`` for all users: a shared snapshot of every gateway job, refreshed per interval.
+
+Stock batchspawner runs one ``squeue`` per server every poll interval, and one every half second per
+starting server. Here one :class:`SlurmQueuePoller` per hub process (per squeue command and job
+name) asks Slurm for all gateway jobs at once; every spawner's ``poll()``, ``start()`` and
+``progress()`` read that snapshot. While some server is starting the snapshot is refreshed every
+``fast_interval`` seconds (shared by all starting servers), otherwise every ``interval``.
+
+Failure rules: a failing or hanging ``squeue`` keeps the last good snapshot (``lookup`` answers
+from it, so no live server is dropped); before the first good snapshot, and for a job submitted
+after the snapshot was taken, the answer is :data:`UNKNOWN`, which spawners treat as "keep".
+Concurrent callers share one ``squeue`` in flight, so a restarted hub polling every server at once
+makes one call, not one per server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from traitlets import Float, Integer, List, Unicode
+from traitlets.config import LoggingConfigurable
+
+from ..commands import CommandError, run_command
+from .slurm_script import JobInfo, build_squeue_argv, parse_squeue
+
+#: lookup() answer when the poller cannot tell (no good snapshot yet, or the job is newer than it)
+UNKNOWN = object()
+
+
+class SlurmQueuePoller(LoggingConfigurable):
+    """A shared, periodically refreshed view of all jobs named :attr:`job_name`."""
+
+    squeue = Unicode("/usr/bin/squeue", help="Absolute path of squeue.").tag(config=True)
+    job_name = Unicode(help="The job name all gateway jobs carry (squeue filters on it).").tag(config=True)
+    interval = Float(30, help="Seconds between refreshes while no server is starting.").tag(config=True)
+    fast_interval = Float(1, help="Seconds between refreshes while some server is starting.").tag(config=True)
+    timeout = Float(20, help="Seconds before a squeue call is killed and counted as failed.").tag(config=True)
+    max_failures_logged = Integer(
+        3, help="Consecutive squeue failures logged as warnings before they are logged at debug."
+    ).tag(config=True)
+    extra_args = List(Unicode(), help="Extra squeue arguments (e.g. --clusters=NAME).").tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._jobs: dict[str, JobInfo] = {}
+        self._snapshot_started: float | None = None  # wall time when the last good squeue began
+        self._watched: dict[str, float] = {}  # job id -> wall time of submission (0: unknown)
+        self._starting: set[str] = set()
+        self._inflight: asyncio.Future | None = None
+        self._wake: asyncio.Event | None = None
+        self._refreshed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._last_attempt = 0.0
+        self._failures = 0
+        self.calls = 0  # squeue calls made, for the benchmark and tests
+        self.last_error = ""
+
+    # -- what spawners call -------------------------------------------------------------------
+
+    def watch(self, job_id: str, submitted_at: float = 0.0, starting: bool = False):
+        """Keep ``job_id`` in view; ``starting`` asks for fast refreshes until :meth:`started`."""
+        self._watched[job_id] = submitted_at
+        if starting:
+            self._starting.add(job_id)
+        self._ensure_loop()
+        self._wake.set()
+
+    def started(self, job_id: str):
+        self._starting.discard(job_id)
+
+    def unwatch(self, job_id: str):
+        self._watched.pop(job_id, None)
+        self._starting.discard(job_id)
+        if self._wake is not None:
+            self._wake.set()  # lets the loop end when nothing is watched
+
+    async def lookup(self, job_id: str):
+        """The job's :class:`JobInfo`, ``None`` if Slurm no longer knows it, or :data:`UNKNOWN`."""
+        if self._snapshot_started is None:
+            await self.refresh()
+        if self._snapshot_started is None:
+            return UNKNOWN
+        info = self._jobs.get(job_id)
+        if info is not None:
+            return info
+        if self._watched.get(job_id, 0.0) >= self._snapshot_started:
+            return UNKNOWN  # submitted after the snapshot began: it cannot be in it yet
+        return None
+
+    async def next_snapshot(self, timeout: float):
+        """Wait (at most ``timeout`` s) until the next refresh attempt has finished."""
+        self._ensure_loop()
+        event = self._refreshed
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def refresh(self):
+        """Run one squeue now, or join the one in flight."""
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._refresh_once())
+        future = self._inflight
+        try:
+            await asyncio.shield(future)
+        finally:
+            if self._inflight is future and future.done():
+                self._inflight = None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        return build_squeue_argv(self.squeue, self.job_name) + list(self.extra_args)
+
+    async def _refresh_once(self):
+        try:
+            await self._run_squeue()
+        finally:
+            event, self._refreshed = self._refreshed, asyncio.Event()
+            event.set()
+
+    async def _run_squeue(self):
+        started = time.time()
+        self._last_attempt = time.monotonic()
+        self.calls += 1
+        try:
+            result = await run_command(self.argv(), timeout=self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except CommandError as e:
+            self._failures += 1
+            self.last_error = str(e)
+            log = self.log.warning if self._failures <= self.max_failures_logged else self.log.debug
+            log("squeue failed (%d in a row), keeping the last snapshot: %s", self._failures, e)
+            return
+        self._jobs = parse_squeue(result.stdout)
+        self._snapshot_started = started
+        self._failures = 0
+        self.last_error = ""
+
+    def _ensure_loop(self):
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._loop())
+
+    async def _loop(self):
+        while self._watched:
+            delay = self.fast_interval if self._starting else self.interval
+            due = self._last_attempt + delay - time.monotonic()
+            if due > 0:
+                # sleep until due, or until watch() wakes us (a new start shortens the delay)
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), due)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("Unexpected error refreshing the Slurm queue snapshot")
+        self._task = None
+
+
+_POLLERS: dict[tuple, SlurmQueuePoller] = {}
+
+
+def shared_poller(*, squeue: str, job_name: str, parent=None, **traits) -> SlurmQueuePoller:
+    """The one poller of this hub process for (squeue, job name); created on first use."""
+    key = (squeue, job_name)
+    poller = _POLLERS.get(key)
+    if poller is None:
+        poller = _POLLERS[key] = SlurmQueuePoller(parent=parent, squeue=squeue, job_name=job_name, **traits)
+    return poller

@@ -1,0 +1,168 @@
+"""Pure builders for Slurm: the job script, the ``sbatch``/``squeue``/``scancel`` argv, parsers.
+
+No I/O here: every function takes plain values and returns plain values, so the whole mapping from
+a validated :class:`~science_gateway.hub.policy.ResourceRequest` to what Slurm sees is tested with
+plain asserts. Resource options travel in the ``sbatch`` argv (one argv element each, never through
+a shell); the script only holds the admin's prologue and the server command, ``shlex``-quoted.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from ..hub.policy import ResourceRequest
+
+#: squeue output fields, in order, separated by SQUEUE_SEP
+SQUEUE_FIELDS = ("job_id", "state", "reason", "start_time", "host", "partition", "user", "name")
+SQUEUE_FORMAT = "%i|%T|%r|%S|%B|%P|%u|%j"
+SQUEUE_SEP = "|"
+
+#: Slurm job states (long form) in which the job still holds or waits for resources
+PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
+RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
+
+_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9@._:=/+ -]")
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as the last ``squeue`` saw it."""
+
+    job_id: str
+    state: str
+    reason: str = ""
+    start_time: str = ""
+    host: str = ""
+    partition: str = ""
+    user: str = ""
+    name: str = ""
+
+    @property
+    def pending(self) -> bool:
+        return self.state in PENDING_STATES
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING_STATES
+
+    @property
+    def finished(self) -> bool:
+        return not (self.pending or self.running)
+
+    def describe(self) -> str:
+        """What a user should read about this job (progress messages, errors)."""
+        reason = "" if self.reason in ("", "None", "(null)") else self.reason
+        if self.pending:
+            text = f"Job {self.job_id} is queued in partition {self.partition or '?'}"
+            text += f", waiting for {reason}" if reason else ""
+            if self.start_time and self.start_time not in ("N/A", "Unknown", "None"):
+                text += f"; estimated start {self.start_time.replace('T', ' ')}"
+            return text
+        if self.running:
+            return f"Job {self.job_id} is running on {self.host}; waiting for Jupyter to answer"
+        text = f"Job {self.job_id} ended: {self.state}"
+        return text + (f" ({reason})" if reason else "")
+
+
+def format_walltime(hours: int) -> str:
+    """Slurm's ``--time`` value: ``HH:MM:SS`` below a day, ``D-HH:MM:SS`` above."""
+    days, hours = divmod(int(hours), 24)
+    return f"{days}-{hours:02d}:00:00" if days else f"{hours:02d}:00:00"
+
+
+def sanitize_comment(text: str, limit: int = 200) -> str:
+    """A job comment safe to show anywhere: printable ASCII from a small set, one line, bounded."""
+    return _COMMENT_UNSAFE.sub("_", text)[:limit]
+
+
+def build_comment(identity: str, gateway: str) -> str:
+    """``--comment``: who started the job, through which gateway."""
+    return sanitize_comment(f"science-gateway={gateway} user={identity}")
+
+
+def build_job_script(command: list[str], prologue: str = "") -> str:
+    """The batch script: the admin's prologue, then ``exec`` of the quoted server command."""
+    lines = ["#!/bin/bash", "# Started by Science Gateway: a Jupyter server for one user.", "set -eu"]
+    if prologue.strip():
+        lines += [prologue.rstrip("\n")]
+    lines.append("exec " + shlex.join(command))
+    return "\n".join(lines) + "\n"
+
+
+def build_sbatch_argv(
+    request: ResourceRequest,
+    *,
+    sbatch: str,
+    prefix: list[str],
+    job_name: str,
+    comment: str,
+    output: str,
+    workdir: str,
+    export: list[str],
+    extra: list[str] = (),
+) -> list[str]:
+    """The full ``sbatch`` argv (run with the script on stdin): one element per option.
+
+    ``prefix`` is the command that switches to the user (e.g. ``sudo -E -u NAME``), already
+    expanded. ``export`` names the environment variables the job receives (values travel in the
+    environment, never in argv).
+    """
+    argv = [*prefix, sbatch, "--parsable"]
+    argv += [
+        f"--job-name={job_name}",
+        f"--comment={sanitize_comment(comment)}",
+        f"--partition={request.partition}",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--cpus-per-task={request.cores}",
+        f"--mem={request.memory_gb}G",
+        f"--time={format_walltime(request.walltime_hours)}",
+        f"--output={output}",
+        f"--chdir={workdir}",
+        f"--export={','.join(sorted(export))}",
+    ]
+    if request.gpus:
+        argv.append(f"--gres=gpu:{request.gpus}")
+    if request.account:
+        argv.append(f"--account={request.account}")
+    argv += list(extra)
+    return argv
+
+
+def build_squeue_argv(squeue: str, job_name: str) -> list[str]:
+    """One ``squeue`` for every job of this gateway, in any state Slurm still remembers."""
+    return [squeue, "--noheader", "--all", "--states=all", f"--name={job_name}", f"--format={SQUEUE_FORMAT}"]
+
+
+def build_scancel_argv(scancel: str, prefix: list[str], job_id: str) -> list[str]:
+    if not job_id.isdigit():
+        raise ValueError(f"not a Slurm job id: {job_id!r}")
+    return [*prefix, scancel, job_id]
+
+
+def expand_prefix(prefix: list[str], username: str) -> list[str]:
+    """Replace the ``{username}`` element(s) of a command prefix (a whole argv element each)."""
+    return [username if part == "{username}" else part for part in prefix]
+
+
+def parse_sbatch_output(output: str) -> str:
+    """The job id from ``sbatch --parsable`` (``ID`` or ``ID;cluster``, last line)."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    job_id = lines[-1].split(";")[0].strip() if lines else ""
+    if not job_id.isdigit():
+        raise ValueError(f"sbatch printed no job id: {output.strip()[-200:]!r}")
+    return job_id
+
+
+def parse_squeue(output: str) -> dict[str, JobInfo]:
+    """``squeue`` output in :data:`SQUEUE_FORMAT` -> ``{job_id: JobInfo}``; odd lines are skipped."""
+    jobs = {}
+    for line in output.splitlines():
+        parts = line.strip().split(SQUEUE_SEP)
+        if len(parts) != len(SQUEUE_FIELDS) or not parts[0].isdigit():
+            continue
+        info = JobInfo(**dict(zip(SQUEUE_FIELDS, parts)))
+        jobs[info.job_id] = info
+    return jobs

@@ -1,0 +1,145 @@
+"""Shared set-up for the Slurm-backed hub tests: wrapper commands, the test policy, the hub config.
+
+The wrappers stand between the hub and the real Slurm commands: ``sbatch`` logs each call (so a
+test can prove a refused spawn never reached it), ``squeue`` logs each call and can be switched to
+fail or hang (``set_squeue_mode``) to inject scheduler trouble.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from science_gateway.hub.config import DEMO_USERS
+from science_gateway.hub.passwords import hash_password
+from sgtest.services import missing, service_env
+
+#: hub users of the Slurm tests: name -> (password, groups); each has a unix account
+#: (scripts/services/slurm install creates them)
+USERS = {
+    **{name: (password, groups) for name, (password, groups, _admin) in DEMO_USERS.items()},
+    "student": ("student", ["students"]),
+    "astro1": ("astro1", ["astro"]),
+    "astro2": ("astro2", ["astro"]),
+    "astro3": ("astro3", ["astro"]),
+}
+
+POLICY = {
+    "astro": {
+        "accounts": ["astro-2024", "astro-dev"],
+        "partitions": {
+            "cpu": {"max_cores": 2, "max_memory_gb": 4, "max_walltime_hours": 24},
+            "long": {"max_cores": 1, "max_memory_gb": 2, "max_walltime_hours": 168},
+        },
+    },
+    "students": {
+        "accounts": ["teaching"],
+        "partitions": {"debug": {"max_cores": 1, "max_memory_gb": 1, "max_walltime_hours": 1}},
+    },
+}
+
+SQUEUE_WRAPPER = """#!/bin/bash
+# squeue for tests: logs each call; $DIR/squeue.mode = ok | fail | hang
+DIR=$(dirname "$0")
+echo "$(date +%s.%N)" >> "$DIR/squeue.calls"
+case "$(cat "$DIR/squeue.mode" 2>/dev/null)" in
+  fail) echo "slurm_load_jobs error: Unable to contact slurm controller (injected)" >&2; exit 1 ;;
+  hang) exec sleep 3600 ;;
+esac
+exec {squeue} "$@"
+"""
+
+SBATCH_WRAPPER = """#!/bin/bash
+# sbatch for tests: logs each call (run as the user, through sudo), then runs the real one
+DIR=$(dirname "$0")
+echo "$(date +%s.%N) $(id -un)" >> "$DIR/sbatch.calls"
+exec {sbatch} "$@"
+"""
+
+
+class SlurmFixture:
+    """Wrapper commands in a world-readable dir, and the facts the tests need about Slurm."""
+
+    def __init__(self):
+        env = service_env("slurm")
+        self.env = env
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10)
+        if "UP" not in ping.stdout:
+            missing("slurm", f"scontrol ping: {ping.stdout.strip()} {ping.stderr.strip()}")
+        for name in USERS:
+            try:
+                import pwd
+
+                pwd.getpwnam(name)
+            except KeyError:
+                missing("slurm", f"no unix account {name!r} (run scripts/services/slurm install)")
+        self.job_name = f"sgtest-{secrets.token_hex(4)}"
+        self.dir = Path(f"/var/tmp/{self.job_name}")
+        self.dir.mkdir(mode=0o755)
+        os.chmod(self.dir, 0o755)
+        for name, template, real in (
+            ("squeue", SQUEUE_WRAPPER, env.get("SLURM_SQUEUE", "/usr/bin/squeue")),
+            ("sbatch", SBATCH_WRAPPER, env.get("SLURM_SBATCH", "/usr/bin/sbatch")),
+        ):
+            path = self.dir / name
+            path.write_text(template.replace("{squeue}", real).replace("{sbatch}", real))
+            os.chmod(path, 0o755)
+        for log in ("squeue.calls", "sbatch.calls"):
+            (self.dir / log).touch()
+            os.chmod(self.dir / log, 0o666)
+        self.set_squeue_mode("ok")
+
+    def set_squeue_mode(self, mode: str):
+        (self.dir / "squeue.mode").write_text(mode)
+
+    def calls(self, command: str) -> int:
+        return len((self.dir / f"{command}.calls").read_text().splitlines())
+
+    def jobs(self) -> dict[str, dict]:
+        """Jobs of this test run as Slurm sees them: user -> fields."""
+        out = subprocess.run(
+            ["squeue", "--noheader", f"--name={self.job_name}", "--format=%i|%T|%u|%k|%j|%P|%a|%C|%m"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+        jobs = {}
+        for line in out.splitlines():
+            job_id, state, user, comment, name, partition, account, cpus, mem = line.split("|")
+            jobs[user] = dict(job_id=job_id, state=state, comment=comment, name=name, partition=partition,
+                              account=account, cpus=cpus, mem=mem)
+        return jobs
+
+    def cancel_all(self):
+        subprocess.run(["scancel", f"--name={self.job_name}"], timeout=30, check=False)
+
+    def cleanup(self):
+        self.cancel_all()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def hub_config(self, **spawner) -> dict:
+        prefix = os.environ.get("SG_TEST_VENV") or sys.prefix
+        return {
+            "JupyterHub": {"spawner_class": "science-gateway-slurm", "cleanup_servers": False},
+            "Spawner": {"http_timeout": 60, "poll_interval": 2},
+            "SlurmSpawner": {
+                "python_prefix": prefix,
+                "sbatch_path": str(self.dir / "sbatch"),
+                "squeue_path": str(self.dir / "squeue"),
+                "scancel_path": self.env.get("SLURM_SCANCEL", "/usr/bin/scancel"),
+                "job_name": self.job_name,
+                "queue_poll_interval": 2,
+                "queue_fast_interval": 0.5,
+                "squeue_timeout": 3,
+                **spawner,
+            },
+            "ResourcePolicy": {"groups": POLICY},
+            "DemoAuthenticator": {
+                "users": {
+                    name: {"password": hash_password(password), "groups": groups, "admin": name == "admin"}
+                    for name, (password, groups) in USERS.items()
+                }
+            },
+        }

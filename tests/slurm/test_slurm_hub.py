@@ -1,0 +1,221 @@
+"""Real JupyterHub + real Slurm: servers as jobs, policy checks at the REST API, one squeue for all.
+
+Needs scripts/services/slurm (started, with its test users) and configurable-http-proxy on PATH.
+"""
+
+import json
+import subprocess
+import time
+
+import pytest
+from slurm_hub_support import USERS, SlurmFixture
+from sgtest.hub import HubSession, RunningHub, free_port, wait_for
+
+pytestmark = [pytest.mark.slurm, pytest.mark.hub]
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    fixture = SlurmFixture()
+    yield fixture
+    fixture.cleanup()
+
+
+@pytest.fixture(scope="module")
+def slurm_hub(slurm, tmp_path_factory):
+    with RunningHub(tmp_path_factory.mktemp("slurmhub"), config=slurm.hub_config()) as hub:
+        yield hub
+
+
+def login(hub, name) -> HubSession:
+    session = HubSession(hub)
+    r = session.login(name, USERS[name][0])
+    assert r.status_code == 200, r.text[:300]
+    return session
+
+
+def hub_api(session, path, method="GET", **kwargs):
+    return session.http.request(
+        method, f"{session.hub.url}/hub/api{path}", headers=session.xsrf_headers(), timeout=30, **kwargs
+    )
+
+
+def server_of(session, name) -> dict:
+    return hub_api(session, f"/users/{name}").json()["servers"].get("", {})
+
+
+def stop_server(session, name):
+    r = hub_api(session, f"/users/{name}/server", method="DELETE")
+    assert r.status_code in (202, 204), r.text
+    wait_for(lambda: not server_of(session, name), 60, what=f"{name}'s server to stop")
+
+
+def test_servers_run_as_jobs_and_answer_for_the_right_user(slurm, slurm_hub):
+    demo, astro1 = login(slurm_hub, "demo"), login(slurm_hub, "astro1")
+    demo.start_server("demo", options={"partition": "cpu", "cores": 2, "memory_gb": 1, "account": "astro-dev"})
+    # a one-click spawn URL with the options in the query
+    r = astro1.get("/hub/spawn?partition=long&cores=1&memory_gb=1&walltime_hours=100")
+    assert r.status_code == 200, r.text[:300]
+    wait_for(lambda: astro1.server_status("astro1") is not None, 120, interval=0.5, what="astro1's server")
+
+    assert demo.server_status("demo") is not None
+    assert demo.identity("demo") == "demo"
+    assert astro1.identity("astro1") == "astro1"
+    # each person reaches only their own server
+    assert demo.get("/user/astro1/api/status", allow_redirects=False).status_code != 200
+
+    jobs = slurm.jobs()
+    assert jobs["demo"]["state"] == "RUNNING" and jobs["astro1"]["state"] == "RUNNING"
+    assert jobs["demo"]["name"] == slurm.job_name
+    assert jobs["demo"]["comment"] == "science-gateway=science-gateway user=demo"
+    assert (jobs["demo"]["partition"], jobs["demo"]["account"], jobs["demo"]["cpus"], jobs["demo"]["mem"]) == (
+        "cpu", "astro-dev", "2", "1G",
+    )
+    assert (jobs["astro1"]["partition"], jobs["astro1"]["account"]) == ("long", "astro-2024")
+
+    stop_server(demo, "demo")
+    stop_server(astro1, "astro1")
+    wait_for(lambda: not {"demo", "astro1"} & set(slurm.jobs()), 60, what="the jobs to leave the queue")
+
+
+HOSTILE = [
+    pytest.param({"cores": "1; touch /tmp/pwned"}, id="shell-metacharacters"),
+    pytest.param({"partition": "cpu\n#SBATCH --uid=0"}, id="newline-in-partition"),
+    pytest.param({"account": "astro-2024 --uid=0"}, id="option-in-account"),
+    pytest.param({"cores": 64}, id="too-many-cores"),
+    pytest.param({"memory_gb": -1}, id="negative-memory"),
+    pytest.param({"walltime_hours": 10**9}, id="huge-walltime"),
+    pytest.param({"gpus": 1}, id="gpus-not-allowed"),
+    pytest.param({"batch_script": "#!/bin/sh\nid"}, id="unknown-key-batch-script"),
+    pytest.param({"req_options": "--uid=0"}, id="unknown-key-req-options"),
+    pytest.param({"partition": "debug"}, id="partition-of-another-group"),
+    pytest.param({"account": "teaching"}, id="account-of-another-group"),
+    pytest.param({"cores": [1, 2]}, id="list-value"),
+]
+
+
+@pytest.mark.parametrize("options", HOSTILE)
+def test_hostile_rest_options_are_refused_before_sbatch(slurm, slurm_hub, options):
+    before = slurm.calls("sbatch")
+    session = login(slurm_hub, "demo")
+    r = hub_api(session, "/users/demo/server", method="POST", json=options)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    message = r.json()["message"]
+    assert any(hint in message for hint in ("allowed", "whole number", "must be")), message
+    assert slurm.calls("sbatch") == before
+    assert "demo" not in slurm.jobs()
+    assert not server_of(session, "demo")
+
+
+def progress_events(session, name) -> list[dict]:
+    """The spawn progress stream (server-sent events) until it ends."""
+    r = session.http.get(f"{session.hub.url}/hub/api/users/{name}/server/progress", stream=True, timeout=120)
+    events = []
+    for line in r.iter_lines(decode_unicode=True):
+        if line and line.startswith("data:"):
+            events.append(json.loads(line[5:]))
+            if events[-1].get("failed") or events[-1].get("ready"):
+                break
+    r.close()
+    return events
+
+
+def test_queue_reason_in_progress_and_a_cancelled_job_fails_with_its_reason(slurm, slurm_hub):
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--partition=debug", f"--job-name={slurm.job_name}-blocker", "--mem=64M",
+         "--time=10", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()
+    try:
+        session = login(slurm_hub, "student")
+        r = hub_api(session, "/users/student/server", method="POST", json={"partition": "debug"})
+        assert r.status_code == 202, r.text
+        wait_for(lambda: slurm.jobs().get("student", {}).get("state") == "PENDING", 60, what="a pending job")
+        job_id = slurm.jobs()["student"]["job_id"]
+        # what the pending page shows: the queue's reason
+        first = session.http.get(
+            f"{slurm_hub.url}/hub/api/users/student/server/progress", stream=True, timeout=60
+        )
+        messages = []
+        for line in first.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                messages.append(json.loads(line[5:]).get("message", ""))
+                if "waiting for Resources" in messages[-1]:
+                    break
+        first.close()
+        assert f"Job {job_id} is queued in partition debug, waiting for Resources" in messages[-1]
+        # the job is cancelled by someone else: the spawn fails and says why
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        events = progress_events(session, "student")
+        assert events[-1].get("failed"), events
+        assert f"Job {job_id} ended: CANCELLED" in events[-1]["message"], events[-1]
+        wait_for(lambda: not server_of(session, "student"), 60, what="the failed server to be cleared")
+    finally:
+        subprocess.run(["scancel", blocker], timeout=30, check=False)
+
+
+def test_a_user_in_no_policy_group_gets_403(slurm, tmp_path_factory):
+    config = slurm.hub_config()
+    config["ResourcePolicy"] = {"groups": {"students": config["ResourcePolicy"]["groups"]["students"]}}
+    with RunningHub(tmp_path_factory.mktemp("nogroup"), config=config) as hub:
+        session = login(hub, "demo")
+        r = hub_api(session, "/users/demo/server", method="POST", json={})
+        assert r.status_code == 403, r.text
+        assert "none of your groups (astro) may start servers" in r.json()["message"]
+        assert slurm.calls("sbatch") == 0 or "demo" not in slurm.jobs()
+
+
+def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp_path_factory):
+    state = tmp_path_factory.mktemp("restart")
+    hub_port, public_port = free_port(), free_port()
+    config = slurm.hub_config(queue_poll_interval=600)  # only the start-up snapshot, no periodic calls
+    config["JupyterHub"]["hub_port"] = hub_port
+
+    def make_hub():
+        hub = RunningHub(state, config=config)
+        hub.port, hub.url = public_port, f"http://127.0.0.1:{public_port}"
+        return hub
+
+    names = ["demo", "astro1", "astro2", "astro3"]
+    with make_hub() as hub:
+        for name in names:
+            r = hub_api(login(hub, name), f"/users/{name}/server", method="POST", json={"memory_gb": 1})
+            assert r.status_code in (201, 202), r.text
+        for name in names:
+            session = login(hub, name)
+            wait_for(lambda: session.server_status(name) is not None, 120, interval=0.5, what=f"{name}'s server")
+    # the hub is down; the jobs are not (cleanup_servers=False); one job dies meanwhile
+    jobs = slurm.jobs()
+    assert {n: jobs[n]["state"] for n in names} == {n: "RUNNING" for n in names}
+    subprocess.run(["scancel", jobs["astro3"]["job_id"]], check=True, timeout=30)
+
+    before = slurm.calls("squeue")
+    with make_hub() as hub:
+        # one squeue for all four servers at start-up, not one per server
+        assert slurm.calls("squeue") - before == 1
+        sessions = {name: login(hub, name) for name in names}
+        for name in ["demo", "astro1", "astro2"]:
+            assert sessions[name].server_status(name) is not None, hub.log_tail()
+            assert sessions[name].identity(name) == name
+        # the job that died while the hub was down was cleaned up: no server, and a new start works
+        assert not server_of(sessions["astro3"], "astro3")
+        sessions["astro3"].start_server("astro3", options={"memory_gb": 1}, timeout=120)
+
+    # injected trouble at start-up: squeue fails, then hangs; every live server is kept
+    for mode in ("fail", "hang"):
+        slurm.set_squeue_mode(mode)
+        with make_hub() as hub:
+            for name in names:
+                session = login(hub, name)
+                assert session.server_status(name) is not None, (mode, name, hub.log_tail())
+                assert session.identity(name) == name
+            # many hub polls (poll_interval=2) and squeue attempts later, all still there
+            time.sleep(8)
+            for name in names:
+                assert server_of(login(hub, name), name).get("ready"), (mode, name)
+            slurm.set_squeue_mode("ok")
+            if mode == "hang":
+                for name in names:
+                    stop_server(login(hub, name), name)
+    wait_for(lambda: not set(names) & set(slurm.jobs()), 60, what="the jobs to leave the queue")
+

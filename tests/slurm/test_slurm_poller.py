@@ -1,0 +1,96 @@
+"""The shared queue poller against a stand-in squeue (a real executable): batching and failure rules."""
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from science_gateway.spawners.poller import UNKNOWN, SlurmQueuePoller
+
+LINES = "11|RUNNING|None|2026-11-22T03:00:00|vm|cpu|demo|sg\n12|PENDING|Resources|N/A|n/a|debug|student|sg\n"
+
+
+@pytest.fixture
+def fake_squeue(tmp_path):
+    """An executable squeue whose answer is the file ``out`` (or ``fail``/``hang`` in ``mode``)."""
+    script = tmp_path / "squeue"
+    script.write_text(
+        "#!/bin/bash\n"
+        f'echo call >> {tmp_path}/calls\n'
+        f'case "$(cat {tmp_path}/mode)" in fail) echo boom >&2; exit 1;; hang) exec sleep 60;; esac\n'
+        f"cat {tmp_path}/out\n"
+    )
+    os.chmod(script, 0o755)
+    (tmp_path / "mode").write_text("ok")
+    (tmp_path / "out").write_text(LINES)
+    (tmp_path / "calls").write_text("")
+
+    class Fake:
+        path = str(script)
+
+        @staticmethod
+        def set(mode=None, out=None):
+            if mode:
+                (tmp_path / "mode").write_text(mode)
+            if out is not None:
+                (tmp_path / "out").write_text(out)
+
+        @staticmethod
+        def calls():
+            return len((tmp_path / "calls").read_text().splitlines())
+
+    return Fake
+
+
+def make_poller(fake, **traits):
+    return SlurmQueuePoller(squeue=fake.path, job_name="sg", interval=3600, fast_interval=0.05, timeout=1, **traits)
+
+
+async def test_many_lookups_share_one_squeue(fake_squeue):
+    poller = make_poller(fake_squeue)
+    results = await asyncio.gather(*(poller.lookup(job) for job in ["11", "12", "13"] * 10))
+    assert fake_squeue.calls() == 1
+    assert results[0].running and results[1].pending and results[2] is None
+
+
+async def test_failures_and_hangs_keep_the_last_snapshot(fake_squeue):
+    poller = make_poller(fake_squeue)
+    assert (await poller.lookup("11")).running
+    fake_squeue.set(out="")  # if it were read, job 11 would be gone
+    for mode in ("fail", "hang"):
+        fake_squeue.set(mode=mode)
+        await poller.refresh()
+        assert poller.last_error
+        assert (await poller.lookup("11")).running, mode
+    fake_squeue.set(mode="ok")
+    await poller.refresh()
+    assert await poller.lookup("11") is None
+
+
+async def test_no_snapshot_yet_is_unknown_not_gone(fake_squeue):
+    fake_squeue.set(mode="fail")
+    poller = make_poller(fake_squeue)
+    assert await poller.lookup("11") is UNKNOWN
+
+
+async def test_a_job_newer_than_the_snapshot_is_unknown(fake_squeue):
+    poller = make_poller(fake_squeue)
+    await poller.refresh()
+    poller.watch("99", submitted_at=time.time())
+    assert await poller.lookup("99") is UNKNOWN
+    poller.unwatch("99")
+
+
+async def test_starting_jobs_get_fast_refreshes_then_it_slows_down(fake_squeue):
+    poller = make_poller(fake_squeue)
+    poller.watch("12", submitted_at=time.time(), starting=True)
+    for _ in range(3):
+        await poller.next_snapshot(timeout=5)
+    assert fake_squeue.calls() >= 3
+    poller.started("12")
+    await poller.next_snapshot(timeout=0.3)  # let a refresh in flight finish
+    calls = fake_squeue.calls()
+    await asyncio.sleep(0.5)
+    assert fake_squeue.calls() == calls  # back to the slow interval (an hour here)
+    poller.unwatch("12")
