@@ -79,6 +79,9 @@ class GroupPolicy(HasTraits):
     accounts = List(
         Unicode(), help="Allocation accounts members may charge. Empty: they choose none."
     )
+    max_dask_workers = Integer(
+        0, min=0, help="Most Dask workers on the batch system one member may run at once (0: none)."
+    )
 
     @validate("partitions")
     def _build_partitions(self, proposal):
@@ -110,6 +113,7 @@ class Choices:
 
     partitions: dict[str, PartitionLimits] = field(default_factory=dict)
     accounts: tuple[str, ...] = ()
+    max_dask_workers: int = 0
 
     def describe(self) -> str:
         """A one-line summary for error messages."""
@@ -171,8 +175,10 @@ class ResourcePolicy(LoggingConfigurable):
 
         Partition limits take the keys of PartitionLimits: max_cores, max_memory_gb, max_gpus,
         max_walltime_hours, and default_cores, default_memory_gb, default_walltime_hours (what
-        the form offers first). A user in several groups gets every partition any of them
-        allows, with the most generous limits, and every account of every group.
+        the form offers first). ``max_dask_workers`` is the most Dask workers on the batch
+        system a member may run at once (0, the default: none). A user in several groups gets
+        every partition any of them allows, with the most generous limits, and every account of
+        every group.
         """,
     ).tag(config=True)
 
@@ -201,14 +207,18 @@ class ResourcePolicy(LoggingConfigurable):
         """What a member of ``groups`` may choose (the union over the groups)."""
         partitions: dict[str, PartitionLimits] = {}
         accounts: list[str] = []
+        max_dask_workers = 0
         for group in sorted(set(groups)):
             policy = self.groups.get(group)
             if policy is None:
                 continue
+            max_dask_workers = max(max_dask_workers, policy.max_dask_workers)
             for name, limits in policy.partitions.items():
                 partitions[name] = partitions[name].merged(limits) if name in partitions else limits
             accounts.extend(a for a in policy.accounts if a not in accounts)
-        return Choices(partitions=dict(sorted(partitions.items())), accounts=tuple(accounts))
+        return Choices(
+            partitions=dict(sorted(partitions.items())), accounts=tuple(accounts), max_dask_workers=max_dask_workers
+        )
 
     def default_request(self, groups) -> ResourceRequest | None:
         """The request the form starts from, or None when the groups allow nothing."""

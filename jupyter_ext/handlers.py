@@ -5,6 +5,7 @@ All subclass jupyter_server's ``APIHandler``, so every error has one JSON shape
 """
 
 import json
+import os
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -13,6 +14,7 @@ from tornado import web
 from .. import __version__
 from .catalog.base import InvalidQuery
 from .catalog.models import InvalidDID
+from .dask.presets import UserDaskConfig
 
 AUTH_RESOURCE = "gateway"
 
@@ -76,10 +78,24 @@ class DatasetFilesHandler(GatewayHandler):
         self.write_json({"did": did, "files": [f.to_dict() for f in found]})
 
 
+class DaskPresetsHandler(GatewayHandler):
+    """The Dask presets this user may use, with their limits (what the hub handed the server)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        try:
+            user = UserDaskConfig.from_environ(os.environ)
+        except ValueError as e:
+            raise web.HTTPError(500, f"the server's Dask presets are unreadable: {e}") from None
+        self.write_json(user.describe())
+
+
 #: A DID travels as one URL-encoded path segment (``demo%3Arun2024.raw.0001``), so names holding
 #: ``/`` stay one segment; tornado decodes it before the handler sees it.
 handlers = [
     ("/?", RootHandler),
     ("/datasets", DatasetsHandler),
     (r"/datasets/(?P<did>[^/]+)/files", DatasetFilesHandler),
+    ("/dask/presets", DaskPresetsHandler),
 ]

@@ -10,6 +10,9 @@ import os
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import default
 
+from ..jupyter_ext.dask.presets import DaskPresets
+from .dask_env import dask_environment
+
 
 class LocalSpawner(SimpleLocalProcessSpawner):
     """`SimpleLocalProcessSpawner` with the gateway's defaults: JupyterLab, a per-user home."""
@@ -26,3 +29,10 @@ class LocalSpawner(SimpleLocalProcessSpawner):
     @default("default_url")
     def _default_url_default(self):
         return "/lab"
+
+    def get_env(self):
+        env = super().get_env()
+        # Dask presets as local clusters: the user's own machine, no group policy on workers.
+        groups = sorted(g.name for g in self.user.groups)
+        env.update(dask_environment(DaskPresets(parent=self), backend="local", groups=groups))
+        return env

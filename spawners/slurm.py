@@ -44,6 +44,9 @@ from traitlets import Float, Instance, Integer, List, Unicode, default
 
 from ..commands import CommandError, run_command
 from ..hub.policy import PolicyError, ResourcePolicy, ResourceRequest
+from ..jupyter_ext.dask.builders import worker_job_name
+from ..jupyter_ext.dask.presets import DaskPresets
+from .dask_env import build_cancel_workers_argv, dask_environment
 from .form import options_from_form_data, render_form
 from .poller import UNKNOWN, SlurmQueuePoller, shared_poller
 from .slurm_script import (
@@ -249,6 +252,17 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     def get_env(self):
         env = super().get_env()
         env["PATH"] = os.pathsep.join([os.path.join(self.python_prefix, "bin"), "/usr/local/bin", "/usr/bin", "/bin"])
+        request = self.resource_request
+        env.update(
+            dask_environment(
+                DaskPresets(parent=self),
+                backend="slurm",
+                groups=self.user_groups(),
+                choices=self.policy.choices(self.user_groups()),
+                account=request.account if request else "",
+                comment=build_comment(self.job_identity(), self.gateway_name),
+            )
+        )
         return env
 
     def _pick_port(self) -> int:
@@ -330,6 +344,17 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
         )
         await self.run_command(argv)
 
+    async def cancel_dask_workers(self, job_id):
+        """Cancel the Dask worker jobs the session ``job_id`` started (named after it)."""
+        name = worker_job_name(DaskPresets(parent=self).job_name, job_id)
+        argv = build_cancel_workers_argv(
+            self.scancel_path, expand_prefix(list(self.user_command_prefix), self.user.name), name, self.user.name
+        )
+        try:
+            await self.run_command(argv)
+        except (CommandError, ValueError) as e:
+            self.log.warning("cancelling Dask workers %s of %s: %s", name, self._log_name, e)
+
     # -- the spawner lifecycle -------------------------------------------------------------
 
     async def start(self):
@@ -397,6 +422,7 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
         except (CommandError, ValueError) as e:
             # A job that already ended (e.g. while the hub was down) cannot be cancelled: that is fine.
             self.log.warning("scancel %s: %s", job_id, e)
+        await self.cancel_dask_workers(job_id)
         self.poller.unwatch(job_id)
         _PORTS_IN_USE.discard(self.port)
 

@@ -1,0 +1,115 @@
+"""Pure builders: from a preset and a user's resolved config to the kwargs of a Dask cluster.
+
+No I/O and no Dask import here: every function takes plain values and returns plain values, so the
+whole mapping from what an admin wrote to what ``sbatch`` sees is tested with plain asserts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .presets import DaskPreset, DaskPresets, worker_lifetime
+
+_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9@._:=/+ -]")
+
+
+class DaskLimitError(ValueError):
+    """A scale/adapt request beyond what the user's groups allow; the message says the limit."""
+
+
+def format_walltime(minutes: int) -> str:
+    """Slurm's ``-t``: ``HH:MM:00`` (hours may exceed 24: Slurm accepts it)."""
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours:02d}:{minutes:02d}:00"
+
+
+def worker_comment(comment: str, preset_name: str) -> str:
+    """The worker job's ``--comment``: the session's identity comment plus the preset."""
+    text = f"{comment} dask={preset_name}".strip()
+    return _COMMENT_UNSAFE.sub("_", text)[:200]
+
+
+def worker_job_name(base: str, session_job_id: str = "") -> str:
+    """Worker jobs are named after the session's job, so its end can cancel exactly them."""
+    return f"{base}-{session_job_id}" if session_job_id else base
+
+
+def slurm_cluster_kwargs(
+    preset_name: str,
+    preset: DaskPreset,
+    settings: DaskPresets,
+    *,
+    account: str,
+    comment: str,
+    python: str,
+    job_name: str,
+    log_directory: str | None,
+) -> dict:
+    """``dask_jobqueue.SLURMCluster(**kwargs)`` for one preset and one user's session.
+
+    ``account`` is the session's (it wins over the preset's); ``comment`` carries the user's
+    identity as the session job's does; ``python`` is the kernel's own interpreter, so workers run
+    the kernel's environment.
+    """
+    lifetime, stagger = worker_lifetime(preset.walltime_minutes, settings.lifetime_margin_minutes)
+    kwargs = {
+        "n_workers": 0,
+        "cores": preset.job_cores(),
+        "processes": preset.workers_per_job,
+        "memory": f"{preset.job_memory_gb()}GiB",
+        "walltime": format_walltime(preset.walltime_minutes),
+        "queue": preset.partition or None,
+        "account": account or preset.account or None,
+        "job_name": job_name,
+        # quoted: the comment has spaces, and #SBATCH lines are split on them (the comment holds no quotes)
+        "job_extra_directives": [f'--comment="{worker_comment(comment, preset_name)}"', *preset.extra_directives],
+        "worker_extra_args": ["--lifetime", f"{lifetime}m", "--lifetime-stagger", f"{stagger}m"],
+        "death_timeout": settings.death_timeout,
+        "python": python,
+        "job_script_prologue": list(settings.job_script_prologue),
+        "log_directory": log_directory,
+        # one scheduler per kernel on a shared node: let the OS pick the dashboard's port
+        "scheduler_options": {"dashboard_address": ":0"},
+    }
+    if settings.interface:
+        kwargs["interface"] = settings.interface
+    return kwargs
+
+
+def local_cluster_kwargs(preset: DaskPreset) -> dict:
+    """``distributed.LocalCluster(**kwargs)`` for the same preset (the embedded default)."""
+    return {
+        "n_workers": 0,
+        "threads_per_worker": preset.cores,
+        "memory_limit": f"{preset.memory_gb}GiB",
+        "processes": True,
+        "dashboard_address": ":0",
+    }
+
+
+def workers_for(n: int | None, jobs: int, workers_per_job: int) -> tuple[int, int]:
+    """``(jobs, workers)`` that ``scale(n=..., jobs=...)`` really asks for (whole jobs)."""
+    if n is not None:
+        jobs = math.ceil(n / workers_per_job)
+    return jobs, jobs * workers_per_job
+
+
+def check_workers(requested: int, *, preset_name: str, preset_max: int, user_max: int, others: int,
+                  groups=(), workers_per_job: int = 1) -> None:
+    """Raise :class:`DaskLimitError` when ``requested`` workers exceed the preset's or the user's limit.
+
+    ``others`` are the workers the user's other live clusters (same kernel) hold.
+    """
+    limit = max(0, min(preset_max, user_max - others))
+    if requested <= limit:
+        return
+    who = f"your groups ({', '.join(groups)})" if groups else "you"
+    held = f"; your other clusters hold {others}" if others else ""
+    if workers_per_job > 1:
+        held += f" (workers come in whole jobs of {workers_per_job})"
+    raise DaskLimitError(
+        f"preset {preset_name!r} allows at most {limit} workers for {who}{held}; you asked for {requested}. "
+        f"Ask for fewer (e.g. cluster.scale({limit}) or cluster.adapt(maximum={limit})), close other clusters, "
+        "or ask the gateway admins for a higher max_dask_workers."
+    )

@@ -1,0 +1,182 @@
+"""Dask clusters from presets, with the user's limits enforced (runs in the kernel).
+
+:func:`cluster` builds a :class:`GatewaySLURMCluster` (``dask_jobqueue.SLURMCluster``) in a Slurm
+session, or a :class:`GatewayLocalCluster` (``distributed.LocalCluster``) in the embedded default,
+from the presets and limits the hub resolved for this user (:class:`~.presets.UserDaskConfig`).
+``scale``/``adapt`` beyond the limits raise :class:`~.builders.DaskLimitError`.
+
+Lifecycle: ``cluster.close()`` cancels the worker jobs; distributed closes every live cluster at
+interpreter exit (a kernel shut down or restarted); a killed kernel's workers exit after
+``DaskPresets.death_timeout`` without a scheduler; and the Slurm spawner cancels the session's
+worker jobs (by job name) when the session stops.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import weakref
+
+from dask.utils import parse_bytes
+from dask_jobqueue import SLURMCluster
+from dask_jobqueue.slurm import SLURMJob
+from distributed import LocalCluster
+
+from .builders import check_workers, local_cluster_kwargs, slurm_cluster_kwargs, worker_job_name, workers_for
+from .presets import UserDaskConfig
+
+#: this kernel's live gateway clusters: the user's limit counts all of them
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+class _Limits:
+    """Limit bookkeeping shared by both cluster kinds (a mixin before the Dask class)."""
+
+    def _setup_limits(self, preset_name: str, user: UserDaskConfig):
+        preset = user.presets[preset_name]
+        self.preset_name = preset_name
+        self.preset_max_workers = preset.max_workers
+        self.user_max_workers = user.max_workers
+        self.user_groups = user.groups
+        self._reserved = 0
+        _LIVE.add(self)
+
+    def _others(self) -> int:
+        return sum(c._reserved for c in list(_LIVE) if c is not self and c.status.name not in ("closing", "closed"))
+
+    def _check_and_reserve(self, workers: int):
+        check_workers(
+            workers,
+            preset_name=self.preset_name,
+            preset_max=self.preset_max_workers,
+            user_max=self.user_max_workers,
+            others=self._others(),
+            groups=self.user_groups,
+            workers_per_job=self._workers_per_job(),
+        )
+        self._reserved = workers
+
+    def _allowed_maximum(self) -> int:
+        return max(0, min(self.preset_max_workers, self.user_max_workers - self._others()))
+
+    def _checked_adapt_kwargs(self, kwargs: dict) -> dict:
+        """Adaptive's maximum: the limit when not given, an error when beyond it."""
+        per_job = self._workers_per_job()
+        if kwargs.get("maximum_jobs") is not None:
+            kwargs["maximum"] = kwargs.pop("maximum_jobs") * per_job
+        if kwargs.get("minimum_jobs") is not None:
+            kwargs["minimum"] = kwargs.pop("minimum_jobs") * per_job
+        maximum = kwargs.get("maximum")
+        if maximum is None or maximum == math.inf:
+            maximum = self._allowed_maximum() // per_job * per_job
+        maximum = int(maximum)
+        self._check_and_reserve(max(maximum, int(kwargs.get("minimum") or 0)))
+        kwargs["maximum"] = maximum
+        return kwargs
+
+    @property
+    def limits(self) -> dict:
+        """What this cluster may still grow to, for people and widgets."""
+        return {"preset": self.preset_name, "max_workers": self._allowed_maximum(), "reserved": self._reserved}
+
+
+class GatewaySLURMJob(SLURMJob):
+    """``SLURMJob`` whose submit/cancel commands come from the site settings (absolute paths allowed)."""
+
+    def __init__(self, *args, submit_command="sbatch", cancel_command="scancel", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.submit_command = submit_command
+        self.cancel_command = cancel_command
+
+
+class GatewaySLURMCluster(_Limits, SLURMCluster):
+    """``SLURMCluster`` from a preset: the user's account and identity, limits enforced."""
+
+    job_cls = GatewaySLURMJob
+
+    def __init__(self, *, preset_name: str, user: UserDaskConfig, **kwargs):
+        self._setup_limits(preset_name, user)
+        kwargs.setdefault("submit_command", user.settings.submit_command)
+        kwargs.setdefault("cancel_command", user.settings.cancel_command)
+        super().__init__(**kwargs)
+
+    def _workers_per_job(self) -> int:
+        return self._dummy_job.worker_processes
+
+    def scale(self, n=None, jobs=0, memory=None, cores=None):
+        jobs, _ = workers_for(n, jobs, self._workers_per_job())
+        if memory is not None:
+            jobs = max(jobs, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
+        if cores is not None:
+            jobs = max(jobs, math.ceil(cores / self._threads_per_worker()))
+        self._check_and_reserve(jobs * self._workers_per_job())
+        return super().scale(jobs=jobs)
+
+    def adapt(self, *args, **kwargs):
+        return super().adapt(*args, **self._checked_adapt_kwargs(kwargs))
+
+
+class GatewayLocalCluster(_Limits, LocalCluster):
+    """``LocalCluster`` from the same presets (the embedded default), limits enforced."""
+
+    def __init__(self, *, preset_name: str, user: UserDaskConfig, **kwargs):
+        self._setup_limits(preset_name, user)
+        super().__init__(**kwargs)
+
+    def _workers_per_job(self) -> int:
+        return 1
+
+    def scale(self, n=0, memory=None, cores=None):
+        if memory is not None:
+            n = max(n, math.ceil(parse_bytes(memory) / self._memory_per_worker()))
+        if cores is not None:
+            n = max(n, math.ceil(cores / self._threads_per_worker()))
+        self._check_and_reserve(n)
+        return super().scale(n)
+
+    def adapt(self, *args, **kwargs):
+        return super().adapt(*args, **self._checked_adapt_kwargs(kwargs))
+
+
+def user_config(environ=None) -> UserDaskConfig:
+    """This user's presets and limits, as the hub handed them to the server."""
+    return UserDaskConfig.from_environ(os.environ if environ is None else environ)
+
+
+def cluster(name: str, *, environ=None, **cluster_kwargs):
+    """A ready cluster of the admin's preset ``name`` (no workers yet: ``scale``/``adapt`` it).
+
+    ``cluster_kwargs`` pass through to the Dask cluster class (e.g. ``asynchronous=True``);
+    resource settings come from the preset only.
+    """
+    environ = os.environ if environ is None else environ
+    user = user_config(environ)
+    preset = user.preset(name)
+    if user.backend == "local":
+        kwargs = local_cluster_kwargs(preset)
+        return GatewayLocalCluster(preset_name=name, user=user, **{**kwargs, **cluster_kwargs})
+    kwargs = slurm_cluster_kwargs(
+        name,
+        preset,
+        user.settings,
+        account=user.account,
+        comment=user.comment,
+        python=sys.executable,
+        job_name=worker_job_name(user.settings.job_name, environ.get("SLURM_JOB_ID", "")),
+        log_directory=_log_directory(user.settings.log_directory),
+    )
+    return GatewaySLURMCluster(preset_name=name, user=user, **{**kwargs, **cluster_kwargs})
+
+
+def _log_directory(template: str) -> str | None:
+    if not template:
+        return None
+    path = os.path.expanduser(template)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def presets(environ=None) -> dict:
+    """The presets this user may use, with their limits (what ``GET /gateway/api/dask/presets`` returns)."""
+    return user_config(environ).describe()
