@@ -397,8 +397,8 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     async def poll(self):
         if not self.job_id:
             return 0
-        if self.job_id not in self.poller._watched:
-            self.poller.watch(self.job_id)
+        if not self.poller.watching(self.job_id):
+            self.poller.watch(self.job_id)  # e.g. a job re-adopted after a hub restart
         status = await self.query_job_status()
         if status in (batchspawner.JobStatus.PENDING, batchspawner.JobStatus.RUNNING, batchspawner.JobStatus.UNKNOWN):
             if self.server and self.server.port:
@@ -421,6 +421,8 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
             self.log.warning("scancel %s: %s", job_id, e)
         self.poller.unwatch(job_id)
         _PORTS_IN_USE.discard(self.port)
+        if self.server:
+            _PORTS_IN_USE.discard(self.server.port)
 
     async def progress(self):
         last = None
