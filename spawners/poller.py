@@ -66,6 +66,9 @@ class SlurmQueuePoller(LoggingConfigurable):
         self._ensure_loop()
         self._wake.set()
 
+    def watching(self, job_id: str) -> bool:
+        return job_id in self._watched
+
     def started(self, job_id: str):
         self._starting.discard(job_id)
 

@@ -133,6 +133,9 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     squeue_timeout = Float(20, help="Seconds before a squeue call is killed (the last snapshot is kept).").tag(
         config=True
     )
+    port_probe_interval = Float(
+        0.1, help="Seconds between connection attempts to a starting server once its job runs."
+    ).tag(config=True)
     port_min = Integer(20000, help="Lowest port the hub hands to a server.").tag(config=True)
     port_max = Integer(39999, help="Highest port the hub hands to a server.").tag(config=True)
 
@@ -378,11 +381,30 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
                 if status == batchspawner.JobStatus.NOTFOUND:
                     raise self._job_ended_error(job_id)
                 await self.poller.next_snapshot(timeout=max(5.0, 3 * self.queue_fast_interval))
+            host = self.state_gethost()
+            await self._wait_for_port(job_id, host, self.port)
         finally:
             self.poller.started(job_id)
-        host = self.state_gethost()
         self.log.info("Slurm job %s of %s runs on %s:%s", job_id, self._log_name, host, self.port)
         return host, self.port
+
+    async def _wait_for_port(self, job_id, host, port):
+        """Return once the server accepts connections (the hub's first HTTP check then succeeds,
+        instead of backing off for seconds); fail if the job ends first."""
+        last_check = time.monotonic()
+        while True:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+            except (OSError, asyncio.TimeoutError):
+                pass
+            else:
+                writer.close()
+                return
+            if time.monotonic() - last_check > self.queue_fast_interval:
+                last_check = time.monotonic()
+                if await self.query_job_status() == batchspawner.JobStatus.NOTFOUND:
+                    raise self._job_ended_error(job_id)
+            await asyncio.sleep(self.port_probe_interval)
 
     def _job_ended_error(self, job_id) -> SpawnException:
         info = getattr(self, "_job_info", None)
@@ -400,8 +422,8 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     async def poll(self):
         if not self.job_id:
             return 0
-        if self.job_id not in self.poller._watched:
-            self.poller.watch(self.job_id)
+        if not self.poller.watching(self.job_id):
+            self.poller.watch(self.job_id)  # e.g. a job re-adopted after a hub restart
         status = await self.query_job_status()
         if status in (batchspawner.JobStatus.PENDING, batchspawner.JobStatus.RUNNING, batchspawner.JobStatus.UNKNOWN):
             if self.server and self.server.port:
@@ -425,6 +447,8 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
         await self.cancel_dask_workers(job_id)
         self.poller.unwatch(job_id)
         _PORTS_IN_USE.discard(self.port)
+        if self.server:
+            _PORTS_IN_USE.discard(self.server.port)
 
     async def progress(self):
         last = None

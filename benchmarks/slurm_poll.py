@@ -1,0 +1,272 @@
+"""Stock batchspawner vs Science Gateway's SlurmSpawner on the same Slurm: scheduler load, spawn time.
+
+Run as root on a machine where ``scripts/services/slurm start`` has run, with the package (extra
+``slurm``) installed in a world-readable venv and configurable-http-proxy on PATH::
+
+    /var/tmp/venv-slurm/bin/python benchmarks/slurm_poll.py --servers 10 32 --spawns 10
+
+For each variant a real JupyterHub (``jupyterhub_config.py`` plus a variant config) starts servers
+for N users at once, waits until all answer, then counts Slurm query calls for ``--window``
+seconds: every ``squeue``/``sacct``/``scontrol`` run (through wrapper scripts that log each call,
+whether run directly or through sudo) and slurmctld's own RPC counters (``sdiag``). Then it
+measures spawn time (request to ``/user/NAME/api/status`` answering 200) for ``--spawns`` spawns
+one after another, and a floor: the same server command submitted by a bare ``sbatch``, timed to
+the server answering. Both variants use the same ``Spawner.poll_interval`` (30 s by default).
+Users ``sgbench01``... are created as unix accounts when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from sgtest.hub import RunningHub, free_port, wait_for  # noqa: E402
+
+WRAPPER = """#!/bin/bash
+echo "$(date +%s.%N) {name}" >> {log}
+exec {real} "$@"
+"""
+QUERY_COMMANDS = ("squeue", "sacct", "scontrol")
+
+
+def make_wrappers(directory: Path) -> Path:
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)
+    log = directory / "calls.log"
+    log.touch()
+    os.chmod(log, 0o666)
+    for name in QUERY_COMMANDS:
+        real = shutil.which(name) or f"/usr/bin/{name}"
+        path = directory / name
+        path.write_text(WRAPPER.format(name=name, log=log, real=real))
+        os.chmod(path, 0o755)
+    return log
+
+
+def count_calls(log: Path) -> dict[str, int]:
+    counts = dict.fromkeys(QUERY_COMMANDS, 0)
+    for line in log.read_text().splitlines():
+        counts[line.split()[1]] += 1
+    return counts
+
+
+def sdiag_reset():
+    subprocess.run(["sdiag", "--reset"], check=True, capture_output=True, timeout=20)
+
+
+def sdiag_job_queries() -> int:
+    """slurmctld's count of job/partition/node information RPCs since the last reset."""
+    out = subprocess.run(["sdiag"], check=True, capture_output=True, text=True, timeout=20).stdout
+    total = 0
+    for match in re.finditer(r"^\s*(REQUEST_\w*INFO\w*)\s+\(\s*\d+\)\s+count:(\d+)", out, re.M):
+        total += int(match.group(2))
+    return total
+
+
+def ensure_users(names):
+    for name in names:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+
+
+def variant_config(variant: str, wrappers: Path, users: list[str], token: str, prefix: str, poll: float) -> dict:
+    common = {
+        "JupyterHub": {
+            "authenticator_class": "dummy",
+            "cleanup_servers": True,
+            "load_groups": {"bench": {"users": users}},
+            "services": [{"name": "bench", "api_token": token}],
+            "load_roles": [
+                {"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers", "read:users"],
+                 "services": ["bench"]}
+            ],
+        },
+        "Authenticator": {"allowed_users": users},
+        "Spawner": {"poll_interval": poll, "http_timeout": 300, "start_timeout": 600,
+                    "cmd": [f"{prefix}/bin/jupyterhub-singleuser"], "default_url": "/lab"},
+    }
+    if variant == "stock":
+        common["JupyterHub"]["spawner_class"] = "batchspawner.SlurmSpawner"
+        common["SlurmSpawner"] = {
+            "batchspawner_singleuser_cmd": f"{prefix}/bin/batchspawner-singleuser",
+            "batch_query_cmd": f"{wrappers}/squeue -h -j {{job_id}} -o '%T %B'",
+            "req_partition": "cpu",
+            "req_memory": "1G",
+            "req_nprocs": "1",
+            "req_runtime": "01:00:00",
+        }
+    else:
+        common["JupyterHub"]["spawner_class"] = "science-gateway-slurm"
+        common["SlurmSpawner"] = {
+            "python_prefix": prefix,
+            "squeue_path": f"{wrappers}/squeue",
+            "queue_poll_interval": poll,
+            "queue_fast_interval": 0.5,
+            "job_name": f"sgbench-{secrets.token_hex(3)}",
+        }
+        common["ResourcePolicy"] = {
+            "groups": {"bench": {"partitions": {"cpu": {"max_cores": 1, "max_memory_gb": 1, "max_walltime_hours": 1}}}}
+        }
+    return common
+
+
+class Bench:
+    def __init__(self, hub: RunningHub, token: str):
+        self.hub = hub
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"token {token}"
+
+    def api(self, method, path, **kw):
+        return self.http.request(method, f"{self.hub.url}/hub/api{path}", timeout=60, **kw)
+
+    def answers(self, name) -> bool:
+        r = self.http.get(f"{self.hub.url}/user/{name}/api/status", timeout=10, allow_redirects=False)
+        return r.status_code == 200
+
+    def spawn(self, name, timeout=600) -> float:
+        t0 = time.monotonic()
+        r = self.api("POST", f"/users/{name}/server", json={})
+        if r.status_code not in (201, 202):
+            raise RuntimeError(f"spawn {name}: {r.status_code} {r.text}")
+        wait_for(lambda: self.answers(name), timeout, interval=0.1, what=f"{name}'s server")
+        return time.monotonic() - t0
+
+    def stop(self, name):
+        self.api("DELETE", f"/users/{name}/server")
+        wait_for(lambda: not self.api("GET", f"/users/{name}").json()["servers"], 120, interval=0.2,
+                 what=f"{name}'s server to stop")
+
+
+def run_variant(variant, args, users, prefix, workdir: Path) -> dict:
+    wrappers = workdir / f"wrap-{variant}"
+    log = make_wrappers(wrappers)
+    token = secrets.token_hex(16)
+    config = variant_config(variant, wrappers, users, token, prefix, args.poll_interval)
+    result = {"variant": variant, "load": {}, "spawn_times": []}
+    with RunningHub(workdir / f"hub-{variant}", config=config) as hub:
+        bench = Bench(hub, token)
+        running = 0
+        for target in sorted(args.servers):
+            batch = users[running:target]
+            with ThreadPoolExecutor(len(batch)) as pool:
+                list(pool.map(bench.spawn, batch))
+            running = target
+            time.sleep(args.settle)
+            before = count_calls(log)
+            sdiag_reset()
+            time.sleep(args.window)
+            after = count_calls(log)
+            rpcs = sdiag_job_queries()
+            per_min = {k: (after[k] - before[k]) * 60 / args.window for k in QUERY_COMMANDS}
+            result["load"][target] = {
+                "calls_per_min": per_min,
+                "total_calls_per_min": sum(per_min.values()),
+                "sdiag_info_rpcs_per_min": rpcs * 60 / args.window,
+            }
+            print(variant, target, "servers:", json.dumps(result["load"][target]), flush=True)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(bench.stop, users[:running]))
+        calls_before = count_calls(log)
+        for i in range(args.spawns):
+            name = users[i % len(users)]
+            result["spawn_times"].append(bench.spawn(name))
+            bench.stop(name)
+            time.sleep(args.pause)  # let the cancelled job leave the node, as for the floor
+        spawn_calls = count_calls(log)
+        result["query_calls_per_spawn_and_stop"] = (
+            sum(spawn_calls.values()) - sum(calls_before.values())
+        ) / max(1, args.spawns)
+        print(variant, "spawn times:", [round(t, 2) for t in result["spawn_times"]], flush=True)
+    return result
+
+
+def bare_sbatch_floor(args, user: str, prefix: str) -> list[float]:
+    """The same server command in a job submitted by a bare sbatch, to the server answering."""
+    times = []
+    home = pwd.getpwnam(user).pw_dir
+    for _ in range(args.spawns):
+        port = free_port()
+        script = (
+            "#!/bin/bash\n"
+            f"exec {prefix}/bin/jupyter-server --ServerApp.ip=0.0.0.0 --ServerApp.port={port} "
+            "--ServerApp.port_retries=0 --IdentityProvider.token= --ServerApp.open_browser=False\n"
+        )
+        t0 = time.monotonic()
+        job = subprocess.run(
+            ["/usr/bin/sudo", "-u", user, "/usr/bin/sbatch", "--parsable", "--partition=cpu", "--mem=1G",
+             "--cpus-per-task=1", "--time=01:00:00", f"--chdir={home}", "--output=/dev/null"],
+            input=script, capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.strip().split(";")[0]
+        try:
+            wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 200,
+                     300, interval=0.1, what="the bare server")
+            times.append(time.monotonic() - t0)
+        finally:
+            subprocess.run(["scancel", job], timeout=30, check=False)
+        time.sleep(args.pause)
+    return times
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--servers", type=int, nargs="+", default=[10, 32], help="running-server counts to measure")
+    parser.add_argument("--window", type=float, default=60, help="seconds to count calls at each count")
+    parser.add_argument("--settle", type=float, default=10, help="seconds to wait after spawns before counting")
+    parser.add_argument("--spawns", type=int, default=10, help="sequential spawns for the spawn-time median")
+    parser.add_argument("--pause", type=float, default=3, help="seconds between sequential spawns")
+    parser.add_argument("--poll-interval", type=float, default=30, help="Spawner.poll_interval of both variants")
+    parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=["stock", "ours"])
+    parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
+                        help="world-readable venv holding jupyterhub-singleuser")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs and logs")
+    args = parser.parse_args(argv)
+
+    users = [f"sgbench{i:02d}" for i in range(1, max(args.servers) + 1)]
+    ensure_users(users)
+    results = {"args": vars(args), "variants": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="sgbench-", dir="/var/tmp"))
+    os.chmod(workdir, 0o755)
+    print("hub state and logs in", workdir, flush=True)
+    try:
+        for variant in args.variants:
+            results["variants"][variant] = run_variant(variant, args, users, args.prefix, workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    floor = bare_sbatch_floor(args, users[0], args.prefix)
+    results["floor_spawn_times"] = floor
+    print("floor:", [round(t, 2) for t in floor])
+
+    print("\n| variant | " + " | ".join(f"queries/min @{n}" for n in sorted(args.servers))
+          + " | sdiag info RPCs/min @" + str(max(args.servers)) + " | spawn median (s) |")
+    print("|---|" + "---|" * (len(args.servers) + 2))
+    for variant, res in results["variants"].items():
+        loads = " | ".join(f"{res['load'][n]['total_calls_per_min']:.1f}" for n in sorted(args.servers))
+        rpcs = res["load"][max(args.servers)]["sdiag_info_rpcs_per_min"]
+        print(f"| {variant} | {loads} | {rpcs:.1f} | {statistics.median(res['spawn_times']):.2f} |")
+    print(f"| bare sbatch floor | | | {statistics.median(floor):.2f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
