@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import pwd
 import sys
 import weakref
 
@@ -172,7 +173,10 @@ def cluster(name: str, *, environ=None, **cluster_kwargs):
 def _log_directory(template: str) -> str | None:
     if not template:
         return None
-    path = os.path.expanduser(template)
+    if template.startswith("~"):
+        # the account's home, not $HOME: batch jobs started through sudo may carry another one
+        template = pwd.getpwuid(os.getuid()).pw_dir + template[1:]
+    path = template
     os.makedirs(path, exist_ok=True)
     return path
 

@@ -1,0 +1,41 @@
+"""The embedded default: the same presets as local clusters, limits enforced, same API."""
+
+import json
+
+import pytest
+
+from science_gateway import dask as sg_dask
+from science_gateway.jupyter_ext.dask.presets import ENV_VAR, DaskPresets
+
+
+def local_env(max_workers=2):
+    presets = DaskPresets(presets={"tiny": {"cores": 1, "memory_gb": 1, "max_workers": max_workers}})
+    return {ENV_VAR: json.dumps(presets.user_view(backend="local", groups=["astro"], max_dask_workers=None))}
+
+
+def test_local_preset_cluster_scales_computes_and_enforces_limits():
+    env = local_env()
+    assert sg_dask.presets(env)["presets"]["tiny"]["max_workers"] == 2
+    with sg_dask.cluster("tiny", environ=env) as cluster:
+        assert isinstance(cluster, sg_dask.GatewayLocalCluster)
+        cluster.scale(2)
+        with cluster.get_client() as client:
+            client.wait_for_workers(2, timeout=60)
+            assert client.submit(sum, [1, 2, 3]).result() == 6
+            workers = client.scheduler_info()["workers"].values()
+            assert {w["nthreads"] for w in workers} == {1}
+        with pytest.raises(sg_dask.DaskLimitError, match="at most 2 workers"):
+            cluster.scale(3)
+        with pytest.raises(sg_dask.DaskLimitError, match="at most 2 workers"):
+            cluster.adapt(minimum=0, maximum=5)
+        adaptive = cluster.adapt(minimum=0)
+        assert adaptive.maximum == 2
+        # a second cluster shares the user's limit with the first
+        with sg_dask.cluster("tiny", environ=env) as other:
+            with pytest.raises(sg_dask.DaskLimitError, match="other clusters hold 2"):
+                other.scale(1)
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(sg_dask.DaskPresetError, match="presets you may use: tiny"):
+        sg_dask.cluster("huge", environ=local_env())
