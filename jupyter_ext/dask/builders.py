@@ -74,7 +74,48 @@ def slurm_cluster_kwargs(
     }
     if settings.interface:
         kwargs["interface"] = settings.interface
+    several = preset.workers_per_job > 1
+    kwargs["nanny"] = preset.nanny or (several and preset.job_layout == "processes")
+    if several and preset.job_layout == "array":
+        # Dask still counts one "job" of workers_per_job workers; the job class turns it into an array
+        kwargs.update(array_tasks=preset.workers_per_job, task_cores=preset.cores, task_memory_gb=preset.memory_gb)
     return kwargs
+
+
+def array_job_header(header: str, *, tasks: int, cores: int, memory_gb: int) -> str:
+    """dask-jobqueue's ``#SBATCH`` header, turned into a job array of ``tasks`` one-worker tasks."""
+    lines = []
+    for line in header.splitlines():
+        if line.startswith("#SBATCH --cpus-per-task="):
+            line = f"#SBATCH --cpus-per-task={cores}"
+        elif line.startswith("#SBATCH --mem="):
+            line = f"#SBATCH --mem={memory_gb}G"
+        elif line.startswith(("#SBATCH -e ", "#SBATCH -o ")):
+            line = line.replace("%J", "%A_%a")
+        lines.append(line)
+    lines.append(f"#SBATCH --array=0-{tasks - 1}")
+    return "\n".join(lines)
+
+
+def array_worker_command(command: str) -> str:
+    """The worker command for one array task: one worker, named ``NAME-<task id>``.
+
+    The names match the ones Dask expects of a job of several workers (``NAME-0``, ``NAME-1``, ...).
+    """
+    words = command.split(" ")
+    out = []
+    skip = False
+    for i, word in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if word == "--nworkers":
+            skip = True
+            continue
+        if i > 0 and words[i - 1] == "--name":
+            word = f"{word}-${{SLURM_ARRAY_TASK_ID}}"
+        out.append(word)
+    return " ".join(out)
 
 
 def local_cluster_kwargs(preset: DaskPreset) -> dict:

@@ -24,7 +24,15 @@ from dask_jobqueue import SLURMCluster
 from dask_jobqueue.slurm import SLURMJob
 from distributed import LocalCluster
 
-from .builders import check_workers, local_cluster_kwargs, slurm_cluster_kwargs, worker_job_name, workers_for
+from .builders import (
+    array_job_header,
+    array_worker_command,
+    check_workers,
+    local_cluster_kwargs,
+    slurm_cluster_kwargs,
+    worker_job_name,
+    workers_for,
+)
 from .presets import UserDaskConfig
 
 #: this kernel's live gateway clusters: the user's limit counts all of them
@@ -83,12 +91,21 @@ class _Limits:
 
 
 class GatewaySLURMJob(SLURMJob):
-    """``SLURMJob`` whose submit/cancel commands come from the site settings (absolute paths allowed)."""
+    """``SLURMJob`` with the site's submit/cancel commands, and job arrays (one sbatch, many workers).
 
-    def __init__(self, *args, submit_command="sbatch", cancel_command="scancel", **kwargs):
+    With ``array_tasks`` > 1 one job stands for ``array_tasks`` workers, as with ``processes``, but
+    each worker is an array task of its own with ``task_cores`` cores and ``task_memory_gb`` GiB.
+    """
+
+    def __init__(self, *args, submit_command="sbatch", cancel_command="scancel", array_tasks=0, task_cores=1,
+                 task_memory_gb=1, **kwargs):
         super().__init__(*args, **kwargs)
         self.submit_command = submit_command
         self.cancel_command = cancel_command
+        if array_tasks > 1:
+            self.job_header = array_job_header(self.job_header, tasks=array_tasks, cores=task_cores,
+                                               memory_gb=task_memory_gb)
+            self._command_template = array_worker_command(self._command_template)
 
 
 class GatewaySLURMCluster(_Limits, SLURMCluster):

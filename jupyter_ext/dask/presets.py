@@ -26,7 +26,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from traitlets import Dict, HasTraits, Integer, List, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, HasTraits, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
 #: the environment variable carrying a user's resolved presets (JSON) into their server and kernels
@@ -56,7 +56,23 @@ class DaskPreset(HasTraits):
     partition = Unicode("", help="Slurm partition of the worker jobs; empty: the cluster's default partition.")
     cores = Integer(1, min=1, help="CPU cores (threads) per worker.")
     memory_gb = Integer(2, min=1, help="Memory (GiB) per worker.")
-    workers_per_job = Integer(1, min=1, help="Workers (processes) per batch job; the job asks for all their cores and memory.")
+    workers_per_job = Integer(
+        1, min=1, help="Workers started by one sbatch call (see job_layout): fewer sbatch calls, faster scale-up."
+    )
+    job_layout = Enum(
+        ["array", "processes"],
+        "array",
+        help="""How ``workers_per_job`` workers share one sbatch call: ``array``, a job array with
+        one task (``cores``, ``memory_gb``) per worker, each scheduled on its own, so it fits
+        wherever one worker fits; ``processes``, one job with all their cores and memory, the
+        workers as processes of one ``dask worker --nworkers``.""",
+    )
+    nanny = Bool(
+        False,
+        help="""Run each worker under a nanny process (restarts a crashed worker; one more Python
+        process per worker, so slower to start). Always on for the ``processes`` layout with
+        several workers per job (Dask needs it there).""",
+    )
     walltime_minutes = Integer(60, min=5, help="Walltime of each worker job, in minutes.")
     account = Unicode(
         "", help="Account charged when the user's session has none; a session's own account always wins."

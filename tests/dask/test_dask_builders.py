@@ -7,6 +7,8 @@ from traitlets.config import Config
 
 from science_gateway.hub.policy import ResourcePolicy
 from science_gateway.jupyter_ext.dask.builders import (
+    array_job_header,
+    array_worker_command,
     DaskLimitError,
     check_workers,
     format_walltime,
@@ -53,8 +55,14 @@ SLURM_CASES = [
          "job_extra_directives": ['--comment="science-gateway=sg user=alice@example.org dask=small"'],
          "worker_extra_args": ["--lifetime", "54m", "--lifetime-stagger", "3m"], "death_timeout": 60,
          "python": "/opt/env/bin/python", "log_directory": "/home/alice/logs",
-         "scheduler_options": {"dashboard_address": ":0"}},
-        id="small-four-workers-per-job",
+         "scheduler_options": {"dashboard_address": ":0"},
+         "nanny": False, "array_tasks": 4, "task_cores": 1, "task_memory_gb": 2},
+        id="small-four-workers-per-sbatch-as-an-array",
+    ),
+    pytest.param(
+        site_config(presets={"packed": {**SMALL, "job_layout": "processes"}}), "packed", "astro-2024",
+        {"cores": 4, "processes": 4, "memory": "8GiB", "nanny": True},
+        id="four-workers-as-processes-of-one-job-need-a-nanny",
     ),
     pytest.param(
         site_config(
@@ -93,11 +101,49 @@ def test_slurm_cluster_kwargs(config, name, account, expected):
         assert kwargs[key] == value, key
     if "interface" not in expected:
         assert "interface" not in kwargs
+    if "array_tasks" not in expected:
+        assert "array_tasks" not in kwargs
     # every worker retires before the walltime
     minutes = presets.presets[name].walltime_minutes
     lifetime = int(kwargs["worker_extra_args"][1][:-1])
     stagger = int(kwargs["worker_extra_args"][3][:-1])
     assert lifetime + stagger < minutes and lifetime - stagger > 0
+
+
+HEADER = """#!/usr/bin/env bash
+
+#SBATCH -J sg-dask-7
+#SBATCH -e /logs/sg-dask-7-%J.err
+#SBATCH -o /logs/sg-dask-7-%J.out
+#SBATCH -p cpu
+#SBATCH -n 1
+#SBATCH --cpus-per-task=4
+#SBATCH --mem=8G
+#SBATCH -t 01:00:00
+#SBATCH --comment="science-gateway=sg user=a dask=small"
+"""
+
+
+def test_array_header_and_command_give_one_worker_per_task():
+    header = array_job_header(HEADER.rstrip("\n"), tasks=4, cores=1, memory_gb=2)
+    assert header.splitlines()[2:] == [
+        "#SBATCH -J sg-dask-7",
+        "#SBATCH -e /logs/sg-dask-7-%A_%a.err",
+        "#SBATCH -o /logs/sg-dask-7-%A_%a.out",
+        "#SBATCH -p cpu",
+        "#SBATCH -n 1",
+        "#SBATCH --cpus-per-task=1",
+        "#SBATCH --mem=2G",
+        "#SBATCH -t 01:00:00",
+        '#SBATCH --comment="science-gateway=sg user=a dask=small"',
+        "#SBATCH --array=0-3",
+    ]
+    command = ("/opt/env/bin/python -m distributed.cli.dask_worker tcp://127.0.0.1:4000 --name SLURMCluster-3 "
+               "--nthreads 1 --memory-limit 2.00GiB --nworkers 4 --no-nanny --death-timeout 60")
+    assert array_worker_command(command) == (
+        "/opt/env/bin/python -m distributed.cli.dask_worker tcp://127.0.0.1:4000 "
+        "--name SLURMCluster-3-${SLURM_ARRAY_TASK_ID} --nthreads 1 --memory-limit 2.00GiB --no-nanny --death-timeout 60"
+    )
 
 
 def test_local_cluster_kwargs_use_the_same_preset():
@@ -115,6 +161,7 @@ BAD_PRESETS = [
                  id="newline-directive"),
     pytest.param({"small": {**SMALL, "extra_directives": ["--qos=a b"]}}, "extra directive", id="space-directive"),
     pytest.param({"bad name": SMALL}, "preset name", id="bad-name"),
+    pytest.param({"small": {**SMALL, "job_layout": "mpi"}}, "job_layout", id="unknown-layout"),
     pytest.param({"small": ["cpu"]}, "expected a dict", id="not-a-dict"),
 ]
 

@@ -45,7 +45,7 @@ def dask_hub(slurm, tmp_path_factory):
     config["ResourcePolicy"] = {"groups": policy}
     config["DaskPresets"] = {
         "presets": {
-            "small": {"description": "2 workers per job", "partition": "cpu", "cores": 1, "memory_gb": 1,
+            "small": {"description": "2 workers per sbatch", "partition": "cpu", "cores": 1, "memory_gb": 1,
                       "walltime_minutes": 30, "workers_per_job": 2, "max_workers": 8},
         },
         # one machine: scheduler and workers on loopback
@@ -112,17 +112,18 @@ async def test_preset_cluster_in_a_slurm_session_then_limits_dashboard_and_lifec
     # workers run the kernel's own Python environment
     assert result["pythons"] == [result["kernel_python"]]
     assert result["presets"] == ["small"]
-    # 4 workers, 2 per job: 2 sbatch calls, run by the user
+    # 4 workers, 2 per sbatch call (a job array of 2 one-worker tasks): 2 calls, run by the user
     assert slurm.calls("sbatch") - sbatch_before == 2
     jobs = squeue(workers_name)
-    assert len(jobs) == 2, jobs
+    assert len(jobs) == 4, jobs
+    assert len({job["job_id"].split("_")[0] for job in jobs}) == 2
     for job in jobs:
         assert job["state"] == "RUNNING"
         assert job["user"] == "demo"
         assert job["account"] == "astro-dev"  # the session's account
         assert job["partition"] == "cpu"
         assert job["comment"] == "science-gateway=science-gateway user=demo dask=small"
-        assert (job["cpus"], job["mem"]) == ("2", "2G")
+        assert (job["cpus"], job["mem"]) == ("1", "1G")
     for job in jobs:
         shown = subprocess.run(["scontrol", "show", "job", job["job_id"]], capture_output=True, text=True,
                                timeout=20, check=True).stdout
@@ -148,7 +149,7 @@ async def test_preset_cluster_in_a_slurm_session_then_limits_dashboard_and_lifec
         assert "DaskLimitError" in str(info.value)
         assert "allows at most 4 workers for your groups (astro)" in str(info.value)
     assert slurm.calls("sbatch") == sbatch_before
-    assert len(squeue(workers_name)) == 2
+    assert len(squeue(workers_name)) == 4
 
     # close: the worker jobs end
     await kernel.execute("client.close(); cluster.close()")
@@ -156,7 +157,7 @@ async def test_preset_cluster_in_a_slurm_session_then_limits_dashboard_and_lifec
 
     # a kernel shut down cleanly closes its clusters on the way out
     await kernel.execute(START_CLUSTER.format(n=2))
-    assert len(squeue(workers_name)) == 1
+    assert len(squeue(workers_name)) == 2
     kernel.shutdown()
     wait_for(lambda: not squeue(workers_name), 60, what="worker jobs to end with the kernel")
 
@@ -164,11 +165,11 @@ async def test_preset_cluster_in_a_slurm_session_then_limits_dashboard_and_lifec
     kernel.start()
     link = (await kernel.execute(START_CLUSTER.format(n=2) + "print(cluster.dashboard_link)")).strip()
     assert session.get(link).status_code == 200
-    assert len(squeue(workers_name)) == 1
+    assert len(squeue(workers_name)) == 2
     await kernel.execute("import os, signal, threading; threading.Timer(1, os.kill, (os.getpid(), signal.SIGKILL)).start()")
     # the scheduler died with the kernel: its dashboard no longer answers
     wait_for(lambda: session.get(link).status_code != 200, 60, what="the killed kernel's dashboard to go away")
-    assert len(squeue(workers_name)) == 1  # orphaned: no scheduler, death_timeout is long here
+    assert len(squeue(workers_name)) == 2  # orphaned: no scheduler, death_timeout is long here
     r = session.http.delete(f"{dask_hub.url}/hub/api/users/demo/server", headers=session.xsrf_headers(), timeout=60)
     assert r.status_code in (202, 204), r.text
     wait_for(lambda: "demo" not in slurm.jobs(), 60, what="the session job to end")
