@@ -13,7 +13,7 @@ kernel). Measured:
 - **sbatch calls** for that scale-up, counted by ``sbatch``/``scancel`` wrapper scripts first on PATH;
 - **early cancellations under adapt()**: with ``adapt(minimum=0, maximum=16)`` and bursts of
   short tasks separated by idle gaps, the worker jobs the cluster cancelled before the end although
-  none of their workers ran a task (each task returns the name of the worker that ran it).
+  none of their workers ran a task (each task returns the Slurm job id it ran in).
 
 Stock is ``SLURMCluster(cores=1, processes=1, memory="1GiB", ...)``: one worker per job, what the
 dask-jobqueue docs show. Ours is ``science_gateway.dask.cluster(preset)`` with a preset of the same
@@ -111,13 +111,13 @@ def make_cluster(variant: str, args, job_name: str, logs: str):
     return sg_dask.cluster("bench", environ=env, job_cls=instrumented(GatewaySLURMJob))
 
 
-def which_worker(x):
+def which_job(x):
+    """Sleep ``x`` seconds; return the Slurm job (the array's job for an array task) that ran it."""
+    import os as _os
     import time as _time
 
-    from distributed import get_worker
-
     _time.sleep(x)
-    return get_worker().name
+    return _os.environ.get("SLURM_ARRAY_JOB_ID") or _os.environ["SLURM_JOB_ID"]
 
 
 def run_scale(variant: str, args, log: Path, logs: str, tag: str) -> dict:
@@ -149,7 +149,7 @@ def run_adapt(variant: str, args, log: Path, logs: str, tag: str) -> dict:
     cluster.adapt(minimum=0, maximum=args.workers)
     did_work: set[str] = set()
     for _ in range(args.bursts):
-        futures = client.map(which_worker, [args.task_seconds] * args.tasks, pure=False)
+        futures = client.map(which_job, [args.task_seconds] * args.tasks, pure=False)
         did_work.update(client.gather(futures))
         time.sleep(args.gap)
     PHASE["name"] = "final"
@@ -160,10 +160,9 @@ def run_adapt(variant: str, args, log: Path, logs: str, tag: str) -> dict:
     events = EVENTS[start_index:]
     closed_early = [(name, job_id) for event, name, job_id, phase in events if event == "close" and phase == "adapt"]
 
-    def worked(job: str) -> bool:
-        return any(w == job or str(w).startswith(f"{job}-") for w in did_work)
-
-    wasted = [job for job in closed_early if not worked(job[0])]
+    wasted = [job for job in closed_early if job[1] not in did_work]
+    if os.environ.get("SG_BENCH_DEBUG"):
+        print("did work:", sorted(map(str, did_work)), "\nclosed early:", closed_early, flush=True)
     submitted = sum(1 for e in events if e[0] == "start")
     return {"adapt_jobs_submitted": submitted, "adapt_sbatch_calls": sbatch,
             "adapt_cancelled_before_end": len(closed_early), "adapt_cancelled_without_work": len(wasted)}

@@ -23,6 +23,7 @@ from dask.utils import parse_bytes
 from dask_jobqueue import SLURMCluster
 from dask_jobqueue.slurm import SLURMJob
 from distributed import LocalCluster
+from distributed.deploy.adaptive import Adaptive
 
 from .builders import (
     array_job_header,
@@ -81,7 +82,12 @@ class _Limits:
             maximum = self._allowed_maximum() // per_job * per_job
         maximum = int(maximum)
         self._check_and_reserve(max(maximum, int(kwargs.get("minimum") or 0)))
-        kwargs["maximum"] = maximum
+        if per_job > 1:
+            # whole jobs only: a partial job would be rounded up past the maximum
+            kwargs["maximum"] = maximum // per_job * per_job
+            kwargs["minimum"] = math.ceil(int(kwargs.get("minimum") or 0) / per_job) * per_job
+        else:
+            kwargs["maximum"] = maximum
         return kwargs
 
     @property
@@ -132,7 +138,31 @@ class GatewaySLURMCluster(_Limits, SLURMCluster):
         return super().scale(jobs=jobs)
 
     def adapt(self, *args, **kwargs):
+        if self._workers_per_job() > 1:
+            # retire a job's workers together, only when all of them are idle: closing one worker
+            # of a job cancels the whole job, busy siblings included
+            kwargs.setdefault("worker_key", job_of_worker)
+            kwargs.setdefault("Adaptive", WholeJobAdaptive)
         return super().adapt(*args, **self._checked_adapt_kwargs(kwargs))
+
+
+def job_of_worker(worker_state) -> str:
+    """The job a worker belongs to: its name without the ``-<index>`` Dask adds per worker of a job."""
+    return str(worker_state.name).rsplit("-", 1)[0]
+
+
+class WholeJobAdaptive(Adaptive):
+    """``Adaptive`` whose target is a whole number of jobs.
+
+    Stock ``Adaptive`` counts workers: with several workers per job a target of 13 asks for 4 jobs
+    (16 workers), then "closes" the 3 extra not-yet-arrived workers, which cancels a whole pending
+    job, and so on at every step: jobs submitted and cancelled without doing any work.
+    """
+
+    async def target(self):
+        wanted = await super().target()
+        per_job = self.cluster._workers_per_job()
+        return math.ceil(wanted / per_job) * per_job
 
 
 class GatewayLocalCluster(_Limits, LocalCluster):

@@ -150,6 +150,9 @@ async def test_preset_cluster_in_a_slurm_session_then_limits_dashboard_and_lifec
         assert "allows at most 4 workers for your groups (astro)" in str(info.value)
     assert slurm.calls("sbatch") == sbatch_before
     assert len(squeue(workers_name)) == 4
+    # adapt() counts whole jobs (2 workers per sbatch here): no partial job to submit then cancel
+    out = await kernel.execute("a = cluster.adapt(minimum=1, maximum=3); print(a.minimum, a.maximum, type(a).__name__)")
+    assert out.split() == ["2", "2", "WholeJobAdaptive"]
 
     # close: the worker jobs end
     await kernel.execute("client.close(); cluster.close()")
