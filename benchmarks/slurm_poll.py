@@ -95,7 +95,7 @@ def variant_config(variant: str, wrappers: Path, users: list[str], token: str, p
             "load_groups": {"bench": {"users": users}},
             "services": [{"name": "bench", "api_token": token}],
             "load_roles": [
-                {"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers", "read:users"],
+                {"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "tokens"],
                  "services": ["bench"]}
             ],
         },
@@ -155,11 +155,13 @@ class Bench:
                  what=f"{name}'s server to stop")
 
 
-def run_variant(variant, args, users, prefix, workdir: Path) -> dict:
+def run_variant(variant, args, users, prefix, workdir: Path, floor: bool = False) -> dict:
     wrappers = workdir / f"wrap-{variant}"
     log = make_wrappers(wrappers)
     token = secrets.token_hex(16)
     config = variant_config(variant, wrappers, users, token, prefix, args.poll_interval)
+    hub_port = free_port()
+    config["JupyterHub"]["hub_port"] = hub_port
     result = {"variant": variant, "load": {}, "spawn_times": []}
     with RunningHub(workdir / f"hub-{variant}", config=config) as hub:
         bench = Bench(hub, token)
@@ -195,29 +197,42 @@ def run_variant(variant, args, users, prefix, workdir: Path) -> dict:
             sum(spawn_calls.values()) - sum(calls_before.values())
         ) / max(1, args.spawns)
         print(variant, "spawn times:", [round(t, 2) for t in result["spawn_times"]], flush=True)
+        if floor:
+            result["floor_spawn_times"] = bare_sbatch_floor(bench, hub_port, args, users[0], prefix)
+            print("floor:", [round(t, 2) for t in result["floor_spawn_times"]], flush=True)
     return result
 
 
-def bare_sbatch_floor(args, user: str, prefix: str) -> list[float]:
-    """The same server command in a job submitted by a bare sbatch, to the server answering."""
+def bare_sbatch_floor(bench: Bench, hub_port: int, args, user: str, prefix: str) -> list[float]:
+    """The same job (jupyterhub-singleuser, same resources) submitted by a bare sbatch, timed to the
+    server answering /api/status; it talks to the running hub with a token made for the user."""
     times = []
-    home = pwd.getpwnam(user).pw_dir
+    pw = pwd.getpwnam(user)
     for _ in range(args.spawns):
+        token = bench.api("POST", f"/users/{user}/tokens", json={"note": "floor", "expires_in": 600, "scopes": [f"access:servers!user={user}"]}).json()["token"]
         port = free_port()
-        script = (
-            "#!/bin/bash\n"
-            f"exec {prefix}/bin/jupyter-server --ServerApp.ip=0.0.0.0 --ServerApp.port={port} "
-            "--ServerApp.port_retries=0 --IdentityProvider.token= --ServerApp.open_browser=False\n"
-        )
+        env = {
+            "PATH": f"{prefix}/bin:/usr/bin:/bin", "HOME": pw.pw_dir, "USER": user,
+            "JUPYTERHUB_API_TOKEN": token, "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub_port}/hub/api",
+            "JUPYTERHUB_USER": user, "JUPYTERHUB_BASE_URL": "/", "JUPYTERHUB_CLIENT_ID": f"jupyterhub-user-{user}",
+            "JUPYTERHUB_SERVICE_PREFIX": f"/user/{user}/", "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{port}/user/{user}/",
+            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"/user/{user}/oauth_callback", "JUPYTERHUB_DEFAULT_URL": "/lab",
+            "JUPYTERHUB_SERVER_NAME": "",
+            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps([f"access:servers!server={user}/", f"access:servers!user={user}"]),
+        }
+        script = f"#!/bin/bash\nexec {prefix}/bin/jupyterhub-singleuser --ServerApp.port_retries=0\n"
         t0 = time.monotonic()
         job = subprocess.run(
-            ["/usr/bin/sudo", "-u", user, "/usr/bin/sbatch", "--parsable", "--partition=cpu", "--mem=1G",
-             "--cpus-per-task=1", "--time=01:00:00", f"--chdir={home}", "--output=/dev/null"],
-            input=script, capture_output=True, text=True, check=True, timeout=60,
+            ["/usr/bin/sudo", "-E", "-u", user, "/usr/bin/sbatch", "--parsable", "--partition=cpu", "--mem=1G",
+             "--cpus-per-task=1", "--time=01:00:00", f"--chdir={pw.pw_dir}",
+             f"--output={pw.pw_dir}/.sgbench-floor-%j.log", f"--export={','.join(sorted(env))}"],
+            input=script, env=env, capture_output=True, text=True, check=True, timeout=60,
         ).stdout.strip().split(";")[0]
+        url = f"http://127.0.0.1:{port}/user/{user}/api/status"
         try:
-            wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/api/status", timeout=5).status_code == 200,
-                     300, interval=0.1, what="the bare server")
+            check = {"Authorization": f"token {token}"}  # the user's own token: the owner may access
+            wait_for(lambda: requests.get(url, headers=check, timeout=5).status_code == 200, 300, interval=0.1,
+                     what="the bare server")
             times.append(time.monotonic() - t0)
         finally:
             subprocess.run(["scancel", job], timeout=30, check=False)
@@ -248,13 +263,13 @@ def main(argv=None):
     print("hub state and logs in", workdir, flush=True)
     try:
         for variant in args.variants:
-            results["variants"][variant] = run_variant(variant, args, users, args.prefix, workdir)
+            last = variant == args.variants[-1]
+            results["variants"][variant] = run_variant(variant, args, users, args.prefix, workdir, floor=last)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    floor = bare_sbatch_floor(args, users[0], args.prefix)
+    floor = results["variants"][args.variants[-1]]["floor_spawn_times"]
     results["floor_spawn_times"] = floor
-    print("floor:", [round(t, 2) for t in floor])
 
     print("\n| variant | " + " | ".join(f"queries/min @{n}" for n in sorted(args.servers))
           + " | sdiag info RPCs/min @" + str(max(args.servers)) + " | spawn median (s) |")

@@ -173,3 +173,17 @@ def test_options_from_form_data():
     assert options_from_form_data({"_xsrf": ["t"], "cores": ["2"], "partition": ["cpu"], "x": ["1", "2"]}) == {
         "cores": "2", "partition": "cpu", "x": ["1", "2"],
     }
+
+
+def test_spawner_entry_point_and_its_defaults():
+    from importlib.metadata import entry_points
+
+    (ep,) = [ep for ep in entry_points(group="jupyterhub.spawners") if ep.name == "science-gateway-slurm"]
+    cls = ep.load()
+    import batchspawner
+
+    assert issubclass(cls, batchspawner.SlurmSpawner)
+    spawner = cls(config=site_config())
+    assert spawner.cmd == [f"{spawner.python_prefix}/bin/jupyterhub-singleuser"]
+    assert spawner.policy.choices(["students"]).partitions.keys() == {"debug"}
+    assert callable(spawner.apply_user_options) and callable(spawner.options_form)

@@ -75,6 +75,11 @@ def test_servers_run_as_jobs_and_answer_for_the_right_user(slurm, slurm_hub):
 
     stop_server(demo, "demo")
     stop_server(astro1, "astro1")
+    # the form remembers each user's last (allowed) choices
+    form = demo.get("/hub/spawn").text
+    assert 'name="cores" value="2" min="1" max="2"' in form
+    assert '<option value="astro-dev" selected>astro-dev</option>' in form
+    assert '<option value="debug"' not in form
     wait_for(lambda: not {"demo", "astro1"} & set(slurm.jobs()), 60, what="the jobs to leave the queue")
 
 
