@@ -22,11 +22,7 @@ def slurm():
 
 
 def test_student_sees_allowed_choices_then_queue_reason_then_jupyterlab(slurm, tmp_path, artifacts_dir):
-    blocker = subprocess.run(
-        ["sbatch", "--parsable", "--partition=debug", f"--job-name={slurm.job_name}-blocker", "--mem=64M",
-         "--time=10", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout.strip()
+    blocker = slurm.start_blocker()
     try:
         with RunningHub(tmp_path / "hub", config=slurm.hub_config()) as hub, chromium_page() as page:
             hub_login(page, hub.url, "student", USERS["student"][0])
