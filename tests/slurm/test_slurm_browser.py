@@ -38,7 +38,7 @@ def test_student_sees_allowed_choices_then_queue_reason_then_jupyterlab(slurm, t
 
             page.click("form input[type=submit], form button[type=submit]")
             # the pending page shows what the queue says
-            page.wait_for_selector("text=waiting for Resources", timeout=60_000)
+            page.wait_for_selector("text=is queued in partition debug, waiting for", timeout=60_000)
             # Slurm's backfill scheduler (every 5 s on the test cluster) adds an estimated start
             page.wait_for_selector("text=estimated start", timeout=60_000)
             screenshot(page, artifacts_dir, "slurm-02-pending-queue-reason")
