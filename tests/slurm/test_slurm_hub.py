@@ -64,14 +64,14 @@ def test_servers_run_as_jobs_and_answer_for_the_right_user(slurm, slurm_hub):
         ensure_stopped(astro1, "astro1")
     # the form remembers each user's last (allowed) choices
     form = demo.get("/hub/spawn").text
-    assert 'name="cores" value="2" min="1" max="2"' in form
+    assert 'name="memory_gb" value="2" min="1" max="4"' in form
     assert '<option value="astro-dev" selected>astro-dev</option>' in form
     assert '<option value="debug"' not in form
     wait_for(lambda: not {"demo", "astro1"} & set(slurm.jobs()), 60, what="the jobs to leave the queue")
 
 
 def check_two_servers(slurm, slurm_hub, demo, astro1):
-    demo.start_server("demo", options={"partition": "cpu", "cores": 2, "memory_gb": 1, "account": "astro-dev"})
+    demo.start_server("demo", options={"partition": "cpu", "cores": 1, "memory_gb": 2, "account": "astro-dev"})
     # a one-click spawn URL with the options in the query
     r = astro1.get("/hub/spawn?partition=long&cores=1&memory_gb=1&walltime_hours=100")
     assert r.status_code == 200, r.text[:300]
@@ -88,7 +88,7 @@ def check_two_servers(slurm, slurm_hub, demo, astro1):
     assert jobs["demo"]["name"] == slurm.job_name
     assert jobs["demo"]["comment"] == "science-gateway=science-gateway user=demo"
     assert (jobs["demo"]["partition"], jobs["demo"]["account"], jobs["demo"]["cpus"], jobs["demo"]["mem"]) == (
-        "cpu", "astro-dev", "2", "1G",
+        "cpu", "astro-dev", "1", "2G",
     )
     assert (jobs["astro1"]["partition"], jobs["astro1"]["account"]) == ("long", "astro-2024")
 
