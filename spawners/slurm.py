@@ -136,8 +136,15 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     port_probe_interval = Float(
         0.1, help="Seconds between connection attempts to a starting server once its job runs."
     ).tag(config=True)
-    port_min = Integer(20000, help="Lowest port the hub hands to a server.").tag(config=True)
-    port_max = Integer(39999, help="Highest port the hub hands to a server.").tag(config=True)
+    port_min = Integer(
+        20000,
+        help="""
+        Lowest port the hub hands to a server. Ports are unique among this hub's servers; keep the
+        range out of the nodes' ephemeral range (Linux: 32768-60999, ip_local_port_range), where
+        outgoing connections and other programs' random ports would collide with servers.
+        """,
+    ).tag(config=True)
+    port_max = Integer(32767, help="Highest port the hub hands to a server (see port_min).").tag(config=True)
 
     policy = Instance(ResourcePolicy, help="The group resource policy (configured as ResourcePolicy).")
 

@@ -112,8 +112,27 @@ class SlurmFixture:
                               account=account, cpus=cpus, mem=mem)
         return jobs
 
+    def job_state(self, job_id: str) -> str:
+        out = subprocess.run(["squeue", "--noheader", f"--jobs={job_id}", "--states=all", "--format=%T"],
+                             capture_output=True, text=True, timeout=20).stdout
+        return out.strip()
+
+    def start_blocker(self) -> str:
+        """A job that fills the one-core debug partition; waits until it runs."""
+        from sgtest.hub import wait_for
+
+        job_id = subprocess.run(
+            ["sbatch", "--parsable", "--partition=debug", f"--job-name={self.job_name}-blocker", "--mem=64M",
+             "--time=10", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"],
+            capture_output=True, text=True, check=True, timeout=30,
+        ).stdout.strip()
+        wait_for(lambda: self.job_state(job_id) == "RUNNING", 120,
+                 what="the blocker job to fill the debug partition (are other jobs holding the node's cores?)")
+        return job_id
+
     def cancel_all(self):
-        subprocess.run(["scancel", f"--name={self.job_name}"], timeout=30, check=False)
+        for name in (self.job_name, f"{self.job_name}-blocker"):
+            subprocess.run(["scancel", f"--name={name}"], timeout=30, check=False)
 
     def cleanup(self):
         self.cancel_all()

@@ -22,11 +22,7 @@ def slurm():
 
 
 def test_student_sees_allowed_choices_then_queue_reason_then_jupyterlab(slurm, tmp_path, artifacts_dir):
-    blocker = subprocess.run(
-        ["sbatch", "--parsable", "--partition=debug", f"--job-name={slurm.job_name}-blocker", "--mem=64M",
-         "--time=10", "--chdir=/tmp", "--output=/dev/null", "--wrap=sleep 600"],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout.strip()
+    blocker = slurm.start_blocker()
     try:
         with RunningHub(tmp_path / "hub", config=slurm.hub_config()) as hub, chromium_page() as page:
             hub_login(page, hub.url, "student", USERS["student"][0])
@@ -42,7 +38,7 @@ def test_student_sees_allowed_choices_then_queue_reason_then_jupyterlab(slurm, t
 
             page.click("form input[type=submit], form button[type=submit]")
             # the pending page shows what the queue says
-            page.wait_for_selector("text=waiting for Resources", timeout=60_000)
+            page.wait_for_selector("text=is queued in partition debug, waiting for", timeout=60_000)
             # Slurm's backfill scheduler (every 5 s on the test cluster) adds an estimated start
             page.wait_for_selector("text=estimated start", timeout=60_000)
             screenshot(page, artifacts_dir, "slurm-02-pending-queue-reason")
