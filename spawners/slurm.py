@@ -369,9 +369,7 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
 
     async def start(self):
         self._job_info = None
-        self.port = self._pick_port()
-        if self.server:
-            self.server.port = self.port
+        self.port = self._pick_port()  # JupyterHub records it from start()'s return value
         try:
             await self.submit_batch_script()
         except BaseException:
@@ -473,6 +471,23 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
             if isinstance(info, JobInfo) and info.running:
                 return
             await asyncio.sleep(1)
+
+    def get_state(self):
+        state = super().get_state()
+        if self.job_id and self.port:
+            state["port"] = self.port
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.port = state.get("port", 0)
+
+    async def get_url(self):
+        """After a hub restart: the URL from the job's node (squeue) and the port in our state."""
+        host = self.state_gethost()
+        if self.server and host and self.port:
+            return f"{self.server.proto}://{host}:{self.port}{self.server.base_url}"
+        return await super().get_url()
 
     def clear_state(self):
         super().clear_state()
