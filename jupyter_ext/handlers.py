@@ -1,7 +1,8 @@
-"""Thin REST handlers: parse, authorize, call the backend, serialise.
+"""Thin REST handlers: parse, authorize, call the catalogue backend, serialise.
 
 All subclass jupyter_server's ``APIHandler``, so every error has one JSON shape
-(``{"message": ..., "reason": ...}``) and every verb needs an authenticated user.
+(``{"message": ..., "reason": ...}``) and every verb needs an authenticated, authorized user.
+The routes are described in ``openapi.yaml`` next to this module (a test keeps them in step).
 """
 
 import json
@@ -11,8 +12,8 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .. import __version__
-from .catalog.base import InvalidQuery
-from .catalog.models import InvalidDID
+from .catalog.base import CatalogError
+from .catalog.models import InvalidDID, check_request_id
 
 AUTH_RESOURCE = "gateway"
 
@@ -32,6 +33,24 @@ class GatewayHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(payload))
 
+    async def call(self, coro_fn, *args, **kwargs):
+        """Run one backend call, turning its user-facing errors into JSON 4xx/5xx answers."""
+        try:
+            return await coro_fn(*args, **kwargs)
+        except InvalidDID as e:
+            raise web.HTTPError(400, str(e)) from None
+        except CatalogError as e:
+            raise web.HTTPError(e.status, str(e)) from None
+
+    def request_id(self, request_id):
+        try:
+            return check_request_id(request_id)
+        except InvalidDID as e:
+            raise web.HTTPError(400, str(e)) from None
+
+    def not_found(self, what):
+        raise web.HTTPError(404, f"{what} not found in {self.catalog.display_name} (or not yours)")
+
 
 class RootHandler(GatewayHandler):
     @web.authenticated
@@ -50,16 +69,19 @@ class DatasetsHandler(GatewayHandler):
     @web.authenticated
     @authorized
     async def get(self):
-        try:
-            query = self.catalog.query(
+        def query():
+            return self.catalog.query(
                 pattern=self.get_query_argument("pattern", "*"),
                 filters=self.get_query_argument("filters", ""),
                 limit=self.get_query_argument("limit", "50"),
                 page=self.get_query_argument("page", None),
+                scope=self.get_query_argument("scope", None),
             )
-            page = await self.catalog.search(query)
-        except InvalidQuery as e:
-            raise web.HTTPError(400, str(e)) from None
+
+        async def search():
+            return await self.catalog.search(query())
+
+        page = await self.call(search)
         self.write_json(page.to_dict())
 
 
@@ -67,17 +89,71 @@ class DatasetFilesHandler(GatewayHandler):
     @web.authenticated
     @authorized
     async def get(self, did):
-        try:
-            found = await self.catalog.list_files(did)
-        except InvalidDID as e:
-            raise web.HTTPError(400, str(e)) from None
+        found = await self.call(self.catalog.list_files, did)
         if found is None:
-            raise web.HTTPError(404, f"no dataset {did!r} in {self.catalog.display_name}")
+            self.not_found(f"dataset {did!r}")
         self.write_json({"did": did, "files": [f.to_dict() for f in found]})
 
 
+class RequestsHandler(GatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        requests = await self.call(self.catalog.status)
+        self.write_json({"requests": [r.to_dict() for r in requests]})
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, 'the body must be JSON like {"did": "scope:name"}') from None
+        did = body.get("did") if isinstance(body, dict) else None
+        if not isinstance(did, str):
+            raise web.HTTPError(400, 'the body must be JSON like {"did": "scope:name"}')
+        request = await self.call(self.catalog.stage, did)
+        if request is None:
+            self.not_found(f"dataset {did!r}")
+        self.set_header("Location", self.request.path.rstrip("/") + "/" + request.id)
+        self.write_json(request.to_dict(), status=200 if request.reused else 201)
+
+
+class RequestHandler(GatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, request_id):
+        request = await self.call(self.catalog.get_request, self.request_id(request_id))
+        if request is None:
+            self.not_found(f"request {request_id!r}")
+        self.write_json(request.to_dict())
+
+    @web.authenticated
+    @authorized
+    async def delete(self, request_id):
+        cancelled = await self.call(self.catalog.cancel, self.request_id(request_id))
+        if not cancelled:
+            self.not_found(f"request {request_id!r}")
+        self.set_status(204)
+        self.finish()
+
+
+class RequestPathsHandler(GatewayHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, request_id):
+        paths = await self.call(self.catalog.paths, self.request_id(request_id))
+        if paths is None:
+            self.not_found(f"request {request_id!r}")
+        self.write_json({"id": request_id, "paths": paths})
+
+
+#: (route under {base_url}/gateway/api, handler); openapi.yaml describes each
 handlers = [
     ("/?", RootHandler),
     ("/datasets", DatasetsHandler),
     (r"/datasets/(?P<did>[^/]+:.+)/files", DatasetFilesHandler),
+    ("/requests", RequestsHandler),
+    (r"/requests/(?P<request_id>[^/]+)", RequestHandler),
+    (r"/requests/(?P<request_id>[^/]+)/paths", RequestPathsHandler),
 ]
