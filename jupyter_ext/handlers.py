@@ -152,7 +152,7 @@ class RequestPathsHandler(GatewayHandler):
 handlers = [
     ("/?", RootHandler),
     ("/datasets", DatasetsHandler),
-    (r"/datasets/(?P<did>[^/]+:.+)/files", DatasetFilesHandler),
+    (r"/datasets/(?P<did>.+)/files", DatasetFilesHandler),
     ("/requests", RequestsHandler),
     (r"/requests/(?P<request_id>[^/]+)", RequestHandler),
     (r"/requests/(?P<request_id>[^/]+)/paths", RequestPathsHandler),

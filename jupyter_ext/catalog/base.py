@@ -129,9 +129,9 @@ class CatalogBackend(LoggingConfigurable):
         if ":" in pattern and scope is None:
             scope, _, pattern = pattern.partition(":")
             pattern = pattern or "*"
-        if not _PATTERN_RE.match(pattern):
+        if not _PATTERN_RE.match(pattern) or ".." in pattern:
             raise InvalidQuery(
-                f"name pattern {pattern!r} may hold letters, digits, '.', '_', '-', '/' and '*' only"
+                f"name pattern {pattern!r} may hold letters, digits, '.', '_', '-', '/' and '*' only (no '..')"
             )
         if scope:
             try:
