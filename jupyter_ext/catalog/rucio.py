@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import functools
+import hashlib
 import os
 import threading
 import time
@@ -92,15 +93,9 @@ def decode_page(token: str | None, n_scopes: int, max_offset: int) -> tuple[int,
     return int(first), int(second)
 
 
-def pfn_to_path(pfn: str, pfn_prefix: str, mount_path: str) -> str | None:
-    """The local path of ``pfn`` under ``mount_path``, or None when it is not safely inside it.
-
-    ``pfn_prefix`` is the part of the PFN that corresponds to ``mount_path``. PFNs that do not
-    start with it, or whose rest climbs out of the mount (``..``, symlinks), map to nothing.
-    """
-    if not pfn_prefix or not pfn.startswith(pfn_prefix):
-        return None
-    rest = pfn[len(pfn_prefix):].lstrip("/")
+def safe_join(mount_path: str, relative: str) -> str | None:
+    """``mount_path/relative``, or None when ``relative`` would climb out (``..``, symlinks)."""
+    rest = relative.lstrip("/")
     parts = rest.split("/")
     if not rest or "\x00" in rest or any(p in ("", ".", "..") for p in parts):
         return None
@@ -109,6 +104,38 @@ def pfn_to_path(pfn: str, pfn_prefix: str, mount_path: str) -> str | None:
     if os.path.commonpath([mount, os.path.realpath(path)]) != mount:
         return None
     return path
+
+
+def pfn_to_path(pfn: str, pfn_prefix: str, mount_path: str) -> str | None:
+    """The local path of ``pfn`` under ``mount_path``, or None when it is not safely inside it.
+
+    ``pfn_prefix`` is the part of the PFN that corresponds to ``mount_path``. PFNs that do not
+    start with it, or whose rest climbs out of the mount (``..``, symlinks), map to nothing.
+    """
+    if not pfn_prefix or not pfn.startswith(pfn_prefix):
+        return None
+    return safe_join(mount_path, pfn[len(pfn_prefix):])
+
+
+#: Rucio's built-in deterministic lfn2pfn algorithms, computed here without a Rucio config file
+LOCAL_LFN2PFN = ("hash", "identity")
+
+
+def deterministic_path(scope: str, name: str, algorithm: str = "hash") -> str:
+    """The path of a file under a deterministic RSE's prefix (Rucio's ``hash``/``identity``)."""
+    directory = scope.replace(".", "/") if scope.startswith(("user", "group")) else scope
+    if algorithm == "identity":
+        return f"{directory}/{name}"
+    digest = hashlib.md5(f"{scope}:{name}".encode()).hexdigest()
+    return f"{directory}/{digest[0:2]}/{digest[2:4]}/{name}"
+
+
+def is_live(rule: dict, now: datetime.datetime) -> bool:
+    """Rucio deletes a rule softly (it expires now and a daemon removes it later)."""
+    expires = rule.get("expires_at")
+    if isinstance(expires, str):
+        expires = datetime.datetime.fromisoformat(expires)
+    return expires is None or expires.replace(tzinfo=None) > now
 
 
 def _iso(value) -> str | None:
@@ -298,6 +325,7 @@ class RucioCatalog(CatalogBackend):
         self._refreshing = None
         self._files = {}  # did -> [file dicts]
         self._failed = {}  # (rule id, stuck count) -> [FailedFile]
+        self._pfns = {}  # scope:name -> PFN, when Rucio computes them
 
     # -- talking to Rucio --------------------------------------------------------------------------
 
@@ -468,38 +496,65 @@ class RucioCatalog(CatalogBackend):
 
     async def _rse_settings(self) -> dict:
         if self._rse_info is None:
-            self._rse_info = await self._call("RSE protocols", lambda c: c.get_rse_protocols(self.rse))
+            self._rse_info = await self._call("RSE protocols", lambda c: c.get_rse(self.rse))
         return self._rse_info
 
-    def _protocol(self, rse_info):
-        from rucio.rse import rsemanager
+    def _read_protocol(self, rse_info) -> dict:
+        protocols = [
+            p for p in rse_info.get("protocols", [])
+            if (not self.pfn_scheme or p["scheme"] == self.pfn_scheme) and (p.get("domains", {}).get("wan", {}).get("read") or 0) > 0
+        ]
+        if not protocols:
+            raise BackendUnavailable(f"RSE {self.rse} has no readable {self.pfn_scheme or ''} protocol; check RucioCatalog.rse/pfn_scheme")
+        return sorted(protocols, key=lambda p: p["domains"]["wan"]["read"])[0]
 
-        return rsemanager.create_protocol(rse_info, "read", scheme=self.pfn_scheme or None, domain="wan")
-
-    def _prefix(self, protocol) -> str:
+    def _prefix(self, protocol: dict) -> str:
         if self.pfn_prefix:
             return self.pfn_prefix
-        attrs = protocol.attributes
-        port = f":{attrs['port']}" if attrs.get("port") else ""
-        prefix = attrs["prefix"] if attrs["prefix"].startswith("/") else "/" + attrs["prefix"]
-        return f"{attrs['scheme']}://{attrs['hostname']}{port}{prefix}"
+        prefix = protocol["prefix"] if protocol["prefix"].startswith("/") else "/" + protocol["prefix"]
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        port = "" if protocol["scheme"] == "file" or not protocol.get("port") else f":{protocol['port']}"
+        return f"{protocol['scheme']}://{protocol['hostname']}{port}{prefix}"
 
     async def _local_paths(self, files: list[dict]) -> dict[str, str | None]:
-        """``scope:name`` -> local path (None when the PFN maps outside the mount)."""
+        """``scope:name`` -> local path (None when it would map outside the mount).
+
+        For Rucio's built-in deterministic algorithms the path is computed here (no call); other
+        RSEs get their PFNs from Rucio once per file list (50 names per call), then cached.
+        """
         if not files:
             return {}
-        protocol = self._protocol(await self._rse_settings())
+        info = await self._rse_settings()
+        algorithm = info.get("lfn2pfn_algorithm") or "hash"
+        if info.get("deterministic", True) and algorithm in LOCAL_LFN2PFN and not self.pfn_prefix:
+            return {
+                f"{f['scope']}:{f['name']}": safe_join(self.mount_path, deterministic_path(f["scope"], f["name"], algorithm))
+                for f in files
+            }
+        protocol = self._read_protocol(info)
         prefix = self._prefix(protocol)
-        pfns = protocol.lfns2pfns([{"scope": f["scope"], "name": f["name"]} for f in files])
-        return {did: pfn_to_path(pfn, prefix, self.mount_path) for did, pfn in pfns.items()}
+        todo = [f for f in files if f"{f['scope']}:{f['name']}" not in self._pfns]
+        for i in range(0, len(todo), 50):
+            chunk = [f"{f['scope']}:{f['name']}" for f in todo[i:i + 50]]
+            self._pfns.update(await self._call(
+                "lfns2pfns", lambda c, chunk=chunk: c.lfns2pfns(self.rse, chunk, operation="read", scheme=protocol["scheme"])
+            ))
+        dids = [f"{f['scope']}:{f['name']}" for f in files]
+        return {did: pfn_to_path(self._pfns[did], prefix, self.mount_path) if did in self._pfns else None for did in dids}
 
     # -- the stage side ----------------------------------------------------------------------------
 
+    def utcnow(self) -> datetime.datetime:
+        """The clock (a seam for tests); naive UTC, as rucio-clients returns dates."""
+        return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
     async def _my_rules(self, **filters) -> list[dict]:
-        return await self._call(
+        """This account's live rules on the notebook's RSE (a cancelled rule expires at once)."""
+        rules = await self._call(
             "list rules",
             lambda c: list(c.list_replication_rules(filters={"account": self.account, "rse_expression": self.rse, **filters})),
         )
+        return [r for r in rules if is_live(r, self.utcnow())]
 
     async def _request_from_rule(self, rule: dict) -> StageRequest:
         files = await self._dataset_files(rule["scope"], rule["name"]) or []
@@ -601,11 +656,18 @@ class RucioCatalog(CatalogBackend):
         )
 
     async def cancel(self, request_id: str) -> bool:
-        from rucio.common.exception import RuleNotFound
+        """Expire the rule now (Rucio's cleaner removes it; the copies may stay until space is needed).
+
+        Setting the lifetime to 0 rather than deleting: Rucio's delete is soft and keeps a rule
+        listed for up to an hour, so the cancellation would not be visible to a restarted server.
+        """
+        from rucio.common.exception import AccessDenied, RuleNotFound
 
         if await self.get_request(request_id) is None:
             return False
         try:
+            await self._call("expire rule", lambda c: c.update_replication_rule(request_id, {"lifetime": 0}))
+        except AccessDenied:
             await self._call("delete rule", lambda c: c.delete_replication_rule(request_id, purge_replicas=False))
         except RuleNotFound:
             return False

@@ -22,6 +22,7 @@ from science_gateway.jupyter_ext.catalog.rucio import (
     RucioCatalog,
     dataset_from_rucio,
     decode_page,
+    deterministic_path,
     encode_page,
     pfn_to_path,
     request_from_rule,
@@ -55,6 +56,19 @@ def test_pfn_to_path_refuses_a_symlink_out_of_the_mount(tmp_path):
     (mount / "astro" / "escape").symlink_to("/etc")
     assert pfn_to_path(PREFIX + "astro/escape/passwd", PREFIX, str(mount)) is None
     assert pfn_to_path(PREFIX + "astro/f.csv", PREFIX, str(mount)) == str(mount / "astro" / "f.csv")
+
+
+@pytest.mark.parametrize(
+    "scope, name, algorithm, expected",
+    [
+        ("astro", "run2024.raw.0002.part000.csv", "hash", "astro/ad/cd/run2024.raw.0002.part000.csv"),
+        ("user.alice", "f.csv", "identity", "user/alice/f.csv"),
+        ("astro", "f.csv", "identity", "astro/f.csv"),
+    ],
+    ids=["hash-as-rucio-writes-it", "identity-user-scope", "identity"],
+)
+def test_deterministic_path(scope, name, algorithm, expected):
+    assert deterministic_path(scope, name, algorithm) == expected
 
 
 @pytest.mark.parametrize(
