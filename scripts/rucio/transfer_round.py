@@ -1,6 +1,6 @@
 """One round of Rucio's own transfer machinery, in one process, copying local files.
 
-Runs the judge-evaluator, the conveyor submitter, poller and finisher (``once=True``) with
+Runs the judge-cleaner and -evaluator, the conveyor submitter, poller and finisher (``once=True``) with
 Rucio's ``mock`` transfertool, whose ``submit`` is made here to really copy ``file://`` PFNs;
 a copy that fails (e.g. a missing source file) is reported FAILED with its reason, so after
 Rucio's retries the rule goes STUCK with that reason, as it would with FTS. Then the abacus
@@ -75,10 +75,12 @@ def abacus():
 
 def cycle(bulk):
     from rucio.daemons.conveyor.finisher import finisher
+    from rucio.daemons.judge.cleaner import rule_cleaner
     from rucio.daemons.conveyor.poller import poller
     from rucio.daemons.conveyor.submitter import submitter
     from rucio.daemons.judge.evaluator import re_evaluator
 
+    rule_cleaner(once=True)  # removes expired (e.g. cancelled) rules
     re_evaluator(once=True, did_limit=1000)
     submitter(once=True, partition_wait_time=0, bulk=bulk, transfertools=["mock"], filter_transfertool=None)
     poller(once=True, partition_wait_time=0, older_than=0, transfertool="mock", filter_transfertool=None)
