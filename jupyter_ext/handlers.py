@@ -48,8 +48,13 @@ class GatewayHandler(APIHandler):
         except InvalidDID as e:
             raise web.HTTPError(400, str(e)) from None
 
-    def not_found(self, what):
-        raise web.HTTPError(404, f"{what} not found in {self.catalog.display_name} (or not yours)")
+    def no_dataset(self, did):
+        raise web.HTTPError(404, f"no dataset {did!r} in {self.catalog.display_name}")
+
+    def no_request(self, request_id):
+        raise web.HTTPError(
+            404, f"no request {request_id!r} of yours in {self.catalog.display_name}; GET requests lists yours"
+        )
 
 
 class RootHandler(GatewayHandler):
@@ -91,7 +96,7 @@ class DatasetFilesHandler(GatewayHandler):
     async def get(self, did):
         found = await self.call(self.catalog.list_files, did)
         if found is None:
-            self.not_found(f"dataset {did!r}")
+            self.no_dataset(did)
         self.write_json({"did": did, "files": [f.to_dict() for f in found]})
 
 
@@ -114,7 +119,7 @@ class RequestsHandler(GatewayHandler):
             raise web.HTTPError(400, 'the body must be JSON like {"did": "scope:name"}')
         request = await self.call(self.catalog.stage, did)
         if request is None:
-            self.not_found(f"dataset {did!r}")
+            self.no_dataset(did)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + request.id)
         self.write_json(request.to_dict(), status=200 if request.reused else 201)
 
@@ -125,7 +130,7 @@ class RequestHandler(GatewayHandler):
     async def get(self, request_id):
         request = await self.call(self.catalog.get_request, self.request_id(request_id))
         if request is None:
-            self.not_found(f"request {request_id!r}")
+            self.no_request(request_id)
         self.write_json(request.to_dict())
 
     @web.authenticated
@@ -133,7 +138,7 @@ class RequestHandler(GatewayHandler):
     async def delete(self, request_id):
         cancelled = await self.call(self.catalog.cancel, self.request_id(request_id))
         if not cancelled:
-            self.not_found(f"request {request_id!r}")
+            self.no_request(request_id)
         self.set_status(204)
         self.finish()
 
@@ -144,11 +149,13 @@ class RequestPathsHandler(GatewayHandler):
     async def get(self, request_id):
         paths = await self.call(self.catalog.paths, self.request_id(request_id))
         if paths is None:
-            self.not_found(f"request {request_id!r}")
+            self.no_request(request_id)
         self.write_json({"id": request_id, "paths": paths})
 
 
-#: (route under {base_url}/gateway/api, handler); openapi.yaml describes each
+#: (route under {base_url}/gateway/api, handler); openapi.yaml describes each. A DID travels
+#: URL-encoded (``demo%3Arun2024.raw.0001``); tornado decodes it before the handler sees it, and
+#: the handler validates it (a name holding ``/`` may come encoded or not).
 handlers = [
     ("/?", RootHandler),
     ("/datasets", DatasetsHandler),

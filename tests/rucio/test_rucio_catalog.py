@@ -4,7 +4,6 @@ Rules become real file copies through Rucio's own transfer daemons (sgtest.rucio
 Each test stages datasets it creates itself, so the tests can run again on the same server.
 """
 
-import asyncio
 import json
 
 import pytest
@@ -15,7 +14,6 @@ from science_gateway.jupyter_ext.catalog.rucio import RucioCatalog
 from sgtest import rucio_transfers as rt
 
 pytestmark = pytest.mark.rucio
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 
 @pytest.fixture(scope="module")
@@ -189,11 +187,6 @@ async def test_unknown_datasets(alice):
 
 
 # -- the REST API with the Rucio backend -----------------------------------------------------------
-
-
-@pytest.fixture
-async def jp_asyncio_loop():
-    return asyncio.get_running_loop()
 
 
 @pytest.fixture

@@ -19,13 +19,6 @@ from science_gateway import catalog as notebook_catalog
 from science_gateway.jupyter_ext.catalog.demo import DemoCatalog
 from science_gateway.jupyter_ext.handlers import handlers
 
-pytest_plugins = ["pytest_jupyter.jupyter_server"]
-
-
-@pytest.fixture
-async def jp_asyncio_loop():
-    """Run pytest_jupyter's server on pytest-asyncio's loop (asyncio_mode=auto runs the tests there)."""
-    return asyncio.get_running_loop()
 
 
 @pytest.fixture
@@ -93,10 +86,10 @@ async def test_stage_progress_paths_and_cancel(jp_fetch):
         ("POST", ["requests"], {"body": {"did": "demo:../../etc/passwd"}}, 400, "no '..'"),
         ("POST", ["requests"], {"body": {"did": "no-colon"}}, 400, "scope:name"),
         ("POST", ["requests"], {"body": {"dataset": "x"}}, 400, "body must be JSON"),
-        ("POST", ["requests"], {"body": {"did": "demo:no.such.dataset"}}, 404, "not found"),
+        ("POST", ["requests"], {"body": {"did": "demo:no.such.dataset"}}, 404, "no dataset"),
         ("GET", ["requests", "..%2F..%2Fetc"], {}, 400, "request id"),
-        ("GET", ["requests", "0123456789abcdef"], {}, 404, "not found"),
-        ("DELETE", ["requests", "0123456789abcdef"], {}, 404, "not found"),
+        ("GET", ["requests", "0123456789abcdef"], {}, 404, "of yours"),
+        ("DELETE", ["requests", "0123456789abcdef"], {}, 404, "of yours"),
         ("GET", ["datasets"], {"params": {"limit": "100000000"}}, 400, "limit must be between"),
         ("GET", ["datasets"], {"params": {"pattern": "../*"}}, 400, "name pattern"),
         ("GET", ["datasets"], {"params": {"page": "abc"}}, 400, "page token"),
@@ -130,7 +123,7 @@ async def test_another_users_request_is_invisible_and_untouched(jp_fetch, state_
     bobs = await bob.stage("demo:run2024.calib.0001")
     for method, parts in [("GET", ["requests", bobs.id]), ("GET", ["requests", bobs.id, "paths"]), ("DELETE", ["requests", bobs.id])]:
         code, text = await error(jp_fetch, method, *parts)
-        assert code == 404 and "not yours" in text
+        assert code == 404 and "of yours" in text
     assert (await bob.get_request(bobs.id)).state == "ready"
     assert all(os.path.exists(p) for p in bobs.paths)
 
