@@ -367,7 +367,7 @@ class RucioCatalog(CatalogBackend):
 
     async def _call(self, what: str, fn, *args, **kwargs):
         """Run ``fn(client, *args, **kwargs)`` on the executor, with a timeout and one error shape."""
-        from rucio.common.exception import CannotAuthenticate, RucioException
+        from rucio.common.exception import CannotAuthenticate, RucioException, ServerConnectionException
 
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="rucio")
@@ -384,8 +384,8 @@ class RucioCatalog(CatalogBackend):
                 f"Rucio refused the {self.auth_type} credentials of account {self.account!r}"
                 + ("; log in to the gateway again to refresh your token" if self.auth_type == "oidc" else "")
             ) from None
-        except (OSError, ConnectionError) as e:
-            raise BackendUnavailable(f"cannot reach Rucio at {self.rucio_host} ({what}): {e}") from None
+        except (OSError, ConnectionError, ServerConnectionException):
+            raise BackendUnavailable(f"cannot reach Rucio at {self.rucio_host} ({what}); try again later") from None
         except RucioException:
             raise
         except Exception as e:  # requests' connection errors and the like

@@ -108,8 +108,8 @@ async def test_bad_input_is_a_clear_4xx_and_creates_nothing(jp_fetch, state_dir,
 
 
 async def test_unknown_scope_is_refused_by_policy(jp_fetch, jp_serverapp):
-    jp_serverapp.web_app.settings  # the extension's backend is configured per deployment:
-    ext = next(e for e in jp_serverapp.extension_manager.extension_apps["science_gateway.jupyter_ext"])
+    # the policy's scopes, as a deployment configures them (c.DemoCatalog.allowed_scopes)
+    ext = next(iter(jp_serverapp.extension_manager.extension_apps["science_gateway.jupyter_ext"]))
     ext.catalog.allowed_scopes = ["demo"]
     code, text = await error(jp_fetch, "GET", "datasets", params={"scope": "private"})
     assert code == 403 and "allowed: demo" in text

@@ -231,3 +231,32 @@ async def test_demo_unknown_dataset_and_bad_ids(demo):
         await demo.stage("demo:../../etc")
     with pytest.raises(InvalidDID):
         await demo.get_request("../x")
+
+
+def test_oidc_token_file_is_sent_and_reread_when_it_changes(tmp_path, monkeypatch):
+    token_file = tmp_path / "bt_u1000"
+    token_file.write_text("token-one\n")
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(token_file))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    catalog = RucioCatalog(rucio_host="http://127.0.0.1:9", account="alice", rse="DISK", mount_path=str(tmp_path))
+    assert catalog.auth_type == "oidc" and catalog.token_file == str(token_file)
+    client = catalog._client()  # no call to Rucio: the token comes from the file
+    assert client.headers["X-Rucio-Auth-Token"] == "token-one"
+    token_file.write_text("token-two\n")
+    os.utime(token_file, (1, 1))
+    assert catalog._client().headers["X-Rucio-Auth-Token"] == "token-two"
+
+
+async def test_an_unreachable_rucio_is_a_clear_503(tmp_path):
+    from science_gateway.jupyter_ext.catalog.base import BackendUnavailable
+
+    catalog = RucioCatalog(
+        rucio_host="http://127.0.0.1:9", auth_type="userpass", account="alice", password="x",
+        rse="DISK", mount_path=str(tmp_path), timeout=5, allowed_scopes=["astro"],
+    )
+    try:
+        with pytest.raises(BackendUnavailable, match="Rucio") as e:
+            await catalog.search(catalog.query("*", scope="astro"))
+        assert e.value.status == 503
+    finally:
+        await catalog.close()
