@@ -87,11 +87,14 @@ class Catalog:
     # -- the API -------------------------------------------------------------------------------
 
     def search(self, pattern: str = "*", filters: str | dict | None = None, scope: str | None = None,
-               limit: int = 50, page: str | None = None) -> SearchPage:
-        """One page of datasets; ``filters`` as ``"project=run2024, datatype=RAW"`` or a dict."""
+               limit: int = 50, page: str | None = None, details: bool = True) -> SearchPage:
+        """One page of datasets; ``filters`` as ``"project=run2024, datatype=RAW"`` or a dict.
+
+        ``details=False`` skips each result's full metadata and availability (faster)."""
         if isinstance(filters, dict):
             filters = ", ".join(f"{k}={v}" for k, v in filters.items())
-        params = {"pattern": pattern, "filters": filters, "scope": scope, "limit": limit, "page": page}
+        params = {"pattern": pattern, "filters": filters, "scope": scope, "limit": limit, "page": page,
+                  "details": "true" if details else "false"}
         return SearchPage.from_dict(self._call("GET", "/datasets", params))
 
     def files(self, did: str) -> list[DatasetFile]:

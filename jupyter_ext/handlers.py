@@ -81,6 +81,7 @@ class DatasetsHandler(GatewayHandler):
                 limit=self.get_query_argument("limit", "50"),
                 page=self.get_query_argument("page", None),
                 scope=self.get_query_argument("scope", None),
+                details=self.get_query_argument("details", "true"),
             )
 
         async def search():

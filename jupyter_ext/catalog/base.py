@@ -69,6 +69,9 @@ class SearchQuery:
     page: str | None = None
     #: search this scope only; None means every scope the user may see
     scope: str | None = None
+    #: also fetch each result's full metadata and where it is now (False: what the search
+    #: itself returns, which for Rucio is one call: size, file count, the filtered metadata)
+    details: bool = True
 
 
 def parse_filters(text: str) -> dict[str, str]:
@@ -123,7 +126,7 @@ class CatalogBackend(LoggingConfigurable):
         self.check_scope(scope)
         return scope, name
 
-    def query(self, pattern="*", filters=None, limit=50, page=None, scope=None) -> SearchQuery:
+    def query(self, pattern="*", filters=None, limit=50, page=None, scope=None, details=True) -> SearchQuery:
         """Validate raw user input into a :class:`SearchQuery`, raising :class:`InvalidQuery`."""
         pattern = pattern or "*"
         if ":" in pattern and scope is None:
@@ -155,7 +158,13 @@ class CatalogBackend(LoggingConfigurable):
             raise InvalidQuery(f"limit must be between 1 and {self.max_page_size}, not {limit}")
         if page is not None and (not isinstance(page, str) or len(page) > 200):
             raise InvalidQuery("page token was not issued by this catalogue")
-        return SearchQuery(pattern=pattern, filters=filters, limit=limit, page=page or None, scope=scope or None)
+        if isinstance(details, str):
+            if details.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise InvalidQuery(f"details must be true or false, not {details!r}")
+            details = details.lower() in ("true", "1", "yes")
+        return SearchQuery(
+            pattern=pattern, filters=filters, limit=limit, page=page or None, scope=scope or None, details=bool(details)
+        )
 
     # -- the read side ------------------------------------------------------------------------------
 

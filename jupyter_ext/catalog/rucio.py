@@ -150,9 +150,11 @@ def _jsonable(value):
     return _iso(value) if isinstance(value, datetime.datetime) else value
 
 
-def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict], rse_types: dict[str, str]) -> Dataset:
-    """One search result from ``list_dids(long=True)``, bulk metadata and dataset replicas."""
+def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None, rse_types: dict[str, str]) -> Dataset:
+    """One search result from ``list_dids(long=True)``, bulk metadata and dataset replicas
+    (``replicas`` None: not looked up, availability "unknown")."""
     meta = meta or {}
+    replicas = replicas or []
     kinds = {rse_types.get(r["rse"], "DISK") for r in replicas if r.get("state") == "AVAILABLE"}
     if "DISK" in kinds:
         availability = "disk"
@@ -284,6 +286,10 @@ class RucioCatalog(CatalogBackend):
 
     max_search_offset = Integer(10000, help="How far into search results a client may page; narrower searches are needed beyond.").tag(config=True)
 
+    details_cache_seconds = Float(
+        300.0, help="How long a dataset's metadata and availability, fetched for search results, are reused."
+    ).tag(config=True)
+
     rule_comment = Unicode("science-gateway stage-in", help="Comment set on the rules the gateway creates.").tag(config=True)
 
     @default("rucio_host")
@@ -326,6 +332,7 @@ class RucioCatalog(CatalogBackend):
         self._files = {}  # did -> [file dicts]
         self._failed = {}  # (rule id, stuck count) -> [FailedFile]
         self._pfns = {}  # scope:name -> PFN, when Rucio computes them
+        self._details_cache = {}  # (scope, name) -> (time, metadata, dataset replicas, RSE types)
 
     # -- talking to Rucio --------------------------------------------------------------------------
 
@@ -458,21 +465,32 @@ class RucioCatalog(CatalogBackend):
                 next_token = encode_page(index, 0)
         if not found:
             return SearchPage([], next=next_token)
-        dids = [{"scope": d["scope"], "name": d["name"]} for d in found]
-        metas, replicas, rse_types = await asyncio.gather(
-            self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="ALL"))),
-            self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))),
-            self._rse_type_map(),
-        )
-        meta_by = {(m["scope"], m["name"]): m for m in metas}
-        replicas_by = {}
-        for r in replicas:
-            replicas_by.setdefault((r["scope"], r["name"]), []).append(r)
-        datasets = [
-            dataset_from_rucio(d, meta_by.get((d["scope"], d["name"])), replicas_by.get((d["scope"], d["name"]), []), rse_types)
-            for d in found
-        ]
+        if not query.details:
+            return SearchPage([dataset_from_rucio(d, dict(query.filters), None, {}) for d in found], next=next_token)
+        details = await self._details([(d["scope"], d["name"]) for d in found])
+        datasets = [dataset_from_rucio(d, *details[(d["scope"], d["name"])][1:]) for d in found]
         return SearchPage(datasets, next=next_token)
+
+    async def _details(self, keys: list[tuple[str, str]]) -> dict:
+        """(scope, name) -> (time, metadata, replicas, rse types), fetched in bulk for those not cached."""
+        now = time.monotonic()
+        missing = [k for k in keys if k not in self._details_cache or now - self._details_cache[k][0] > self.details_cache_seconds]
+        if missing:
+            dids = [{"scope": s, "name": n} for s, n in missing]
+            metas, replicas, rse_types = await asyncio.gather(
+                self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="ALL"))),
+                self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))),
+                self._rse_type_map(),
+            )
+            meta_by = {(m["scope"], m["name"]): m for m in metas}
+            replicas_by = {}
+            for r in replicas:
+                replicas_by.setdefault((r["scope"], r["name"]), []).append(r)
+            if len(self._details_cache) > 10000:
+                self._details_cache.clear()
+            for key in missing:
+                self._details_cache[key] = (now, meta_by.get(key), replicas_by.get(key, []), rse_types)
+        return {k: self._details_cache[k] for k in keys}
 
     async def _dataset_files(self, scope: str, name: str) -> list[dict] | None:
         from rucio.common.exception import DataIdentifierNotFound

@@ -76,6 +76,26 @@ async def test_search_builtin_and_freeform_metadata(alice):
         await alice.search(alice.query("*", "datatype=RAW, target=crab", scope="astro"))
 
 
+async def test_search_without_details_is_one_call(alice):
+    await alice.search(alice.query("*", scope="astro", limit=1))  # logs in, once
+    calls = []
+    real_call = alice._call
+
+    async def counting(what, *args, **kwargs):
+        calls.append(what)
+        return await real_call(what, *args, **kwargs)
+
+    alice._call = counting
+    page = await alice.search(alice.query("run2024*", "datatype=RAW", scope="astro", details=False))
+    assert calls == ["search"]
+    first = next(d for d in page.datasets if d.name == "run2024.raw.0001")
+    assert (first.files, first.metadata, first.availability) == (3, {"datatype": "RAW"}, "unknown")
+    await alice.search(alice.query("run2024*", "datatype=RAW", scope="astro"))
+    await alice.search(alice.query("run2024*", "datatype=RAW", scope="astro"))
+    assert calls.count("metadata") == 1  # the second page of details came from the cache
+    alice._call = real_call
+
+
 async def test_search_pages_and_scopes_follow_policy(alice):
     seen, token, pages = [], None, 0
     while True:
