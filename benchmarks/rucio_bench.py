@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import statistics
@@ -174,39 +175,41 @@ async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int =
     catalog = _catalog(env, proxy)
     requests = [await catalog.stage(did) for did in dids]
     ids = {r.id for r in requests}
-    ok_at, seen_at = {}, {}
+    ok_at, seen_at = {}, {}  # rule id -> wall-clock UTC (Rucio's updated_at, when our status showed it)
     stop = time.monotonic() + seconds
 
     async def transfers():
         # one dataset's worth of transfers per round, so rules turn OK throughout the run
         while time.monotonic() < stop - 5:
             await rt.transfer_round(env, bulk=n_files)
-            now = time.monotonic()
             for rule in admin.list_replication_rules({"account": env["RUCIO_ACCOUNT"], "rse_expression": env["RUCIO_DISK_RSE"]}):
                 if rule["id"] in ids and rule["state"] == "OK" and rule["id"] not in ok_at:
-                    ok_at[rule["id"]] = now
+                    ok_at[rule["id"]] = rule["updated_at"]  # when the finisher made it OK
             await asyncio.sleep(3)
 
     async def client():
         while time.monotonic() < stop:
             for r in await catalog.status():
                 if r.id in ids and r.state == "ready" and r.id not in seen_at:
-                    seen_at[r.id] = time.monotonic()
+                    seen_at[r.id] = catalog.utcnow()
             await asyncio.sleep(poll)
 
+    await catalog.status()  # the server has been running: its snapshot exists
     counter.reset()
     started = time.monotonic()
     await asyncio.gather(transfers(), client())
     minutes = (time.monotonic() - started) / 60
-    lags = [seen_at[i] - ok_at[i] for i in ok_at if i in seen_at]
+    calls, nbytes, paths = counter.calls, counter.bytes, list(counter.paths)
+    lags = [(seen_at[i] - ok_at[i]).total_seconds() for i in ok_at if i in seen_at]
     for r in requests:
         await catalog.cancel(r.id)
     await catalog.close()
     return {
         "requests": n_requests, "files_each": n_files, "seconds": seconds, "client_poll_s": poll,
-        "rucio_calls_per_min": counter.calls / minutes, "rucio_bytes_per_min": counter.bytes / minutes,
+        "rucio_calls_per_min": calls / minutes, "rucio_bytes_per_min": nbytes / minutes,
         "rules_turned_ok": len(ok_at), "ok_noticed_median_s": statistics.median(lags) if lags else None,
         "ok_noticed_max_s": max(lags) if lags else None,
+        "calls_by_path": dict(collections.Counter(paths).most_common(8)),
     }
 
 

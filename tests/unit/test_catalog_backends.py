@@ -260,3 +260,9 @@ async def test_an_unreachable_rucio_is_a_clear_503(tmp_path):
         assert e.value.status == 503
     finally:
         await catalog.close()
+
+
+def test_rucio_date_is_rfc1123_whatever_the_locale():
+    from science_gateway.jupyter_ext.catalog.rucio import rucio_date
+
+    assert rucio_date(datetime.datetime(2026, 11, 22, 3, 4, 5)) == "Sun, 22 Nov 2026 03:04:05 UTC"
