@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import functools
 import hashlib
 import os
 import threading
@@ -400,7 +399,10 @@ class RucioCatalog(CatalogBackend):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="rucio")
         loop = asyncio.get_running_loop()
-        call = functools.partial(lambda: fn(self._client(), *args, **kwargs))
+
+        def call():
+            return fn(self._client(), *args, **kwargs)
+
         try:
             return await asyncio.wait_for(loop.run_in_executor(self._executor, call), self.timeout)
         except asyncio.CancelledError:
