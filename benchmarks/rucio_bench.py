@@ -130,7 +130,25 @@ def _catalog(env, host, **extra):
     )
 
 
-async def bench_search(env, runs: int) -> dict:
+async def peer_search(env, proxy: str, counter: Counter, filters: dict, runs: int, peer_python: str) -> dict:
+    """rucio-jupyterlab 41's search through the same proxy (benchmarks/peer_search.py in its venv)."""
+    args = {"url": proxy, "auth_url": env["RUCIO_AUTH_URL"], "account": env["RUCIO_ACCOUNT"],
+            "password": env["RUCIO_PASSWORD"], "scope": SCOPE, "runs": runs,
+            "filters": ", ".join(f"{k}={v}" for k, v in filters.items())}
+    counter.reset()
+    proc = await asyncio.create_subprocess_exec(
+        peer_python, str(HERE / "peer_search.py"), json.dumps(args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 900)
+    if proc.returncode:
+        raise RuntimeError(f"peer search failed: {err.decode()[-2000:]}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return {"median_ms": 1000 * statistics.median(result["times"]), "calls": counter.calls / runs,
+            "bytes": counter.bytes / runs, "rows": result["rows"]}
+
+
+async def bench_search(env, runs: int, peer_python: str | None = None) -> dict:
     counter = Counter()
     proxy = start_proxy(env["RUCIO_URL"], counter)
     floor_client = _floor_client(env, proxy)
@@ -161,6 +179,9 @@ async def bench_search(env, runs: int) -> dict:
                 assert len(page.datasets) == 50 and page.next
             row[variant] = {"median_ms": 1000 * statistics.median(times), "calls": counter.calls, "bytes": counter.bytes}
             row[f"{variant}/floor"] = row[variant]["median_ms"] / row["floor"]["median_ms"]
+        if peer_python:
+            row["peer"] = await peer_search(env, proxy, counter, filters, max(1, runs // 3), peer_python)
+            row["peer/floor"] = row["peer"]["median_ms"] / row["floor"]["median_ms"]
         results[label] = row
     await catalog.close()
     return results
@@ -218,13 +239,17 @@ def main():
     parser.add_argument("what", choices=["populate", "search", "status"])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--peer-python", help="Python of a venv with rucio-jupyterlab==41.0.0, to run the peer's search too")
     args = parser.parse_args()
     env = rt.rucio_env()
     rt.private_token_dir(Path(tempfile.mkdtemp(prefix="rucio-bench-")))
     if args.what == "populate":
         populate(env)
         return
-    result = asyncio.run(bench_search(env, args.runs) if args.what == "search" else bench_status(env, args.seconds))
+    if args.what == "search":
+        result = asyncio.run(bench_search(env, args.runs, args.peer_python))
+    else:
+        result = asyncio.run(bench_status(env, args.seconds))
     print(json.dumps(result, indent=1))
 
 
