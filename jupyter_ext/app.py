@@ -35,3 +35,6 @@ class GatewayExtension(ExtensionApp):
 
     def initialize_settings(self):
         self.log.info("Science Gateway %s: catalogue %s", __version__, self.catalog.display_name)
+
+    async def stop_extension(self):
+        await self.catalog.close()

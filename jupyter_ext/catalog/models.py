@@ -44,6 +44,10 @@ class Dataset:
     def to_dict(self) -> dict:
         return {"did": self.did, **asdict(self)}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Dataset":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
 
 @dataclass(frozen=True)
 class DatasetFile:
@@ -67,3 +71,89 @@ class SearchPage:
 
     def to_dict(self) -> dict:
         return {"datasets": [d.to_dict() for d in self.datasets], "next": self.next}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchPage":
+        return cls([Dataset.from_dict(x) for x in d["datasets"]], next=d.get("next"))
+
+
+#: states of a stage-in request, as every backend reports them
+IN_PROGRESS = "in_progress"
+READY = "ready"
+FAILED = "failed"
+REQUEST_STATES = (IN_PROGRESS, READY, FAILED)
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_request_id(request_id: str) -> str:
+    """Request ids are opaque tokens of letters, digits, '-' and '_'; anything else is refused."""
+    if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+        raise InvalidDID(f"request id {request_id!r} must be 1-64 letters, digits, '-' or '_'")
+    return request_id
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    did: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """One request to make a dataset readable from the notebook, and how far it got.
+
+    ``files_done + files_in_flight + files_failed == files_total``; ``paths`` are the local paths
+    of the files that are ready now (all of them once ``state`` is ``ready``).
+    """
+
+    id: str
+    did: str
+    state: str
+    files_total: int = 0
+    files_done: int = 0
+    files_in_flight: int = 0
+    files_failed: int = 0
+    bytes_total: int | None = None
+    #: the only copies were on tape or nearline storage: the files are being recalled
+    tape_recall: bool = False
+    #: one sentence a person can read, e.g. "recalling from tape: 2 of 4 files ready"
+    message: str = ""
+    failed: list[FailedFile] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    created_at: str | None = None
+    expires_at: str | None = None
+    #: set on the answer to a stage call that found an existing request for the same dataset
+    reused: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.state != IN_PROGRESS
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["failed"] = [f.to_dict() for f in self.failed]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StageRequest":
+        d = dict(d)
+        d["failed"] = [FailedFile(**f) for f in d.get("failed", [])]
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def progress_message(state: str, done: int, total: int, in_flight: int, failed: int, tape: bool, error: str | None = None) -> str:
+    """The one sentence shown for a request (pure, shared by every backend)."""
+    if state == READY:
+        return f"ready: {total} of {total} files readable"
+    if state == FAILED:
+        reason = f": {error}" if error else ""
+        return f"failed: {failed} of {total} files could not be copied{reason}"
+    verb = "recalling from tape" if tape else "copying"
+    text = f"{verb}: {done} of {total} files ready"
+    if failed:
+        text += f", {failed} failed"
+    return text

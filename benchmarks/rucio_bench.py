@@ -1,0 +1,258 @@
+"""Rucio benchmark: the gateway's catalogue backend vs the floor (one direct ``list_dids``).
+
+Runs against the local Rucio stack (``scripts/services/rucio start``), through a small counting
+proxy in front of Rucio that counts the calls and bytes that reach it. See benchmarks/README.md.
+
+    python benchmarks/rucio_bench.py populate          # 100,000 datasets in scope 'bench' (once)
+    python benchmarks/rucio_bench.py search [--runs 10]
+    python benchmarks/rucio_bench.py status [--seconds 120]
+
+Run it with a Python that has the package installed with the ``rucio`` extra (e.g. the test venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tornado import httpclient, httpserver, web
+from tornado.netutil import bind_sockets
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from sgtest import rucio_transfers as rt  # noqa: E402
+
+from science_gateway.jupyter_ext.catalog.rucio import RucioCatalog  # noqa: E402
+
+N_DATASETS = 100_000
+SCOPE = "bench"
+
+
+class Counter:
+    def __init__(self):
+        self.calls = 0
+        self.bytes = 0
+        self.paths = []
+
+    def reset(self):
+        self.calls, self.bytes, self.paths = 0, 0, []
+
+
+class ProxyHandler(web.RequestHandler):
+    """Forwards every request to Rucio, counting calls and response bytes."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "DELETE")
+
+    def initialize(self, upstream, counter):
+        self.upstream = upstream
+        self.counter = counter
+
+    async def _forward(self):
+        headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in ("host", "content-length")}
+        body = self.request.body if self.request.method in ("POST", "PUT") else None
+        if self.request.method in ("POST", "PUT", "DELETE") and body is None:
+            body = b""
+        req = httpclient.HTTPRequest(
+            self.upstream + self.request.uri, method=self.request.method, headers=headers,
+            body=body if self.request.method != "DELETE" or body else None,
+            allow_nonstandard_methods=True, request_timeout=300, decompress_response=False,
+        )
+        try:
+            resp = await httpclient.AsyncHTTPClient().fetch(req, raise_error=False)
+        except Exception as e:
+            raise web.HTTPError(502, str(e)) from None
+        self.counter.calls += 1
+        self.counter.bytes += len(resp.body or b"")
+        self.counter.paths.append(self.request.path)
+        self.set_status(resp.code, resp.reason)
+        self.clear_header("Content-Type")
+        for k, v in resp.headers.get_all():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                self.set_header(k, v)
+        if resp.body:
+            self.write(resp.body)
+
+    async def get(self, *a):
+        await self._forward()
+
+    post = put = delete = get
+
+
+def start_proxy(upstream: str, counter: Counter) -> str:
+    app = web.Application([(r"/(.*)", ProxyHandler, {"upstream": upstream, "counter": counter})])
+    sockets = bind_sockets(0, "127.0.0.1")
+    server = httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    return f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+
+
+def populate(env):
+    """100,000 datasets with a built-in (datatype, project) and a free-form (sample) key."""
+    admin = rt.client(env)
+    try:
+        admin.add_scope("root", SCOPE)
+    except Exception:  # exists
+        pass
+    last = f"bench.{N_DATASETS - 1:06d}"
+    if list(admin.list_dids(SCOPE, [{"name": last}], did_type="dataset")):
+        print(f"{N_DATASETS} datasets already in scope {SCOPE}")
+        return
+    start = time.monotonic()
+    for i in range(0, N_DATASETS, 2000):
+        names = [f"bench.{j:06d}" for j in range(i, min(i + 2000, N_DATASETS))]
+        admin.add_dids([{"scope": SCOPE, "name": n, "type": "DATASET", "meta": {"datatype": "RAW", "project": "bench"}} for n in names])
+        admin.set_dids_metadata_bulk([{"scope": SCOPE, "name": n, "meta": {"sample": "bench"}} for n in names])
+        print(f"  {i + len(names)} datasets, {time.monotonic() - start:.0f} s", flush=True)
+
+
+def _floor_client(env, host):
+    from rucio.client import Client
+
+    return Client(rucio_host=host, auth_host=env["RUCIO_AUTH_URL"], account=env["RUCIO_ACCOUNT"],
+                  auth_type="userpass", creds={"username": env["RUCIO_ACCOUNT"], "password": env["RUCIO_PASSWORD"]})
+
+
+def _catalog(env, host, **extra):
+    return RucioCatalog(
+        rucio_host=host, auth_host=env["RUCIO_AUTH_URL"], auth_type="userpass",
+        account=env["RUCIO_ACCOUNT"], password=env["RUCIO_PASSWORD"],
+        rse=env["RUCIO_DISK_RSE"], mount_path=env["RUCIO_MOUNT_PATH"],
+        allowed_scopes=env["RUCIO_SCOPES"].split(",") + [SCOPE], **extra,
+    )
+
+
+async def peer_search(env, proxy: str, counter: Counter, filters: dict, runs: int, peer_python: str) -> dict:
+    """rucio-jupyterlab 41's search through the same proxy (benchmarks/peer_search.py in its venv)."""
+    args = {"url": proxy, "auth_url": env["RUCIO_AUTH_URL"], "account": env["RUCIO_ACCOUNT"],
+            "password": env["RUCIO_PASSWORD"], "scope": SCOPE, "runs": runs,
+            "filters": ", ".join(f"{k}={v}" for k, v in filters.items())}
+    counter.reset()
+    proc = await asyncio.create_subprocess_exec(
+        peer_python, str(HERE / "peer_search.py"), json.dumps(args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 900)
+    if proc.returncode:
+        raise RuntimeError(f"peer search failed: {err.decode()[-2000:]}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return {"median_ms": 1000 * statistics.median(result["times"]), "calls": counter.calls / runs,
+            "bytes": counter.bytes / runs, "rows": result["rows"]}
+
+
+async def bench_search(env, runs: int, peer_python: str | None = None) -> dict:
+    counter = Counter()
+    proxy = start_proxy(env["RUCIO_URL"], counter)
+    floor_client = _floor_client(env, proxy)
+    catalog = _catalog(env, proxy)
+    results = {}
+    for label, filters in [("built-in key (datatype=RAW)", {"datatype": "RAW"}), ("free-form key (sample=bench)", {"sample": "bench"})]:
+        row = {}
+        # the floor: one direct list_dids call with the same filter and limit 50
+        times = []
+        for _ in range(runs):
+            counter.reset()
+            t = time.perf_counter()
+            rows = await asyncio.to_thread(RucioCatalog._list_dids, floor_client, SCOPE, {"name": "*", **filters}, "dataset", 50)
+            times.append(time.perf_counter() - t)
+            assert len(rows) == 50
+        row["floor"] = {"median_ms": 1000 * statistics.median(times), "calls": counter.calls, "bytes": counter.bytes}
+        for variant, details, cold in [("ours", True, True), ("ours_cached", True, False), ("ours_no_details", False, False)]:
+            query = catalog.query("*", filters, 50, scope=SCOPE, details=details)
+            await catalog.search(query)  # warm: login, RSE list (and the details cache)
+            times = []
+            for _ in range(runs):
+                if cold:
+                    catalog._details_cache.clear()
+                counter.reset()
+                t = time.perf_counter()
+                page = await catalog.search(query)
+                times.append(time.perf_counter() - t)
+                assert len(page.datasets) == 50 and page.next
+            row[variant] = {"median_ms": 1000 * statistics.median(times), "calls": counter.calls, "bytes": counter.bytes}
+            row[f"{variant}/floor"] = row[variant]["median_ms"] / row["floor"]["median_ms"]
+        if peer_python:
+            row["peer"] = await peer_search(env, proxy, counter, filters, max(1, runs // 3), peer_python)
+            row["peer/floor"] = row["peer"]["median_ms"] / row["floor"]["median_ms"]
+        results[label] = row
+    await catalog.close()
+    return results
+
+
+async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int = 100, poll: float = 1.0) -> dict:
+    """20 requests of 100 files staged, a client polling status every second, transfers landing."""
+    admin = rt.client(env)
+    dids = [rt.make_dataset(admin, env, n_files=n_files, prefix="bench-status") for _ in range(n_requests)]
+    counter = Counter()
+    proxy = start_proxy(env["RUCIO_URL"], counter)
+    catalog = _catalog(env, proxy)
+    requests = [await catalog.stage(did) for did in dids]
+    ids = {r.id for r in requests}
+    ok_at, seen_at = {}, {}  # rule id -> wall-clock UTC (Rucio's updated_at, when our status showed it)
+    stop = time.monotonic() + seconds
+
+    async def transfers():
+        # one dataset's worth of transfers per round, so rules turn OK throughout the run
+        while time.monotonic() < stop - 5:
+            await rt.transfer_round(env, bulk=n_files)
+            for rule in admin.list_replication_rules({"account": env["RUCIO_ACCOUNT"], "rse_expression": env["RUCIO_DISK_RSE"]}):
+                if rule["id"] in ids and rule["state"] == "OK" and rule["id"] not in ok_at:
+                    ok_at[rule["id"]] = rule["updated_at"]  # when the finisher made it OK
+            await asyncio.sleep(3)
+
+    async def client():
+        while time.monotonic() < stop:
+            for r in await catalog.status():
+                if r.id in ids and r.state == "ready" and r.id not in seen_at:
+                    seen_at[r.id] = catalog.utcnow()
+            await asyncio.sleep(poll)
+
+    await catalog.status()  # the server has been running: its snapshot exists
+    counter.reset()
+    started = time.monotonic()
+    await asyncio.gather(transfers(), client())
+    minutes = (time.monotonic() - started) / 60
+    calls, nbytes, paths = counter.calls, counter.bytes, list(counter.paths)
+    lags = [(seen_at[i] - ok_at[i]).total_seconds() for i in ok_at if i in seen_at]
+    for r in requests:
+        await catalog.cancel(r.id)
+    await catalog.close()
+    return {
+        "requests": n_requests, "files_each": n_files, "seconds": seconds, "client_poll_s": poll,
+        "rucio_calls_per_min": calls / minutes, "rucio_bytes_per_min": nbytes / minutes,
+        "rules_turned_ok": len(ok_at), "ok_noticed_median_s": statistics.median(lags) if lags else None,
+        "ok_noticed_max_s": max(lags) if lags else None,
+        "calls_by_path": dict(collections.Counter(paths).most_common(8)),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["populate", "search", "status"])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--peer-python", help="Python of a venv with rucio-jupyterlab==41.0.0, to run the peer's search too")
+    args = parser.parse_args()
+    env = rt.rucio_env()
+    rt.private_token_dir(Path(tempfile.mkdtemp(prefix="rucio-bench-")))
+    if args.what == "populate":
+        populate(env)
+        return
+    if args.what == "search":
+        result = asyncio.run(bench_search(env, args.runs, args.peer_python))
+    else:
+        result = asyncio.run(bench_status(env, args.seconds))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("CI", "false")
+    main()

@@ -1,0 +1,222 @@
+"""Find and stage data from a notebook or a script: ``from science_gateway import catalog``.
+
+    from science_gateway import catalog
+
+    page = catalog.search("run2024*", filters="project=run2024, datatype=RAW")
+    request = catalog.stage(page.datasets[0].did)
+    request = catalog.wait(request)            # or: await catalog.wait_async(request)
+    for path in catalog.paths(request):
+        ...
+
+This is a client of the REST API of the user's own Jupyter server (``{base_url}/gateway/api/``),
+so a request made here is the same request the widgets and other kernels see, and it outlives the
+kernel. Where the server is found, in order:
+
+1. the ``url``/``token`` arguments of :class:`Catalog`;
+2. ``$SCIENCE_GATEWAY_API_URL`` (the server's base URL) and ``$SCIENCE_GATEWAY_API_TOKEN``;
+3. inside a JupyterHub single-user server: ``$JUPYTERHUB_SERVICE_URL`` and
+   ``$JUPYTERHUB_API_TOKEN``, which JupyterHub sets for the server and its kernels.
+
+Every call has an ``async`` twin (``search_async``, ``stage_async``, ...) that runs the HTTP call
+in a thread, so it never blocks the kernel's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from .jupyter_ext.catalog.models import DatasetFile, SearchPage, StageRequest
+
+API_PATH = "gateway/api"
+
+
+class CatalogAPIError(Exception):
+    """The gateway answered with an error; ``message`` says what to do, ``status`` is the HTTP code."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{message} (HTTP {status})")
+        self.status = status
+        self.message = message
+
+
+def _request_id(request) -> str:
+    return request.id if isinstance(request, StageRequest) else str(request)
+
+
+class Catalog:
+    """The gateway's catalogue, through the user's own Jupyter server."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0):
+        env = os.environ
+        url = url or env.get("SCIENCE_GATEWAY_API_URL") or env.get("JUPYTERHUB_SERVICE_URL")
+        if not url:
+            raise RuntimeError(
+                "cannot find the Jupyter server: pass Catalog(url=..., token=...) or set "
+                "SCIENCE_GATEWAY_API_URL (JupyterHub sets JUPYTERHUB_SERVICE_URL for you)"
+            )
+        self.url = url.rstrip("/") + "/" + API_PATH
+        self.token = token or env.get("SCIENCE_GATEWAY_API_TOKEN") or env.get("JUPYTERHUB_API_TOKEN") or ""
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, params: dict | None = None, body: dict | None = None):
+        url = self.url + path
+        if params:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"token {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                raw = r.read()
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read() or b"{}").get("message") or e.reason
+            except ValueError:
+                message = e.reason
+            raise CatalogAPIError(e.code, str(message)) from None
+        return json.loads(raw) if raw else None
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def search(self, pattern: str = "*", filters: str | dict | None = None, scope: str | None = None,
+               limit: int = 50, page: str | None = None, details: bool = True) -> SearchPage:
+        """One page of datasets; ``filters`` as ``"project=run2024, datatype=RAW"`` or a dict.
+
+        ``details=False`` skips each result's full metadata and availability (faster)."""
+        if isinstance(filters, dict):
+            filters = ", ".join(f"{k}={v}" for k, v in filters.items())
+        params = {"pattern": pattern, "filters": filters, "scope": scope, "limit": limit, "page": page,
+                  "details": "true" if details else "false"}
+        return SearchPage.from_dict(self._call("GET", "/datasets", params))
+
+    def files(self, did: str) -> list[DatasetFile]:
+        found = self._call("GET", f"/datasets/{urllib.parse.quote(did, safe=':/')}/files")
+        return [DatasetFile(scope=f["scope"], name=f["name"], bytes=f.get("bytes")) for f in found["files"]]
+
+    def stage(self, did: str) -> StageRequest:
+        """Make a dataset readable from the notebook; staging it again returns the same request."""
+        return StageRequest.from_dict(self._call("POST", "/requests", body={"did": did}))
+
+    def requests(self) -> list[StageRequest]:
+        """All of your requests, with their progress."""
+        return [StageRequest.from_dict(r) for r in self._call("GET", "/requests")["requests"]]
+
+    def status(self, request) -> StageRequest:
+        return StageRequest.from_dict(self._call("GET", f"/requests/{_request_id(request)}"))
+
+    def paths(self, request) -> list[str]:
+        """Local paths of the request's files that are ready now."""
+        return self._call("GET", f"/requests/{_request_id(request)}/paths")["paths"]
+
+    def cancel(self, request) -> None:
+        self._call("DELETE", f"/requests/{_request_id(request)}")
+
+    def wait(self, request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
+        """Poll until the request is ready or failed; ``on_progress(request)`` sees each update."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = self.status(request)
+            if on_progress is not None:
+                on_progress(current)
+            if current.done:
+                return current
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{current.did}: {current.message} after {timeout} s")
+            time.sleep(interval)
+
+    # -- async twins ---------------------------------------------------------------------------
+
+    async def search_async(self, *args, **kwargs) -> SearchPage:
+        return await asyncio.to_thread(self.search, *args, **kwargs)
+
+    async def files_async(self, did: str) -> list[DatasetFile]:
+        return await asyncio.to_thread(self.files, did)
+
+    async def stage_async(self, did: str) -> StageRequest:
+        return await asyncio.to_thread(self.stage, did)
+
+    async def requests_async(self) -> list[StageRequest]:
+        return await asyncio.to_thread(self.requests)
+
+    async def status_async(self, request) -> StageRequest:
+        return await asyncio.to_thread(self.status, request)
+
+    async def paths_async(self, request) -> list[str]:
+        return await asyncio.to_thread(self.paths, request)
+
+    async def cancel_async(self, request) -> None:
+        await asyncio.to_thread(self.cancel, request)
+
+    async def wait_async(self, request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
+        """Like :meth:`wait`, without blocking the event loop (use it from widgets and ``await``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = await self.status_async(request)
+            if on_progress is not None:
+                on_progress(current)
+            if current.done:
+                return current
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{current.did}: {current.message} after {timeout} s")
+            await asyncio.sleep(interval)
+
+
+_default: Catalog | None = None
+
+
+def default() -> Catalog:
+    """The :class:`Catalog` of the server this kernel belongs to (made on first use)."""
+    global _default
+    if _default is None:
+        _default = Catalog()
+    return _default
+
+
+def search(*args, **kwargs) -> SearchPage:
+    return default().search(*args, **kwargs)
+
+
+def files(did: str) -> list[DatasetFile]:
+    return default().files(did)
+
+
+def stage(did: str) -> StageRequest:
+    return default().stage(did)
+
+
+def requests() -> list[StageRequest]:
+    return default().requests()
+
+
+def status(request) -> StageRequest:
+    return default().status(request)
+
+
+def paths(request) -> list[str]:
+    return default().paths(request)
+
+
+def cancel(request) -> None:
+    default().cancel(request)
+
+
+def wait(request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
+    return default().wait(request, timeout=timeout, interval=interval, on_progress=on_progress)
+
+
+async def wait_async(request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
+    return await default().wait_async(request, timeout=timeout, interval=interval, on_progress=on_progress)
+
+
+__all__ = [
+    "Catalog", "CatalogAPIError", "cancel", "default", "files", "paths", "requests", "search",
+    "stage", "status", "wait", "wait_async",
+]

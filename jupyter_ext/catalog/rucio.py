@@ -1,0 +1,742 @@
+"""The Rucio catalogue backend, on ``rucio-clients``.
+
+A stage-in request is a Rucio replication rule of the user's account to the storage element the
+notebook mounts (:attr:`RucioCatalog.rse`). Rucio is the source of truth: the requests a user sees
+are their account's rules on that RSE, so they outlive the kernel and the server, and another
+account's rules are never visible or cancellable.
+
+Calls to Rucio, per operation (none grows with the number of files):
+
+- search: one ``list_dids`` with a limit, then one bulk metadata call and one bulk dataset
+  replica call for the page (the RSE list, for tape or disk, is fetched once).
+- stage: one rule lookup, one DID lookup, one usage/quota call, one dataset replica call, one
+  ``add_replication_rule``.
+- status of all requests: one ``list_replication_rules`` per refresh (at most every
+  :attr:`RucioCatalog.status_refresh_seconds`), plus once per new request its file list, and once
+  per change of a request's failed-file count its locks. Ready files are found by looking at the
+  mounted storage, so progress costs no per-file calls.
+
+Authentication: ``userpass`` (the local test stack) or ``oidc``: a bearer token read from
+:attr:`RucioCatalog.token_file` (by default ``$BEARER_TOKEN_FILE``, the WLCG bearer token discovery
+convention, which the gateway's token keeper keeps fresh), for Rucio servers that accept OIDC
+tokens. The token is re-read whenever the file changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from random import choice
+from urllib.parse import quote_plus
+
+from traitlets import Enum, Float, Integer, Unicode, default
+
+from .base import (
+    BackendUnavailable,
+    CatalogBackend,
+    CatalogError,
+    InvalidQuery,
+    QuotaExceeded,
+    SearchQuery,
+    format_bytes,
+)
+from .models import (
+    FAILED,
+    IN_PROGRESS,
+    READY,
+    Dataset,
+    DatasetFile,
+    FailedFile,
+    SearchPage,
+    StageRequest,
+    check_request_id,
+    progress_message,
+)
+
+#: DID columns that are bookkeeping, not metadata a person searches by
+_BOOKKEEPING = {
+    "scope", "name", "account", "did_type", "is_open", "monotonic", "hidden", "obsolete", "complete",
+    "is_new", "availability", "suppressed", "bytes", "length", "md5", "adler32", "expired_at",
+    "purge_replicas", "deleted_at", "created_at", "updated_at", "accessed_at", "closed_at", "eol_at",
+    "access_cnt", "constituent", "is_archive", "transient", "events", "guid",
+}
+TAPE_MARK = "tape-recall"
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+def rucio_filters(query: SearchQuery) -> dict:
+    """The ``list_dids`` filter for a query: the name pattern and exact-match metadata."""
+    return {"name": query.pattern, **query.filters}
+
+
+def encode_page(scope_index: int, offset: int) -> str:
+    return f"{scope_index}.{offset}"
+
+
+def decode_page(token: str | None, n_scopes: int, max_offset: int) -> tuple[int, int]:
+    if not token:
+        return 0, 0
+    first, sep, second = token.partition(".")
+    if not (sep and first.isdigit() and second.isdigit()) or int(first) >= n_scopes:
+        raise InvalidQuery(f"page token {token!r} was not issued by this catalogue")
+    if int(second) > max_offset:
+        raise InvalidQuery(f"results past the first {max_offset} cannot be paged to; add filters to narrow the search")
+    return int(first), int(second)
+
+
+def safe_join(mount_path: str, relative: str) -> str | None:
+    """``mount_path/relative``, or None when ``relative`` would climb out (``..``, symlinks)."""
+    rest = relative.lstrip("/")
+    parts = rest.split("/")
+    if not rest or "\x00" in rest or any(p in ("", ".", "..") for p in parts):
+        return None
+    path = os.path.join(mount_path, *parts)
+    mount = os.path.realpath(mount_path)
+    if os.path.commonpath([mount, os.path.realpath(path)]) != mount:
+        return None
+    return path
+
+
+def pfn_to_path(pfn: str, pfn_prefix: str, mount_path: str) -> str | None:
+    """The local path of ``pfn`` under ``mount_path``, or None when it is not safely inside it.
+
+    ``pfn_prefix`` is the part of the PFN that corresponds to ``mount_path``. PFNs that do not
+    start with it, or whose rest climbs out of the mount (``..``, symlinks), map to nothing.
+    """
+    if not pfn_prefix or not pfn.startswith(pfn_prefix):
+        return None
+    return safe_join(mount_path, pfn[len(pfn_prefix):])
+
+
+#: Rucio's built-in deterministic lfn2pfn algorithms, computed here without a Rucio config file
+LOCAL_LFN2PFN = ("hash", "identity")
+
+
+def deterministic_path(scope: str, name: str, algorithm: str = "hash") -> str:
+    """The path of a file under a deterministic RSE's prefix (Rucio's ``hash``/``identity``)."""
+    directory = scope.replace(".", "/") if scope.startswith(("user", "group")) else scope
+    if algorithm == "identity":
+        return f"{directory}/{name}"
+    digest = hashlib.md5(f"{scope}:{name}".encode()).hexdigest()
+    return f"{directory}/{digest[0:2]}/{digest[2:4]}/{name}"
+
+
+def is_live(rule: dict, now: datetime.datetime) -> bool:
+    """Rucio deletes a rule softly (it expires now and a daemon removes it later)."""
+    expires = rule.get("expires_at")
+    if isinstance(expires, str):
+        expires = datetime.datetime.fromisoformat(expires)
+    return expires is None or expires.replace(tzinfo=None) > now
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def rucio_date(value: datetime.datetime) -> str:
+    """The RFC 1123 date Rucio's rule filters expect (``created_after``, ``updated_after``)."""
+    return f"{_DAYS[value.weekday()]}, {value.day:02d} {_MONTHS[value.month - 1]} {value:%Y %H:%M:%S} UTC"
+
+
+def _iso(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.replace(tzinfo=value.tzinfo or datetime.timezone.utc).isoformat()
+    return str(value)
+
+
+def _jsonable(value):
+    return _iso(value) if isinstance(value, datetime.datetime) else value
+
+
+def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None, rse_types: dict[str, str]) -> Dataset:
+    """One search result from ``list_dids(long=True)``, bulk metadata and dataset replicas
+    (``replicas`` None: not looked up, availability "unknown")."""
+    meta = meta or {}
+    replicas = replicas or []
+    kinds = {rse_types.get(r["rse"], "DISK") for r in replicas if r.get("state") == "AVAILABLE"}
+    if "DISK" in kinds:
+        availability = "disk"
+    elif kinds:
+        availability = "tape"
+    else:
+        availability = "unknown"
+    return Dataset(
+        scope=did["scope"],
+        name=did["name"],
+        bytes=did.get("bytes") if did.get("bytes") is not None else meta.get("bytes"),
+        files=did.get("length") if did.get("length") is not None else meta.get("length"),
+        metadata={k: _jsonable(v) for k, v in meta.items() if v is not None and k not in _BOOKKEEPING},
+        availability=availability,
+    )
+
+
+def request_from_rule(rule: dict, files: list[dict], ready_paths: list[str], failed: list[FailedFile]) -> StageRequest:
+    """A stage-in request from a rule (its lock counters), its files and what is on the mount."""
+    ok, repl, stuck = rule["locks_ok_cnt"], rule["locks_replicating_cnt"], rule["locks_stuck_cnt"]
+    total = max(ok + repl + stuck, len(files))
+    if rule["state"] == "OK":
+        state = READY
+    elif rule["state"] in ("STUCK", "SUSPENDED") and not repl:
+        state = FAILED
+    else:
+        state = IN_PROGRESS
+    done = total if state == READY else ok
+    tape = TAPE_MARK in (rule.get("comments") or "")
+    error = rule.get("error")
+    if state == FAILED and not failed and error:
+        failed = [FailedFile(f"{rule['scope']}:{rule['name']}", error)]
+    return StageRequest(
+        id=rule["id"],
+        did=f"{rule['scope']}:{rule['name']}",
+        state=state,
+        files_total=total,
+        files_done=done,
+        files_in_flight=repl if state != READY else 0,
+        files_failed=stuck if state != READY else 0,
+        bytes_total=rule.get("bytes") or sum(f.get("bytes") or 0 for f in files) or None,
+        tape_recall=tape,
+        message=progress_message(state, done, total, repl, stuck, tape, error),
+        failed=failed,
+        paths=ready_paths,
+        created_at=_iso(rule.get("created_at")),
+        expires_at=_iso(rule.get("expires_at")),
+    )
+
+
+# -- the backend --------------------------------------------------------------------------------
+
+
+class RucioCatalog(CatalogBackend):
+    """Search a Rucio instance and stage datasets to the storage element the notebook mounts."""
+
+    rucio_host = Unicode(
+        help="URL of the Rucio server, e.g. https://rucio.example.org. Defaults to $RUCIO_HOST."
+    ).tag(config=True)
+
+    auth_host = Unicode(
+        help="URL of the Rucio authentication server. Defaults to rucio_host."
+    ).tag(config=True)
+
+    account = Unicode(
+        help="""The Rucio account the user's requests belong to. Defaults to $RUCIO_ACCOUNT, else the
+        JupyterHub user name.""",
+    ).tag(config=True)
+
+    auth_type = Enum(
+        ["userpass", "oidc"],
+        "oidc",
+        help="""How to authenticate: 'oidc' sends the bearer token from token_file (for Rucio
+        servers that accept the identity provider's tokens); 'userpass' uses username/password
+        (the local test stack).""",
+    ).tag(config=True)
+
+    username = Unicode(help="Rucio userpass identity (auth_type 'userpass'). Defaults to the account.").tag(config=True)
+
+    password = Unicode(
+        help="Rucio userpass password (auth_type 'userpass'). Never logged. Defaults to $RUCIO_PASSWORD."
+    ).tag(config=True)
+
+    token_file = Unicode(
+        help="""File holding the user's OIDC access token (auth_type 'oidc'). Defaults to
+        $BEARER_TOKEN_FILE, which the gateway's token keeper keeps fresh; re-read when it changes.""",
+    ).tag(config=True)
+
+    ca_cert = Unicode("", help="CA bundle to verify the Rucio server's certificate; empty uses the system's.").tag(config=True)
+
+    vo = Unicode("", help="The Rucio VO, for multi-VO instances; empty for the default VO.").tag(config=True)
+
+    rse = Unicode(
+        help="The storage element (RSE) the notebooks can read: stage-in rules replicate there.",
+    ).tag(config=True)
+
+    mount_path = Unicode(
+        help="Where the RSE's storage is mounted in the notebook (local paths are under it).",
+    ).tag(config=True)
+
+    pfn_prefix = Unicode(
+        "",
+        help="""The part of the RSE's PFNs that corresponds to mount_path, e.g.
+        'root://eos.example.org:1094//eos/data/' for a mount of /eos/data. Empty derives it from the
+        RSE's protocol (scheme://hostname[:port]prefix). Paths that would leave mount_path are refused.""",
+    ).tag(config=True)
+
+    pfn_scheme = Unicode("", help="Protocol scheme of the RSE used to compute PFNs (e.g. 'file', 'root'); empty picks the RSE's first read protocol.").tag(config=True)
+
+    rule_lifetime = Integer(
+        14 * 24 * 3600, help="Lifetime of stage-in rules in seconds (0: no expiry); Rucio may clean the copies after it."
+    ).tag(config=True)
+
+    activity = Unicode("User Subscriptions", help="Rucio transfer activity of stage-in rules (sets their share and priority).").tag(config=True)
+
+    did_type = Enum(["dataset", "collection"], "dataset", help="Which DIDs search returns: datasets only, or datasets and containers.").tag(config=True)
+
+    max_workers = Integer(4, help="Threads running blocking rucio-clients calls (the executor is bounded by this).").tag(config=True)
+
+    timeout = Float(30.0, help="Seconds to wait for one Rucio call before reporting the service as unavailable.").tag(config=True)
+
+    status_refresh_seconds = Float(
+        5.0,
+        help="""How old the bulk status snapshot may be while requests are in progress. Every client
+        (widgets, kernels, REST calls) shares one snapshot, so Rucio sees one call per interval.""",
+    ).tag(config=True)
+
+    full_refresh_seconds = Float(
+        60.0,
+        help="""How often the status snapshot lists all of the user's rules; in between it asks Rucio
+        only for the rules updated since the last refresh.""",
+    ).tag(config=True)
+
+    updated_margin_seconds = Float(
+        10.0, help="Overlap when asking Rucio for rules updated since the last one seen (covers slow commits)."
+    ).tag(config=True)
+
+    idle_refresh_seconds = Float(30.0, help="How old the status snapshot may be when no request is in progress.").tag(config=True)
+
+    max_search_offset = Integer(10000, help="How far into search results a client may page; narrower searches are needed beyond.").tag(config=True)
+
+    details_cache_seconds = Float(
+        300.0, help="How long a dataset's metadata and availability, fetched for search results, are reused."
+    ).tag(config=True)
+
+    rule_comment = Unicode("science-gateway stage-in", help="Comment set on the rules the gateway creates.").tag(config=True)
+
+    @default("rucio_host")
+    def _rucio_host_default(self):
+        return os.environ.get("RUCIO_HOST", "")
+
+    @default("auth_host")
+    def _auth_host_default(self):
+        return self.rucio_host
+
+    @default("account")
+    def _account_default(self):
+        return os.environ.get("RUCIO_ACCOUNT") or os.environ.get("JUPYTERHUB_USER", "")
+
+    @default("username")
+    def _username_default(self):
+        return self.account
+
+    @default("password")
+    def _password_default(self):
+        return os.environ.get("RUCIO_PASSWORD", "")
+
+    @default("token_file")
+    def _token_file_default(self):
+        return os.environ.get("BEARER_TOKEN_FILE", "")
+
+    @default("display_name")
+    def _display_name_default(self):
+        return "Rucio"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._local = threading.local()
+        self._executor = None
+        self._rse_types = None
+        self._rse_info = None
+        self._scopes = None
+        self._snapshot = None  # (monotonic time, {rule id: StageRequest})
+        self._refreshing = None
+        self._files = {}  # did -> [file dicts]
+        self._failed = {}  # (rule id, stuck count) -> [FailedFile]
+        self._pfns = {}  # scope:name -> PFN, when Rucio computes them
+        self._details_cache = {}  # (scope, name) -> (time, metadata, dataset replicas, RSE types)
+        self._watermark = None  # the latest rule updated_at seen (Rucio's clock)
+        self._last_full = 0.0
+
+    # -- talking to Rucio --------------------------------------------------------------------------
+
+    def _new_client(self):
+        from rucio.client import Client
+
+        kwargs = dict(
+            rucio_host=self.rucio_host or None,
+            auth_host=self.auth_host or None,
+            account=self.account or None,
+            ca_cert=self.ca_cert or None,
+            timeout=self.timeout,
+            user_agent="science-gateway",
+            vo=self.vo or None,
+        )
+        if self.auth_type == "userpass":
+            creds = {"username": self.username, "password": self.password}
+            return Client(auth_type="userpass", creds=creds, **kwargs)
+        if not self.token_file:
+            raise BackendUnavailable("no OIDC token file: set RucioCatalog.token_file or $BEARER_TOKEN_FILE")
+        # rucio-clients' oidc mode finds the token through the WLCG discovery convention
+        os.environ["BEARER_TOKEN_FILE"] = self.token_file
+        return Client(auth_type="oidc", **kwargs)
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._new_client()
+            self._local.token_mtime = None
+        if self.auth_type == "oidc":
+            mtime = os.stat(self.token_file).st_mtime
+            if mtime != self._local.token_mtime:
+                with open(self.token_file) as f:
+                    token = f.read().strip()
+                client.auth_token = token
+                client.headers["X-Rucio-Auth-Token"] = token
+                self._local.token_mtime = mtime
+        return client
+
+    async def _call(self, what: str, fn, *args, **kwargs):
+        """Run ``fn(client, *args, **kwargs)`` on the executor, with a timeout and one error shape."""
+        from rucio.common.exception import CannotAuthenticate, RucioException, ServerConnectionException
+
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="rucio")
+        loop = asyncio.get_running_loop()
+
+        def call():
+            return fn(self._client(), *args, **kwargs)
+
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, call), self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except asyncio.TimeoutError:
+            raise BackendUnavailable(f"Rucio did not answer within {self.timeout:.0f} s ({what}); try again later") from None
+        except CannotAuthenticate:
+            raise BackendUnavailable(
+                f"Rucio refused the {self.auth_type} credentials of account {self.account!r}"
+                + ("; log in to the gateway again to refresh your token" if self.auth_type == "oidc" else "")
+            ) from None
+        except (OSError, ConnectionError, ServerConnectionException):
+            raise BackendUnavailable(f"cannot reach Rucio at {self.rucio_host} ({what}); try again later") from None
+        except RucioException:
+            raise
+        except Exception as e:  # requests' connection errors and the like
+            if type(e).__module__.startswith(("requests", "urllib3")):
+                raise BackendUnavailable(f"cannot reach Rucio at {self.rucio_host} ({what})") from None
+            raise
+
+    async def close(self):
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def _rse_type_map(self) -> dict[str, str]:
+        if self._rse_types is None:
+            rses = await self._call("list RSEs", lambda c: list(c.list_rses()))
+            self._rse_types = {r["rse"]: r.get("rse_type", "DISK") for r in rses}
+        return self._rse_types
+
+    async def _search_scopes(self) -> list[str]:
+        if self.allowed_scopes:
+            return list(self.allowed_scopes)
+        if self._scopes is None:
+            self._scopes = sorted(await self._call("list scopes", lambda c: list(c.list_scopes())))
+        return self._scopes
+
+    # -- the read side -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _list_dids(client, scope, filters, did_type, limit):
+        """``list_dids`` with the server's ``limit`` (rucio-clients 41 does not send one)."""
+        from requests.status_codes import codes
+        from rucio.common.constants import HTTPMethod
+        from rucio.common.utils import build_url
+
+        path = "/".join([client.DIDS_BASEURL, quote_plus(scope), "dids", "search"])
+        params = {"type": did_type, "filters": [filters], "long": True, "limit": limit}
+        r = client._send_request(build_url(choice(client.list_hosts), path=path, params=params), method=HTTPMethod.GET)
+        if r.status_code == codes.ok:
+            return list(client._load_json_data(r))
+        exc_cls, exc_msg = client._get_exception(headers=r.headers, status_code=r.status_code, data=r.content)
+        raise exc_cls(exc_msg)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        from rucio.common.exception import DIDFilterSyntaxError, InvalidMetadata, KeyNotFound, ScopeNotFound
+
+        scopes = [query.scope] if query.scope else await self._search_scopes()
+        index, offset = decode_page(query.page, len(scopes), self.max_search_offset)
+        filters = rucio_filters(query)
+        found, next_token = [], None
+        while index < len(scopes) and len(found) < query.limit:
+            want = query.limit - len(found)
+            try:
+                rows = await self._call(
+                    "search", self._list_dids, scopes[index], filters, self.did_type, offset + want + 1
+                )
+            except ScopeNotFound:
+                raise InvalidQuery(f"there is no scope {scopes[index]!r} in {self.display_name}") from None
+            except (InvalidMetadata, KeyNotFound, DIDFilterSyntaxError) as e:
+                raise InvalidQuery(
+                    f"Rucio cannot search with these filters ({e.args[0] if e.args else e}); built-in keys "
+                    "(e.g. project, datatype) and free-form keys cannot be combined in one search"
+                ) from None
+            rows = rows[offset:]
+            found.extend(rows[:want])
+            if len(rows) > want:
+                next_token = encode_page(index, offset + want)
+                break
+            index, offset = index + 1, 0
+            if index < len(scopes) and len(found) == query.limit:
+                next_token = encode_page(index, 0)
+        if not found:
+            return SearchPage([], next=next_token)
+        if not query.details:
+            return SearchPage([dataset_from_rucio(d, dict(query.filters), None, {}) for d in found], next=next_token)
+        details = await self._details([(d["scope"], d["name"]) for d in found])
+        datasets = [dataset_from_rucio(d, *details[(d["scope"], d["name"])][1:]) for d in found]
+        return SearchPage(datasets, next=next_token)
+
+    async def _details(self, keys: list[tuple[str, str]]) -> dict:
+        """(scope, name) -> (time, metadata, replicas, rse types), fetched in bulk for those not cached."""
+        now = time.monotonic()
+        missing = [k for k in keys if k not in self._details_cache or now - self._details_cache[k][0] > self.details_cache_seconds]
+        if missing:
+            dids = [{"scope": s, "name": n} for s, n in missing]
+            metas, replicas, rse_types = await asyncio.gather(
+                self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="ALL"))),
+                self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))),
+                self._rse_type_map(),
+            )
+            meta_by = {(m["scope"], m["name"]): m for m in metas}
+            replicas_by = {}
+            for r in replicas:
+                replicas_by.setdefault((r["scope"], r["name"]), []).append(r)
+            if len(self._details_cache) > 10000:
+                self._details_cache.clear()
+            for key in missing:
+                self._details_cache[key] = (now, meta_by.get(key), replicas_by.get(key, []), rse_types)
+        return {k: self._details_cache[k] for k in keys}
+
+    async def _dataset_files(self, scope: str, name: str) -> list[dict] | None:
+        from rucio.common.exception import DataIdentifierNotFound
+
+        key = f"{scope}:{name}"
+        if key not in self._files:
+            try:
+                self._files[key] = await self._call("list files", lambda c: list(c.list_files(scope, name)))
+            except DataIdentifierNotFound:
+                return None
+        return self._files[key]
+
+    async def list_files(self, did: str) -> list[DatasetFile] | None:
+        scope, name = self.check_did(did)
+        found = await self._dataset_files(scope, name)
+        if found is None:
+            return None
+        return [DatasetFile(scope=f["scope"], name=f["name"], bytes=f.get("bytes")) for f in found]
+
+    # -- local paths -------------------------------------------------------------------------------
+
+    async def _rse_settings(self) -> dict:
+        if self._rse_info is None:
+            self._rse_info = await self._call("RSE protocols", lambda c: c.get_rse(self.rse))
+        return self._rse_info
+
+    def _read_protocol(self, rse_info) -> dict:
+        protocols = [
+            p for p in rse_info.get("protocols", [])
+            if (not self.pfn_scheme or p["scheme"] == self.pfn_scheme) and (p.get("domains", {}).get("wan", {}).get("read") or 0) > 0
+        ]
+        if not protocols:
+            raise BackendUnavailable(f"RSE {self.rse} has no readable {self.pfn_scheme or ''} protocol; check RucioCatalog.rse/pfn_scheme")
+        return sorted(protocols, key=lambda p: p["domains"]["wan"]["read"])[0]
+
+    def _prefix(self, protocol: dict) -> str:
+        if self.pfn_prefix:
+            return self.pfn_prefix
+        prefix = protocol["prefix"] if protocol["prefix"].startswith("/") else "/" + protocol["prefix"]
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        port = "" if protocol["scheme"] == "file" or not protocol.get("port") else f":{protocol['port']}"
+        return f"{protocol['scheme']}://{protocol['hostname']}{port}{prefix}"
+
+    async def _local_paths(self, files: list[dict]) -> dict[str, str | None]:
+        """``scope:name`` -> local path (None when it would map outside the mount).
+
+        For Rucio's built-in deterministic algorithms the path is computed here (no call); other
+        RSEs get their PFNs from Rucio once per file list (50 names per call), then cached.
+        """
+        if not files:
+            return {}
+        info = await self._rse_settings()
+        algorithm = info.get("lfn2pfn_algorithm") or "hash"
+        if info.get("deterministic", True) and algorithm in LOCAL_LFN2PFN and not self.pfn_prefix:
+            return {
+                f"{f['scope']}:{f['name']}": safe_join(self.mount_path, deterministic_path(f["scope"], f["name"], algorithm))
+                for f in files
+            }
+        protocol = self._read_protocol(info)
+        prefix = self._prefix(protocol)
+        todo = [f for f in files if f"{f['scope']}:{f['name']}" not in self._pfns]
+        for i in range(0, len(todo), 50):
+            chunk = [f"{f['scope']}:{f['name']}" for f in todo[i:i + 50]]
+            self._pfns.update(await self._call(
+                "lfns2pfns", lambda c, chunk=chunk: c.lfns2pfns(self.rse, chunk, operation="read", scheme=protocol["scheme"])
+            ))
+        dids = [f"{f['scope']}:{f['name']}" for f in files]
+        return {did: pfn_to_path(self._pfns[did], prefix, self.mount_path) if did in self._pfns else None for did in dids}
+
+    # -- the stage side ----------------------------------------------------------------------------
+
+    def utcnow(self) -> datetime.datetime:
+        """The clock (a seam for tests); naive UTC, as rucio-clients returns dates."""
+        return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+    async def _my_rules(self, **filters) -> list[dict]:
+        """This account's live rules on the notebook's RSE (a cancelled rule expires at once)."""
+        rules = await self._call(
+            "list rules",
+            lambda c: list(c.list_replication_rules(filters={"account": self.account, "rse_expression": self.rse, **filters})),
+        )
+        return [r for r in rules if is_live(r, self.utcnow())]
+
+    async def _request_from_rule(self, rule: dict) -> StageRequest:
+        files = await self._dataset_files(rule["scope"], rule["name"]) or []
+        paths = await self._local_paths(files)
+        ready = [p for p in paths.values() if p and (rule["state"] == "OK" or os.path.exists(p))]
+        failed = []
+        outside = [d for d, p in paths.items() if p is None]
+        if rule["locks_stuck_cnt"]:
+            key = (rule["id"], rule["locks_stuck_cnt"])
+            if key not in self._failed:
+                locks = await self._call("rule locks", lambda c: list(c.list_replica_locks(rule["id"])))
+                reason = rule.get("error") or "the transfer failed"
+                self._failed[key] = [
+                    FailedFile(f"{lk['scope']}:{lk['name']}", reason) for lk in locks if lk["state"] == "STUCK"
+                ]
+            failed = list(self._failed[key])
+        failed += [FailedFile(d, "its storage path maps outside the notebook's mount; ask the gateway admin") for d in outside]
+        return request_from_rule(rule, files, ready, failed)
+
+    async def _refresh(self) -> dict[str, StageRequest]:
+        """Bring the snapshot up to date: all rules now and then, else only the rules Rucio updated.
+
+        Every transferred file updates its rule, so asking for the rules updated since the last
+        one seen (minus a margin, on Rucio's own clock) returns only what changed: the payload
+        follows progress, not the number of requests or files.
+        """
+        now = time.monotonic()
+        full = self._snapshot is None or self._watermark is None or now - self._last_full >= self.full_refresh_seconds
+        if full:
+            rules = await self._my_rules()
+            requests = {}
+            self._last_full = now
+        else:
+            since = rucio_date(self._watermark - datetime.timedelta(seconds=self.updated_margin_seconds))
+            rules = await self._call(
+                "list rules",
+                lambda c: list(c.list_replication_rules(
+                    filters={"account": self.account, "rse_expression": self.rse, "updated_after": since}
+                )),
+            )
+            requests = dict(self._snapshot[1])
+            for rule in [r for r in rules if not is_live(r, self.utcnow())]:
+                requests.pop(rule["id"], None)
+            rules = [r for r in rules if is_live(r, self.utcnow())]
+        for rule in rules:
+            requests[rule["id"]] = await self._request_from_rule(rule)
+            updated = rule.get("updated_at")
+            if isinstance(updated, datetime.datetime) and (self._watermark is None or updated > self._watermark):
+                self._watermark = updated
+        self._snapshot = (time.monotonic(), requests)
+        return requests
+
+    async def _requests(self, max_age: float | None = None) -> dict[str, StageRequest]:
+        """The shared snapshot, refreshed when older than allowed (one refresh at a time)."""
+        if self._snapshot is not None:
+            taken, requests = self._snapshot
+            if max_age is None:
+                busy = any(r.state == IN_PROGRESS for r in requests.values())
+                max_age = self.status_refresh_seconds if busy else self.idle_refresh_seconds
+            if time.monotonic() - taken < max_age:
+                return requests
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._refresh())
+            self._refreshing.add_done_callback(lambda _: setattr(self, "_refreshing", None))
+        return await asyncio.shield(self._refreshing)
+
+    async def status(self) -> list[StageRequest]:
+        return sorted((await self._requests()).values(), key=lambda r: r.created_at or "")
+
+    async def get_request(self, request_id: str) -> StageRequest | None:
+        check_request_id(request_id)
+        found = (await self._requests()).get(request_id)
+        if found is None:  # made since the snapshot (e.g. by another kernel)? look once more
+            found = (await self._requests(max_age=1.0)).get(request_id)
+        return found
+
+    async def stage(self, did: str) -> StageRequest | None:
+        from rucio.common.exception import DataIdentifierNotFound, DuplicateRule, InsufficientAccountLimit
+
+        scope, name = self.check_did(did)
+        existing = await self._my_rules(scope=scope, name=name)
+        if existing:
+            return replace(await self._request_from_rule(existing[0]), reused=True)
+        try:
+            info = await self._call("get DID", lambda c: c.get_did(scope, name))
+        except DataIdentifierNotFound:
+            return None
+        if info.get("type", info.get("did_type")) == "FILE":
+            raise InvalidQuery(f"{did} is a file; stage the dataset that holds it")
+        need = info.get("bytes") or 0
+        usage = await self._call("quota", lambda c: list(c.get_local_account_usage(self.account, self.rse)))
+        remaining = usage[0].get("bytes_remaining") if usage else None
+        if remaining is not None and need > remaining:
+            raise self._quota_error(did, need, remaining, usage[0].get("bytes_limit"))
+        replicas = await self._call("dataset replicas", lambda c: list(c.list_dataset_replicas(scope, name, deep=True)))
+        rse_types = await self._rse_type_map()
+        tape = not any(
+            r.get("state") == "AVAILABLE" and rse_types.get(r["rse"], "DISK") == "DISK" for r in replicas
+        ) and any(rse_types.get(r["rse"]) == "TAPE" for r in replicas)
+        comment = f"{self.rule_comment}; {TAPE_MARK}" if tape else self.rule_comment
+        try:
+            rule_ids = await self._call(
+                "add rule",
+                lambda c: c.add_replication_rule(
+                    [{"scope": scope, "name": name}], 1, self.rse,
+                    lifetime=self.rule_lifetime or None, activity=self.activity, comment=comment,
+                ),
+            )
+        except DuplicateRule:
+            rule_ids = [r["id"] for r in await self._my_rules(scope=scope, name=name)]
+        except InsufficientAccountLimit:
+            raise self._quota_error(did, need, remaining, usage[0].get("bytes_limit") if usage else None) from None
+        rule = await self._call("get rule", lambda c: c.get_replication_rule(rule_ids[0]))
+        request = await self._request_from_rule(rule)
+        if self._snapshot is not None:
+            self._snapshot[1][request.id] = request
+        return request
+
+    def _quota_error(self, did, need, remaining, limit) -> CatalogError:
+        return QuotaExceeded(
+            f"staging {did} needs {format_bytes(need)} on {self.rse}, but account {self.account!r} has only "
+            f"{format_bytes(remaining)} of its {format_bytes(limit)} quota free there; cancel requests "
+            "you no longer need or ask your gateway admin for more quota"
+        )
+
+    async def cancel(self, request_id: str) -> bool:
+        """Expire the rule now (Rucio's cleaner removes it; the copies may stay until space is needed).
+
+        Setting the lifetime to 0 rather than deleting: Rucio's delete is soft and keeps a rule
+        listed for up to an hour, so the cancellation would not be visible to a restarted server.
+        """
+        from rucio.common.exception import AccessDenied, RuleNotFound
+
+        if await self.get_request(request_id) is None:
+            return False
+        try:
+            await self._call("expire rule", lambda c: c.update_replication_rule(request_id, {"lifetime": 0}))
+        except AccessDenied:
+            await self._call("delete rule", lambda c: c.delete_replication_rule(request_id, purge_replicas=False))
+        except RuleNotFound:
+            return False
+        if self._snapshot is not None:
+            self._snapshot[1].pop(request_id, None)
+        return True

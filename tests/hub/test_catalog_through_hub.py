@@ -1,0 +1,43 @@
+"""The notebook Python API against a user's server behind a real JupyterHub.
+
+A kernel under JupyterHub finds its server through $JUPYTERHUB_SERVICE_URL and authenticates with
+$JUPYTERHUB_API_TOKEN; here the same environment points at the hub's proxy with a token the user
+made, and the default ``science_gateway.catalog`` calls stage a dataset and wait for it.
+"""
+
+import os
+
+import pytest
+
+from science_gateway import catalog
+
+pytestmark = pytest.mark.hub
+
+
+def test_python_api_stages_through_the_hub(demo_session, monkeypatch):
+    demo_session.start_server("demo")
+    r = demo_session.http.post(
+        f"{demo_session.hub.url}/hub/api/users/demo/tokens",
+        json={"note": "catalog test", "expires_in": 600},
+        headers=demo_session.xsrf_headers(),
+        timeout=30,
+    )
+    assert r.status_code in (200, 201), r.text
+    monkeypatch.delenv("SCIENCE_GATEWAY_API_URL", raising=False)
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_URL", f"{demo_session.hub.url}/user/demo/")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", r.json()["token"])
+    monkeypatch.setattr(catalog, "_default", None)
+
+    page = catalog.search("run2024*", filters={"datatype": "CALIB"})
+    assert [d.did for d in page.datasets] == ["demo:run2024.calib.0001"]
+    request = catalog.stage("demo:run2024.calib.0001")
+    done = catalog.wait(request, timeout=60, interval=0.2)
+    assert done.state == "ready" and len(done.paths) == 2
+    for path in catalog.paths(done):
+        assert os.path.isfile(path)
+    assert [r.id for r in catalog.requests()] == [request.id]
+    with pytest.raises(catalog.CatalogAPIError) as e:
+        catalog.stage("demo:../../etc/passwd")
+    assert e.value.status == 400
+    catalog.cancel(done)
+    assert catalog.requests() == []
