@@ -35,6 +35,8 @@ const USERS = {
     eduperson_entitlement: [
       `urn:mace:egi.eu:group:vo.astro.example:role=member#${CHECKIN_AUTHORITY}`,
       `urn:mace:egi.eu:group:vo.astro.example:analysis:role=member#${CHECKIN_AUTHORITY}`,
+      // the admin role, but from an authority the gateway does not list: must not make her admin
+      'urn:mace:egi.eu:group:vo.gateway.example:role=admin#rogue-aai.example',
     ],
     isMemberOf: ['CO:COU:astro:members:active'],
   },
