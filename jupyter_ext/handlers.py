@@ -76,8 +76,10 @@ class DatasetFilesHandler(GatewayHandler):
         self.write_json({"did": did, "files": [f.to_dict() for f in found]})
 
 
+#: A DID travels as one URL-encoded path segment (``demo%3Arun2024.raw.0001``), so names holding
+#: ``/`` stay one segment; tornado decodes it before the handler sees it.
 handlers = [
     ("/?", RootHandler),
     ("/datasets", DatasetsHandler),
-    (r"/datasets/(?P<did>[^/]+:.+)/files", DatasetFilesHandler),
+    (r"/datasets/(?P<did>[^/]+)/files", DatasetFilesHandler),
 ]
