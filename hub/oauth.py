@@ -133,13 +133,24 @@ class GatewayOAuthenticator(OAuthenticator):
         below the provider's access token lifetime.""",
     )
 
+    async def get_token_info(self, handler, params):
+        """The token endpoint's answer, stamped with ``expires_at`` (epoch seconds) on arrival.
+
+        The stamp lives in the token response itself, so re-reading a stored response (as
+        ``refresh_user`` does while the access token still works) keeps the real expiry.
+        """
+        token_info = await super().get_token_info(handler, params)
+        expires_in = token_info.get("expires_in")
+        if isinstance(expires_in, (int, float)) and expires_in > 0:
+            token_info["expires_at"] = int(utcnow() + expires_in)
+        return token_info
+
     def build_auth_state_dict(self, token_info, user_info):
         auth_state = super().build_auth_state_dict(token_info, user_info)
         if isawaitable(auth_state):
             raise TypeError("GatewayOAuthenticator expects a synchronous build_auth_state_dict")
-        expires_in = token_info.get("expires_in")
-        if isinstance(expires_in, (int, float)) and expires_in > 0:
-            auth_state["expires_at"] = int(utcnow() + expires_in)
+        if "expires_at" in token_info:
+            auth_state["expires_at"] = token_info["expires_at"]
         return auth_state
 
     def expires_soon(self, auth_state: dict) -> bool:
@@ -261,7 +272,8 @@ class GatewayOAuthenticator(OAuthenticator):
         groups = sorted(auth_model.get("groups") or []) if auth_model else []
         self.log.warning("Refusing %s: groups %s give no access", username, groups)
         message = self.refusal_message(username, auth_model)
-        error = web.HTTPError(403, "%s", message, reason="Membership required")
+        # no log_message: tornado would log it with the callback URL, authorization code and all
+        error = web.HTTPError(403, reason="Membership required")
         html = escape(message)
         if self.membership_help_url:
             url = escape(self.membership_help_url, quote=True)

@@ -133,11 +133,20 @@ async def test_invalid_unix_account_refuses_login():
     assert e.value.status_code == 403
 
 
-def test_expiry_is_recorded_and_checked(monkeypatch):
+async def test_expiry_is_stamped_on_arrival_and_checked(monkeypatch):
     a = checkin(access_token_refresh_margin=60)
+
+    async def token_endpoint(self, handler, params):
+        return {"access_token": "t", "expires_in": 300, "token_type": "Bearer"}
+
+    monkeypatch.setattr(oauth.OAuthenticator, "get_token_info", token_endpoint)
     monkeypatch.setattr(oauth, "utcnow", lambda: 1000.0)
-    state = a.build_auth_state_dict({"access_token": "t", "expires_in": 300, "token_type": "Bearer"}, {})
+    token_info = await a.get_token_info(None, {})
+    state = a.build_auth_state_dict(token_info, {})
     assert state["expires_at"] == 1300
+    # rebuilding auth_state later from the stored response keeps the real expiry
+    monkeypatch.setattr(oauth, "utcnow", lambda: 1200.0)
+    assert a.build_auth_state_dict(state["token_response"], {})["expires_at"] == 1300
     assert not a.expires_soon(state)
     monkeypatch.setattr(oauth, "utcnow", lambda: 1250.0)
     assert a.expires_soon(state)
