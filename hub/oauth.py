@@ -128,9 +128,8 @@ class GatewayOAuthenticator(OAuthenticator):
         config=True,
         help="""Use the refresh token when the access token has less than this many seconds
         left (from `expires_in` of the token response), rather than waiting until it has
-        expired. With `auth_refresh_age` this bounds how stale a token a server can be handed:
-        keep `auth_refresh_age` + the token keeper's interval below this margin, and this margin
-        below the provider's access token lifetime.""",
+        expired. Keep `auth_refresh_age` < `TokenKeeper.refresh_margin` <= this margin < the
+        provider's access token lifetime, so servers are never handed an expiring token.""",
     )
 
     async def get_token_info(self, handler, params):

@@ -116,9 +116,10 @@ class TokenKeeper(LoggingConfigurable):
 
     refresh_margin = Float(
         120.0,
-        help="""Fetch a new token this many seconds before the current one expires. Keep it
-        below the hub authenticator's `access_token_refresh_margin`, so that the hub has
-        refreshed the token by the time the keeper asks.""",
+        help="""Fetch a new token this many seconds before the current one expires. Keep
+        the hub's `auth_refresh_age` < this margin <= the hub authenticator's
+        `access_token_refresh_margin`, so that the hub refreshes the token when the keeper asks
+        (within `auth_refresh_age`, while the keeper retries every `min_interval`).""",
     ).tag(config=True)
 
     min_interval = Float(
