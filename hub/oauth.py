@@ -167,7 +167,11 @@ class GatewayOAuthenticator(OAuthenticator):
         if self.enable_auth_state and self.refresh_user_hook is None:
             auth_state = await user.get_auth_state()
             if auth_state and auth_state.get("refresh_token") and self.expires_soon(auth_state):
-                return await self._refresh_tokens(user, auth_state, handler)
+                auth_model = await self._refresh_tokens(user, auth_state, handler)
+                if auth_model:
+                    return auth_model
+        # not due yet, or the early refresh failed: oauthenticator's own way (the current access
+        # token while it works, then the refresh token, then a fresh login)
         return await super().refresh_user(user, handler, **kwargs)
 
     async def _refresh_tokens(self, user, auth_state, handler):
@@ -179,10 +183,10 @@ class GatewayOAuthenticator(OAuthenticator):
                 token_info["refresh_token"] = auth_state["refresh_token"]
             # the same path as a login: userinfo, username, auth_state, groups, admin
             return await self._token_to_auth_model(token_info)
-        except Exception as e:  # noqa: BLE001 (any failure means: log in again)
-            # the exception text never holds token values (HTTP status and reason only)
-            self.log.warning("Refreshing tokens of %s failed (%s); a fresh login is needed", user.name, type(e).__name__)
-            return False
+        except Exception as e:  # noqa: BLE001 (any failure: fall back to oauthenticator's refresh)
+            # only the exception's type: its text could quote a provider's response
+            self.log.warning("Early token refresh for %s failed (%s)", user.name, type(e).__name__)
+            return None
 
     # --- usernames and unix accounts ----------------------------------------------------------
 

@@ -160,3 +160,59 @@ def test_discovery_needs_an_issuer():
     a = CheckinAuthenticator(oidc_issuer="")
     with pytest.raises(ValueError, match="oidc_issuer"):
         a.authorize_url
+
+
+class FakeUser:
+    name = "alice"
+
+    def __init__(self, auth_state):
+        self.auth_state = auth_state
+
+    async def get_auth_state(self):
+        return self.auth_state
+
+
+@pytest.fixture
+def refresh_fakes(monkeypatch):
+    """Stand-ins for the provider (token endpoint) and oauthenticator's own refresh_user."""
+    calls = []
+
+    async def token_endpoint(self, handler, params):
+        calls.append(params["grant_type"])
+        if params["refresh_token"] == "revoked":
+            raise web.HTTPError(400)
+        return {"access_token": "new", "expires_in": 300, "token_type": "Bearer"}
+
+    async def to_model(self, token_info):
+        return {"name": "alice", "auth_state": {"access_token": token_info["access_token"], **token_info}}
+
+    async def base_refresh(self, user, handler=None, **kwargs):
+        calls.append("oauthenticator")
+        return True
+
+    monkeypatch.setattr(oauth.OAuthenticator, "get_token_info", token_endpoint)
+    monkeypatch.setattr(oauth.OAuthenticator, "_token_to_auth_model", to_model)
+    monkeypatch.setattr(oauth.OAuthenticator, "refresh_user", base_refresh)
+    monkeypatch.setattr(oauth, "utcnow", lambda: 1000.0)
+    return calls
+
+
+async def test_refresh_uses_refresh_token_inside_the_margin(refresh_fakes):
+    a = checkin(access_token_refresh_margin=60)
+    model = await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "r", "expires_at": 1050}))
+    assert model["auth_state"]["access_token"] == "new"
+    assert model["auth_state"]["refresh_token"] == "r"  # kept when the provider sends none
+    assert model["auth_state"]["expires_at"] == 1300
+    assert refresh_fakes == ["refresh_token"]
+
+
+async def test_refresh_outside_the_margin_is_oauthenticators(refresh_fakes):
+    a = checkin(access_token_refresh_margin=60)
+    assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "r", "expires_at": 1100})) is True
+    assert refresh_fakes == ["oauthenticator"]
+
+
+async def test_failed_early_refresh_falls_back_to_oauthenticator(refresh_fakes):
+    a = checkin(access_token_refresh_margin=60)
+    assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "revoked", "expires_at": 1050})) is True
+    assert refresh_fakes == ["refresh_token", "oauthenticator"]
