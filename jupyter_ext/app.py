@@ -7,6 +7,7 @@ from .. import __version__
 from .catalog.base import CatalogBackend
 from .catalog.demo import DemoCatalog
 from .handlers import handlers
+from .tokens import TokenKeeper
 
 
 class GatewayExtension(ExtensionApp):
@@ -29,6 +30,12 @@ class GatewayExtension(ExtensionApp):
     def _catalog_default(self):
         return self.catalog_class(parent=self, log=self.log)
 
+    token_keeper = Instance(TokenKeeper, help="Keeps the user's OIDC access token fresh in a file (see TokenKeeper).")
+
+    @default("token_keeper")
+    def _token_keeper_default(self):
+        return TokenKeeper(parent=self, log=self.log)
+
     def initialize_handlers(self):
         deps = {"extension": self}
         self.handlers.extend((f"/gateway/api{path}", handler, deps) for path, handler in handlers)
@@ -36,5 +43,9 @@ class GatewayExtension(ExtensionApp):
     def initialize_settings(self):
         self.log.info("Science Gateway %s: catalogue %s", __version__, self.catalog.display_name)
 
+    async def _start_jupyter_server_extension(self, serverapp):
+        self.token_keeper.start()
+
     async def stop_extension(self):
+        await self.token_keeper.stop()
         await self.catalog.close()

@@ -1,0 +1,234 @@
+"""The token keeper: the user's current OIDC access token, always fresh, in a file.
+
+A token passed in the environment at spawn goes stale within the hour. The keeper, started by the
+server extension in every hub-spawned server, asks the hub for the user's current ``auth_state``
+(``GET {hub_api}/users/{name}`` with the server's own API token; the hub refreshes the tokens on
+the way, see ``science_gateway.hub.oauth``) before the token it holds expires, and writes the
+access token atomically, mode 0600, to :attr:`TokenKeeper.token_file`: the file named by
+``BEARER_TOKEN_FILE`` (WLCG bearer token discovery), which it also exports to kernels started
+later, plus any :attr:`TokenKeeper.extra_token_files` (e.g. the Rucio client's
+``[client] auth_token_file_path``).
+
+The hub must let a server read its own user's ``auth_state``: both the ``user`` and the
+``server`` roles need the scope ``admin:auth_state!user`` (see docs/authentication.md).
+Token values are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from jupyter_core.paths import jupyter_runtime_dir
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from traitlets import Bool, Float, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+TOKEN_FILE_ENV = "BEARER_TOKEN_FILE"
+
+
+def utcnow() -> float:
+    """Seconds since the epoch; the one seam for time in this module."""
+    return time.time()
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    """Replace ``path`` atomically with ``content``; the file is mode 0600 from its first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def next_delay(expires_at: float | None, now: float, interval: float, margin: float, min_interval: float) -> float:
+    """Seconds until the next fetch: ``interval`` at most, and early enough to replace a token
+    ``margin`` seconds before it expires, but never sooner than ``min_interval``."""
+    if expires_at is None:
+        return interval
+    return max(min_interval, min(interval, expires_at - margin - now))
+
+
+class TokenKeeper(LoggingConfigurable):
+    """Keeps the user's access token fresh in :attr:`token_file` (see the module docstring)."""
+
+    enabled = Bool(
+        True,
+        help="""Run the token keeper in hub-spawned servers (it stays off outside a hub, and
+        when the user's auth_state holds no access token).""",
+    ).tag(config=True)
+
+    hub_api_url = Unicode(
+        help="The hub's REST API (default: `$JUPYTERHUB_API_URL`, set by the hub at spawn).",
+    ).tag(config=True)
+
+    @default("hub_api_url")
+    def _hub_api_url_default(self):
+        return os.environ.get("JUPYTERHUB_API_URL", "")
+
+    username = Unicode(
+        help="The hub user whose token is kept (default: `$JUPYTERHUB_USER`).",
+    ).tag(config=True)
+
+    @default("username")
+    def _username_default(self):
+        return os.environ.get("JUPYTERHUB_USER", "")
+
+    api_token = Unicode(
+        help="The server's own hub API token (from `$JUPYTERHUB_API_TOKEN`; not configurable).",
+    )
+
+    @default("api_token")
+    def _api_token_default(self):
+        return os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    token_file = Unicode(
+        help="""Where the access token is written (mode 0600, replaced atomically). Default:
+        `$BEARER_TOKEN_FILE` if set, else `bearer_token` in the Jupyter runtime directory. The
+        keeper exports `BEARER_TOKEN_FILE` with this path to kernels started afterwards, so
+        WLCG-aware tools (and `science_gateway` clients) find the token.""",
+    ).tag(config=True)
+
+    @default("token_file")
+    def _token_file_default(self):
+        return os.environ.get(TOKEN_FILE_ENV) or os.path.join(jupyter_runtime_dir(), "bearer_token")
+
+    extra_token_files = List(
+        Unicode(),
+        help="""More paths to write the same token to, e.g. the path the Rucio client reads
+        (`[client] auth_token_file_path` in rucio.cfg).""",
+    ).tag(config=True)
+
+    interval = Float(
+        300.0,
+        help="Longest time in seconds between two fetches of the token from the hub.",
+    ).tag(config=True)
+
+    refresh_margin = Float(
+        120.0,
+        help="""Fetch a new token this many seconds before the current one expires. Keep
+        the hub's `auth_refresh_age` < this margin <= the hub authenticator's
+        `access_token_refresh_margin`, so that the hub refreshes the token when the keeper asks
+        (within `auth_refresh_age`, while the keeper retries every `min_interval`).""",
+    ).tag(config=True)
+
+    min_interval = Float(
+        2.0,
+        help="Shortest time in seconds between two fetches (also the first retry after an error).",
+    ).tag(config=True)
+
+    max_retry_interval = Float(
+        60.0,
+        help="Longest wait in seconds between retries after failed fetches (doubling from `min_interval`).",
+    ).tag(config=True)
+
+    request_timeout = Float(
+        20.0,
+        help="Timeout in seconds of one request to the hub API.",
+    ).tag(config=True)
+
+    remove_on_stop = Bool(
+        True,
+        help="Delete the token files when the server stops.",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._task: asyncio.Task | None = None
+        self._token: str | None = None
+        self.expires_at: float | None = None
+        self.last_update: float | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        return [Path(p) for p in [self.token_file, *self.extra_token_files]]
+
+    def can_run(self) -> bool:
+        return bool(self.enabled and self.hub_api_url and self.username and self.api_token)
+
+    def start(self) -> bool:
+        """Start keeping the token (in the running event loop); False if not in a hub server."""
+        if not self.can_run():
+            self.log.info("Token keeper off (not in a hub-spawned server, or disabled)")
+            return False
+        os.environ[TOKEN_FILE_ENV] = self.token_file
+        self._task = asyncio.ensure_future(self._run())
+        self.log.info("Token keeper: writing %s's access token to %s", self.username, ", ".join(map(str, self.paths)))
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self.remove_on_stop and self._token is not None:
+            for path in self.paths:
+                path.unlink(missing_ok=True)
+
+    async def fetch_auth_state(self) -> dict | None:
+        """The user's ``auth_state`` from the hub API (None when the hub does not show it)."""
+        url = f"{self.hub_api_url.rstrip('/')}/users/{quote(self.username, safe='')}"
+        request = HTTPRequest(
+            url,
+            headers={"Authorization": f"token {self.api_token}", "Accept": "application/json"},
+            request_timeout=self.request_timeout,
+        )
+        response = await AsyncHTTPClient().fetch(request)
+        return json.loads(response.body).get("auth_state")
+
+    async def update(self) -> bool:
+        """Fetch the current token once and write it if it changed; False if there is none."""
+        auth_state = await self.fetch_auth_state()
+        token = (auth_state or {}).get("access_token")
+        if not token:
+            self.log.warning(
+                "Token keeper: the hub shows no access token for %s (auth_state %s); the user and "
+                "server roles need the scope admin:auth_state!user",
+                self.username,
+                "missing" if auth_state is None else "without access_token",
+            )
+            return False
+        expires_at = auth_state.get("expires_at")
+        self.expires_at = float(expires_at) if isinstance(expires_at, (int, float)) else None
+        if token != self._token:
+            content = token
+            for path in self.paths:
+                write_secret_file(path, content)
+            self._token = token
+            self.last_update = utcnow()
+            left = f"{self.expires_at - utcnow():.0f}s" if self.expires_at else "unknown time"
+            self.log.info("Token keeper: wrote a new access token for %s (valid for %s)", self.username, left)
+        return True
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                ok = await self.update()
+                failures = 0 if ok else failures + 1
+            except asyncio.CancelledError:
+                raise
+            except (HTTPClientError, OSError, ValueError) as e:
+                failures += 1
+                # HTTPClientError's text is the status and reason; no token values
+                self.log.warning("Token keeper: fetching the token failed: %s", e)
+            if failures:
+                delay = min(self.max_retry_interval, self.min_interval * 2 ** (failures - 1))
+                if self.expires_at is not None:
+                    delay = min(delay, next_delay(self.expires_at, utcnow(), self.interval, self.refresh_margin, self.min_interval))
+            else:
+                delay = next_delay(self.expires_at, utcnow(), self.interval, self.refresh_margin, self.min_interval)
+            await asyncio.sleep(delay)

@@ -1,0 +1,218 @@
+"""The Check-in and CILogon authenticators' own behaviour, configured as an admin would.
+
+Endpoints are given explicitly here (no discovery); the real provider and hub are exercised in
+tests/oidc/.
+"""
+
+import pytest
+from tornado import web
+from traitlets.config import Config
+
+from science_gateway.hub import oauth
+from science_gateway.hub.checkin import CheckinAuthenticator
+from science_gateway.hub.cilogon import CILogonAuthenticator
+
+ENDPOINTS = {
+    "authorize_url": "https://idp.invalid/auth",
+    "token_url": "https://idp.invalid/token",
+    "userdata_url": "https://idp.invalid/userinfo",
+}
+IDP = "https://idp.university.example/idp/shibboleth"
+
+
+def checkin(**traits):
+    c = Config()
+    c.CheckinAuthenticator = Config({
+        **ENDPOINTS,
+        "allowed_groups": ["vo.astro"],
+        "admin_groups": ["vo.gateway:role=admin"],
+        "membership_help_url": "https://enrol.invalid/vo.astro",
+        **traits,
+    })
+    return CheckinAuthenticator(config=c)
+
+
+def cilogon(**traits):
+    c = Config()
+    c.CILogonAuthenticator = Config({
+        **ENDPOINTS,
+        "idps": {IDP: {"username_derivation": {"username_claim": "eppn", "action": "prefix", "prefix": "uni"}}},
+        "allowed_groups": ["astro"],
+        "admin_groups": ["admins"],
+        **traits,
+    })
+    return CILogonAuthenticator(config=c)
+
+
+def auth_state(entitlements=(), **user_info):
+    return {"oauth_user": {"eduperson_entitlement": list(entitlements), **user_info}}
+
+
+def test_checkin_defaults():
+    a = checkin()
+    assert a.manage_groups and a.enable_auth_state
+    assert a.username_claim == "voperson_id"
+    assert "eduperson_entitlement" in a.scope and "offline_access" in a.scope
+    assert a.entitlement_authorities == {"aai.egi.eu"}
+    # the documented order of the refresh timings holds for the defaults
+    from science_gateway.jupyter_ext.tokens import TokenKeeper
+
+    assert a.auth_refresh_age < TokenKeeper().refresh_margin <= a.access_token_refresh_margin
+
+
+async def test_checkin_groups_count_only_listed_authorities():
+    a = checkin()
+    state = auth_state(
+        [
+            "urn:mace:egi.eu:group:vo.astro:role=member#aai.egi.eu",
+            "urn:mace:egi.eu:group:vo.gateway:role=admin#rogue.example",
+        ]
+    )
+    assert await a.get_user_groups(state) == {"vo.astro"}
+    b = checkin(entitlement_authorities=["aai.egi.eu", "rogue.example"])
+    assert await b.get_user_groups(state) == {"vo.astro", "vo.gateway:role=admin"}
+
+
+async def test_allowed_group_member_is_allowed():
+    a = checkin()
+    assert await a.check_allowed("alice", {"name": "alice", "admin": False, "groups": ["vo.astro"], "auth_state": {}})
+
+
+async def test_refused_user_gets_403_naming_the_membership_and_how_to_get_it():
+    a = checkin(membership_help_text="Ask the VO manager.")
+    model = {"name": "carol", "admin": False, "groups": ["vo.other"], "auth_state": {}}
+    with pytest.raises(web.HTTPError) as e:
+        await a.check_allowed("carol", model)
+    assert e.value.status_code == 403
+    message = e.value.jupyterhub_message
+    assert "urn:mace:egi.eu:group:vo.astro:role=member#aai.egi.eu" in message
+    assert "Ask the VO manager." in message
+    assert 'href="https://enrol.invalid/vo.astro"' in e.value.jupyterhub_html_message
+
+
+def test_refusal_html_is_escaped():
+    a = checkin(membership_help_text="<script>x</script>", membership_help_url='https://x.invalid/"><b>')
+    with pytest.raises(web.HTTPError) as e:
+        import asyncio
+
+        asyncio.run(a.check_allowed("c", {"name": "c", "admin": False, "groups": [], "auth_state": {}}))
+    html = e.value.jupyterhub_html_message
+    assert "<script>" not in html and '"><b>' not in html
+
+
+def test_usernames_are_normalised():
+    a = checkin()
+    assert a.normalize_username("Alice.Astro@EGI.eu") == "alice.astro-egi.eu"
+    b = cilogon()
+    name = b.user_info_to_username({"idp": IDP, "eppn": "Bob@University.example"})
+    assert b.normalize_username(name) == "uni-bob-university.example"
+
+
+async def test_cilogon_groups_from_is_member_of():
+    b = cilogon()
+    assert b.auth_state_groups_key == "cilogon_user.isMemberOf"
+    assert await b.get_user_groups({"cilogon_user": {"isMemberOf": ["astro", "x"]}}) == {"astro", "x"}
+
+
+UNIX = [
+    ("default-is-hub-name", {}, None, "alice.astro-egi.eu"),
+    ("map", {"alice.astro-egi.eu": "alice"}, None, "alice"),
+    ("hook-wins", {"alice.astro-egi.eu": "alice"}, lambda a, name, state: "astro01", "astro01"),
+    ("hook-none-falls-back", {"alice.astro-egi.eu": "alice"}, lambda a, name, state: None, "alice"),
+]
+
+
+@pytest.mark.parametrize(("mapping", "hook", "expected"), [u[1:] for u in UNIX], ids=[u[0] for u in UNIX])
+async def test_unix_account(mapping, hook, expected):
+    a = checkin(unix_account_map=mapping, unix_account_hook=hook)
+    model = await a.update_auth_model({"name": "alice.astro-egi.eu", "admin": None, "auth_state": {}})
+    assert model["auth_state"]["unix_account"] == expected
+
+
+async def test_invalid_unix_account_refuses_login():
+    a = checkin(unix_account_map={"alice": "Alice Smith"})
+    with pytest.raises(web.HTTPError) as e:
+        await a.update_auth_model({"name": "alice", "admin": None, "auth_state": {}})
+    assert e.value.status_code == 403
+
+
+async def test_expiry_is_stamped_on_arrival_and_checked(monkeypatch):
+    a = checkin(access_token_refresh_margin=60)
+
+    async def token_endpoint(self, handler, params):
+        return {"access_token": "t", "expires_in": 300, "token_type": "Bearer"}
+
+    monkeypatch.setattr(oauth.OAuthenticator, "get_token_info", token_endpoint)
+    monkeypatch.setattr(oauth, "utcnow", lambda: 1000.0)
+    token_info = await a.get_token_info(None, {})
+    state = a.build_auth_state_dict(token_info, {})
+    assert state["expires_at"] == 1300
+    # rebuilding auth_state later from the stored response keeps the real expiry
+    monkeypatch.setattr(oauth, "utcnow", lambda: 1200.0)
+    assert a.build_auth_state_dict(state["token_response"], {})["expires_at"] == 1300
+    assert not a.expires_soon(state)
+    monkeypatch.setattr(oauth, "utcnow", lambda: 1250.0)
+    assert a.expires_soon(state)
+    assert not a.expires_soon({"access_token": "t"})
+
+
+def test_discovery_needs_an_issuer():
+    a = CheckinAuthenticator(oidc_issuer="")
+    with pytest.raises(ValueError, match="oidc_issuer"):
+        a.authorize_url
+
+
+class FakeUser:
+    name = "alice"
+
+    def __init__(self, auth_state):
+        self.auth_state = auth_state
+
+    async def get_auth_state(self):
+        return self.auth_state
+
+
+@pytest.fixture
+def refresh_fakes(monkeypatch):
+    """Stand-ins for the provider (token endpoint) and oauthenticator's own refresh_user."""
+    calls = []
+
+    async def token_endpoint(self, handler, params):
+        calls.append(params["grant_type"])
+        if params["refresh_token"] == "revoked":
+            raise web.HTTPError(400)
+        return {"access_token": "new", "expires_in": 300, "token_type": "Bearer"}
+
+    async def to_model(self, token_info):
+        return {"name": "alice", "auth_state": {"access_token": token_info["access_token"], **token_info}}
+
+    async def base_refresh(self, user, handler=None, **kwargs):
+        calls.append("oauthenticator")
+        return True
+
+    monkeypatch.setattr(oauth.OAuthenticator, "get_token_info", token_endpoint)
+    monkeypatch.setattr(oauth.OAuthenticator, "_token_to_auth_model", to_model)
+    monkeypatch.setattr(oauth.OAuthenticator, "refresh_user", base_refresh)
+    monkeypatch.setattr(oauth, "utcnow", lambda: 1000.0)
+    return calls
+
+
+async def test_refresh_uses_refresh_token_inside_the_margin(refresh_fakes):
+    a = checkin(access_token_refresh_margin=60)
+    model = await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "r", "expires_at": 1050}))
+    assert model["auth_state"]["access_token"] == "new"
+    assert model["auth_state"]["refresh_token"] == "r"  # kept when the provider sends none
+    assert model["auth_state"]["expires_at"] == 1300
+    assert refresh_fakes == ["refresh_token"]
+
+
+async def test_refresh_outside_the_margin_is_oauthenticators(refresh_fakes):
+    a = checkin(access_token_refresh_margin=60)
+    assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "r", "expires_at": 1100})) is True
+    assert refresh_fakes == ["oauthenticator"]
+
+
+async def test_failed_early_refresh_falls_back_to_oauthenticator(refresh_fakes):
+    a = checkin(access_token_refresh_margin=60)
+    assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "revoked", "expires_at": 1050})) is True
+    assert refresh_fakes == ["refresh_token", "oauthenticator"]
