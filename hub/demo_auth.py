@@ -5,7 +5,7 @@ production gateways log in through EGI Check-in or CILogon (OIDC).
 """
 
 from jupyterhub.auth import Authenticator
-from traitlets import Bool, Dict, HasTraits, List, Unicode, default, validate
+from traitlets import Bool, Dict, HasTraits, List, TraitError, Unicode, default, validate
 
 from .passwords import is_password_hash, verify_password
 
@@ -20,7 +20,7 @@ class DemoUser(HasTraits):
     @validate("password")
     def _valid_hash(self, proposal):
         if not is_password_hash(proposal.value):
-            raise ValueError(
+            raise TraitError(
                 "a demo user's password must be a hash: run `science-gateway-hash-password` "
                 "and paste its output"
             )
@@ -50,7 +50,7 @@ class DemoAuthenticator(Authenticator):
                 continue
             unknown = set(entry) - set(DemoUser.class_trait_names())
             if unknown:
-                raise ValueError(f"DemoAuthenticator.users[{name!r}]: unknown keys {sorted(unknown)}")
+                raise TraitError(f"DemoAuthenticator.users[{name!r}]: unknown keys {sorted(unknown)}")
             built[name] = DemoUser(**entry)
         return built
 

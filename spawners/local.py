@@ -18,6 +18,11 @@ class LocalSpawner(SimpleLocalProcessSpawner):
     def _home_dir_template_default(self):
         return os.path.join(os.environ.get("SCIENCE_GATEWAY_STATE_DIR", "/tmp/science-gateway"), "home", "{username}")
 
+    @default("args")
+    def _args_default(self):
+        # Jupyter Server refuses to run as root unless told; the hub decides who may start it.
+        return ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
+
     @default("default_url")
     def _default_url_default(self):
         return "/lab"

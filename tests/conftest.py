@@ -1,0 +1,50 @@
+import asyncio
+import os
+
+import pytest
+
+from sgtest.hub import HubSession, RunningHub
+
+# jp_fetch and friends for the server-extension tests (a real Jupyter Server per test).
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+ARTIFACTS = os.environ.get("SG_TEST_ARTIFACTS", os.path.join(os.path.dirname(__file__), "..", "test-artifacts"))
+
+
+@pytest.fixture
+def artifacts_dir():
+    """Where tests save what a person should look at (screenshots); kept after the run."""
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    return os.path.abspath(ARTIFACTS)
+
+
+#: a non-admin user with no groups, added to the embedded default's demo users for tests
+OTHER_USER = ("bob", "bob-password")
+
+
+@pytest.fixture(scope="module")
+def embedded_hub(tmp_path_factory):
+    """The embedded default, as the README's first command starts it, on free ports."""
+    from science_gateway.hub.config import DEMO_USERS
+    from science_gateway.hub.passwords import hash_password
+
+    users = {
+        name: {"password": hash_password(password), "groups": groups, "admin": admin}
+        for name, (password, groups, admin) in {**DEMO_USERS, OTHER_USER[0]: (OTHER_USER[1], [], False)}.items()
+    }
+    with RunningHub(tmp_path_factory.mktemp("hub"), config={"DemoAuthenticator": {"users": users}}) as hub:
+        yield hub
+
+
+@pytest.fixture
+def demo_session(embedded_hub):
+    session = HubSession(embedded_hub)
+    r = session.login("demo", "demo")
+    assert r.status_code == 200, r.text[:500]
+    return session
+
+
+@pytest.fixture
+async def jp_asyncio_loop():
+    """Run pytest_jupyter's server on pytest-asyncio's loop (asyncio_mode=auto runs the tests there)."""
+    return asyncio.get_running_loop()

@@ -1,0 +1,49 @@
+"""The embedded default through a real JupyterHub: login form, spawn, the server and our API."""
+
+import pytest
+
+pytestmark = pytest.mark.hub
+
+
+def test_wrong_password_is_refused(embedded_hub):
+    from sgtest.hub import HubSession
+
+    session = HubSession(embedded_hub)
+    r = session.login("demo", "not-the-password")
+    assert r.status_code == 403
+    assert "Invalid username or password" in r.text
+    assert session.get("/hub/api/user").status_code == 403
+
+
+def test_demo_user_spawns_and_reaches_gateway_api(demo_session):
+    demo_session.start_server("demo")
+    assert demo_session.identity("demo") == "demo"
+
+    root = demo_session.get("/user/demo/gateway/api/")
+    assert root.status_code == 200
+    body = root.json()
+    assert body["name"] == "science-gateway"
+    assert body["catalog"]["type"] == "DemoCatalog"
+
+    found = demo_session.get("/user/demo/gateway/api/datasets", params={"filters": "project=run2024,datatype=RAW"})
+    assert found.status_code == 200
+    assert [d["did"] for d in found.json()["datasets"]] == ["demo:run2024.raw.0001", "demo:run2024.raw.0002"]
+
+
+def test_demo_user_groups_come_from_the_login_table(demo_session):
+    me = demo_session.get("/hub/api/user").json()
+    assert me["name"] == "demo"
+    assert me["admin"] is False
+    assert me["groups"] == ["astro"]
+
+
+def test_one_user_cannot_use_another_users_server(embedded_hub, demo_session):
+    from conftest import OTHER_USER
+    from sgtest.hub import HubSession
+
+    demo_session.start_server("demo")
+    other = HubSession(embedded_hub)
+    assert other.login(*OTHER_USER).status_code == 200
+    for path in ("/user/demo/api/status", "/user/demo/gateway/api/datasets", "/user/demo/lab"):
+        r = other.get(path)
+        assert r.status_code == 403, (path, r.status_code, r.url)

@@ -1,0 +1,178 @@
+"""A real JupyterHub process started from the reference ``jupyterhub_config.py``.
+
+:class:`RunningHub` starts ``jupyterhub`` on free loopback ports with the embedded default plus
+extra site config (the same ``SCIENCE_GATEWAY_CONFIG`` mechanism an admin uses), and stops it by
+its process group. :class:`HubSession` is a person with a browser-like cookie jar: it logs in
+through the real login form and walks the same redirects a browser does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE_CONFIG = REPO / "jupyterhub_config.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Call ``predicate`` until it returns a truthy value; raise TimeoutError with ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (requests.RequestException, OSError) as e:
+            value, last_error = None, e
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class RunningHub:
+    """``jupyterhub -f jupyterhub_config.py`` in a state dir of its own, on free ports."""
+
+    def __init__(self, state_dir: Path, config: dict | None = None, env: dict | None = None):
+        self.state_dir = Path(state_dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_config = config or {}
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.state_dir / "jupyterhub.log"
+
+    def _write_config(self) -> Path:
+        base = {
+            "JupyterHub": {"hub_port": free_port()},
+            "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{free_port()}"},
+        }
+        for cls, traits in self.extra_config.items():
+            base.setdefault(cls, {}).update(traits)
+        path = self.state_dir / "test-site-config.yaml"
+        path.write_text(yaml.safe_dump(base))
+        return path
+
+    def start(self, timeout: float = 60):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "SCIENCE_GATEWAY_STATE_DIR": str(self.state_dir),
+            "SCIENCE_GATEWAY_BIND_URL": self.url,
+            "SCIENCE_GATEWAY_CONFIG": str(self._write_config()),
+            "JUPYTERHUB_CRYPT_KEY": os.environ.get("JUPYTERHUB_CRYPT_KEY", os.urandom(32).hex()),
+            **self.extra_env,
+        }
+        # The hub's own Python's bin holds jupyterhub and jupyterhub-singleuser.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(REFERENCE_CONFIG)],
+            cwd=self.state_dir,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def healthy():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            return requests.get(f"{self.url}/hub/health", timeout=2).status_code == 200
+
+        try:
+            wait_for(healthy, timeout, what=f"the hub at {self.url}")
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float = 30):
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class HubSession:
+    """A person with a cookie jar, using the hub as a browser would (form login, redirects)."""
+
+    def __init__(self, hub: RunningHub):
+        self.hub = hub
+        self.http = requests.Session()
+
+    def login(self, username: str, password: str) -> requests.Response:
+        page = self.http.get(f"{self.hub.url}/hub/login", timeout=10)
+        page.raise_for_status()
+        match = re.search(r'name="_xsrf"\s+value="([^"]+)"', page.text)
+        data = {"username": username, "password": password}
+        if match:
+            data["_xsrf"] = match.group(1)
+        return self.http.post(f"{self.hub.url}/hub/login", data=data, timeout=30)
+
+    def xsrf_headers(self) -> dict:
+        token = self.http.cookies.get("_xsrf", path="/hub/") or self.http.cookies.get("_xsrf")
+        return {"X-XSRFToken": token} if token else {}
+
+    def start_server(self, username: str, timeout: float = 90, options: dict | None = None) -> None:
+        """Ask for a server as the spawn page does, then wait until it answers as ``username``."""
+        r = self.http.post(
+            f"{self.hub.url}/hub/api/users/{username}/server",
+            json=options or {},
+            headers=self.xsrf_headers(),
+            timeout=30,
+        )
+        # The login page already starts a server when there is no options form.
+        if not (r.status_code in (201, 202) or "already" in r.text):
+            r.raise_for_status()
+        wait_for(lambda: self.server_status(username) is not None, timeout, interval=0.5, what=f"{username}'s server")
+
+    def server_status(self, username: str) -> dict | None:
+        """``/user/NAME/api/status`` after the browser-style OAuth dance, or None if not up yet."""
+        r = self.http.get(f"{self.hub.url}/user/{username}/api/status", timeout=10)
+        if r.status_code == 403:
+            # First visit: a page load walks the single-user server's OAuth with the hub.
+            self.http.get(f"{self.hub.url}/user/{username}/lab", timeout=30)
+            r = self.http.get(f"{self.hub.url}/user/{username}/api/status", timeout=10)
+        return r.json() if r.status_code == 200 else None
+
+    def identity(self, username: str) -> str | None:
+        """Whose server answered at ``/user/NAME/``: the name from its ``/api/me``."""
+        r = self.http.get(f"{self.hub.url}/user/{username}/api/me", timeout=10)
+        return r.json()["identity"]["username"] if r.status_code == 200 else None
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.http.get(f"{self.hub.url}{path}", **kwargs)

@@ -1,0 +1,88 @@
+"""The built wheel is what users install: one namespace, the server extension enabled, scripts run."""
+
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import science_gateway
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """The wheel scripts/test built and installed (SG_WHEEL), or one built here."""
+    if os.environ.get("SG_WHEEL"):
+        return Path(os.environ["SG_WHEEL"])
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+        check=True,
+    )
+    return next(out.glob("science_gateway-*.whl"))
+
+
+def test_wheel_installs_one_namespace(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {n.split("/")[0] for n in names}
+    assert {t for t in top if not t.startswith("science_gateway")} == set(), top
+    for module in ("science_gateway/hub/demo_auth.py", "science_gateway/spawners/local.py", "science_gateway/jupyter_ext/app.py"):
+        assert module in names
+    assert "science_gateway/jupyter_ext/demo_data/catalog.json" in names
+    assert any(n.endswith("etc/jupyter/jupyter_server_config.d/science_gateway.json") for n in names)
+
+
+def test_tests_run_against_the_installed_package():
+    installed = Path(science_gateway.__file__).resolve().parent
+    assert installed.name == "science_gateway" and installed.parent.name == "site-packages", installed
+
+
+def test_entry_points_resolve():
+    from importlib.metadata import entry_points
+
+    found = {
+        (ep.group, ep.name): ep.load()
+        for group in ("jupyterhub.authenticators", "jupyterhub.spawners")
+        for ep in entry_points(group=group)
+        if ep.value.startswith("science_gateway.")
+    }
+    assert found[("jupyterhub.authenticators", "science-gateway-demo")].__name__ == "DemoAuthenticator"
+    assert found[("jupyterhub.spawners", "science-gateway-local")].__name__ == "LocalSpawner"
+
+
+def test_server_extension_is_enabled_by_the_data_file():
+    out = subprocess.run([BIN / "jupyter", "server", "extension", "list"], capture_output=True, text=True, check=True)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)
+    assert "science_gateway.jupyter_ext enabled" in text, text
+    assert "science_gateway.jupyter_ext 0.1.0 OK" in text or "science_gateway.jupyter_ext  OK" in text, text
+
+
+@pytest.mark.parametrize("script", ["science-gateway-hash-password"])
+def test_console_scripts_answer_help(script):
+    out = subprocess.run([BIN / script, "--help"], capture_output=True, text=True, check=True)
+    assert "usage:" in out.stdout
+
+
+def test_hash_password_script_makes_a_hash_the_authenticator_accepts():
+    from science_gateway.hub.passwords import verify_password
+
+    out = subprocess.run(
+        [BIN / "science-gateway-hash-password", "--stdin"], input="s3cret\n", capture_output=True, text=True, check=True
+    )
+    assert verify_password("s3cret", out.stdout.strip())
+    assert not verify_password("other", out.stdout.strip())
+
+
+def test_importing_the_package_has_no_side_effects():
+    code = (
+        "import sys, science_gateway, science_gateway.hub, science_gateway.spawners, science_gateway.jupyter_ext;"
+        "print(sorted(m for m in sys.modules if m.startswith(('jupyterhub', 'jupyter_server', 'tornado'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
