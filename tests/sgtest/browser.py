@@ -20,8 +20,12 @@ CHROMIUM_FLAGS = [
 
 
 @contextlib.contextmanager
-def chromium_page(viewport=(1280, 800)):
-    """A fresh headless Chromium (its own profile dir) and one page; closed on exit."""
+def chromium_page(viewport=(1280, 800), failure_screenshot: str | None = None):
+    """A fresh headless Chromium (its own profile dir) and one page; closed on exit.
+
+    With ``failure_screenshot`` (a PNG path), an exception inside the block saves what the page
+    showed at that moment before it propagates.
+    """
     executable = require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -35,7 +39,12 @@ def chromium_page(viewport=(1280, 800)):
         )
         try:
             page = context.pages[0] if context.pages else context.new_page()
-            yield page
+            try:
+                yield page
+            except Exception:
+                if failure_screenshot:
+                    page.screenshot(path=failure_screenshot, full_page=True)
+                raise
         finally:
             context.close()
 

@@ -1,0 +1,12 @@
+"""Widgets for notebooks, one line in a cell each::
+
+    from science_gateway.widgets import DatasetBrowser
+    DatasetBrowser()
+
+They are views over :mod:`science_gateway.catalog` (and :mod:`science_gateway.dask`), so what a
+widget does a script can do too.
+"""
+
+from .jupyter_ext.widgets import DatasetBrowser, StagingMonitor
+
+__all__ = ["DatasetBrowser", "StagingMonitor"]

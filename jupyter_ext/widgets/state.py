@@ -1,0 +1,141 @@
+"""What the widgets show, as plain Python: tested without a browser, rendered by the views.
+
+The widgets are views over the Python API (:mod:`science_gateway.catalog`); these classes hold
+their state and turn API answers and errors into what a person reads. No ipywidgets here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..catalog.models import FAILED, READY, Dataset, StageRequest
+
+
+def error_text(error: Exception) -> str:
+    """One readable line for an error from the gateway (never a traceback)."""
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    return message[:1].upper() + message[1:]
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} PB"  # pragma: no cover - the loop returns at TB
+
+
+def availability_text(dataset: Dataset) -> str:
+    return {"disk": "available now", "tape": "on tape"}.get(dataset.availability, "unknown")
+
+
+@dataclass
+class BrowserState:
+    """The dataset browser: a query and its results, shown one batch at a time.
+
+    Results are fetched from the gateway one page (``batch_size``) at a time, when the person
+    moves forward; only the current batch is rendered, so 1,000 results cost no more than 50.
+    """
+
+    batch_size: int = 50
+    results: list[Dataset] = field(default_factory=list)
+    next_page: str | None = None
+    offset: int = 0
+    error: str = ""
+    searched: bool = False
+    _query: tuple = ("*", "")
+
+    def run_search(self, catalog, pattern: str, filters: str) -> None:
+        """Start a new search; an error becomes :attr:`error` and the old results stay."""
+        query = (pattern.strip() or "*", filters.strip())
+        try:
+            page = catalog.search(query[0], filters=query[1] or None, limit=self.batch_size)
+        except Exception as e:  # the API's errors are for people: show them, never raise
+            self.error = error_text(e)
+            return
+        self.error, self.searched, self._query = "", True, query
+        self.results, self.next_page, self.offset = list(page.datasets), page.next, 0
+
+    def forward(self, catalog) -> None:
+        """The next batch, fetching the next page from the gateway when it is not here yet."""
+        if self.offset + self.batch_size >= len(self.results) and self.next_page:
+            try:
+                page = catalog.search(
+                    self._query[0], filters=self._query[1] or None, limit=self.batch_size, page=self.next_page
+                )
+            except Exception as e:
+                self.error = error_text(e)
+                return
+            self.results.extend(page.datasets)
+            self.next_page = page.next
+        if self.offset + self.batch_size < len(self.results):
+            self.offset += self.batch_size
+        self.error = ""
+
+    def back(self) -> None:
+        self.offset = max(0, self.offset - self.batch_size)
+
+    @property
+    def can_forward(self) -> bool:
+        return self.offset + self.batch_size < len(self.results) or bool(self.next_page)
+
+    @property
+    def can_back(self) -> bool:
+        return self.offset > 0
+
+    def visible(self) -> list[Dataset]:
+        return self.results[self.offset : self.offset + self.batch_size]
+
+    def status(self) -> str:
+        if not self.searched:
+            return "Search by name pattern and metadata, e.g. project=run2024, datatype=RAW."
+        if not self.results:
+            return "No datasets match."
+        last = self.offset + len(self.visible())
+        total = f"{len(self.results)}+" if self.next_page else str(len(self.results))
+        return f"Datasets {self.offset + 1}-{last} of {total}."
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """How one stage-in request reads in the monitor."""
+
+    did: str
+    words: str
+    done: int
+    total: int
+    bar_style: str
+    failed: list[str]
+    paths: list[str]
+    can_cancel: bool
+
+
+def request_view(request: StageRequest) -> RequestView:
+    """State in words: "recalling from tape", "copying", "ready" or "stuck: <reason>"."""
+    failed = [f"{f.did}: {f.reason}" for f in request.failed]
+    if request.state == READY:
+        words, style = "ready", "success"
+    elif request.state == FAILED or (request.failed and not request.files_in_flight):
+        reason = request.failed[0].reason if request.failed else (request.message or "no reason given")
+        words, style = f"stuck: {reason}", "danger"
+    elif request.tape_recall:
+        words, style = "recalling from tape", "info"
+    else:
+        words, style = "copying", "info"
+    if request.state != READY and request.files_total:
+        words += f" ({request.files_done} of {request.files_total} files)"
+    if request.bytes_total:
+        words += f", {human_bytes(request.bytes_total)}"
+    return RequestView(
+        did=request.did,
+        words=words,
+        done=request.files_done,
+        total=max(request.files_total, 1),
+        bar_style=style,
+        failed=failed,
+        paths=list(request.paths),
+        can_cancel=not request.done,
+    )

@@ -1,0 +1,49 @@
+"""Execute example notebooks with nbclient as a user of a running gateway would."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "notebooks" / "examples"
+
+
+def api_token(session, username: str, note: str = "example notebooks") -> str:
+    """A JupyterHub API token for ``username``, made through the user's own logged-in session."""
+    r = session.http.post(
+        f"{session.hub.url}/hub/api/users/{username}/tokens",
+        json={"note": note, "expires_in": 3600},
+        headers=session.xsrf_headers(),
+        timeout=30,
+    )
+    r.raise_for_status()
+    return r.json()["token"]
+
+
+def execute(path: Path, env: dict, cwd: Path, timeout: int = 600):
+    """Run every cell of ``path`` in a fresh python3 kernel with ``env`` added; return the notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the kernel inherits the environment of the process that starts it
+    try:
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return nb
+
+
+def outputs_text(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.extend(str(v) for v in out.get("data", {}).values())
+    return "\n".join(parts)

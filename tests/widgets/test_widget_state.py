@@ -1,0 +1,166 @@
+"""Widget models and views without a browser: state changes, batching, error display.
+
+The fake stands at the Python API boundary (``science_gateway.catalog.Catalog``'s methods); the
+real API, server and backends are exercised by the REST, hub and browser tests.
+"""
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+from science_gateway.catalog import CatalogAPIError  # noqa: E402
+from science_gateway.jupyter_ext.catalog.models import (  # noqa: E402
+    Dataset,
+    FailedFile,
+    SearchPage,
+    StageRequest,
+)
+from science_gateway.jupyter_ext.widgets.state import BrowserState, request_view  # noqa: E402
+from science_gateway.widgets import DatasetBrowser, StagingMonitor  # noqa: E402
+
+
+class FakeCatalog:
+    """Answers like the Python API would, from an in-memory list; records calls."""
+
+    def __init__(self, n=1000):
+        self.datasets = [
+            Dataset(scope="demo", name=f"ds.{i:04d}", bytes=1500 * i, files=i % 7, metadata={"project": "run2024"},
+                    availability="tape" if i % 2 else "disk")
+            for i in range(n)
+        ]
+        self.calls = []
+        self.requests_by_id = {}
+        self.fail_next = None
+
+    def _maybe_fail(self):
+        if self.fail_next:
+            error, self.fail_next = self.fail_next, None
+            raise error
+
+    def search(self, pattern="*", filters=None, limit=50, page=None):
+        self.calls.append(("search", pattern, filters, limit, page))
+        self._maybe_fail()
+        start = int(page or 0)
+        end = start + limit
+        return SearchPage(self.datasets[start:end], next=str(end) if end < len(self.datasets) else None)
+
+    def stage(self, did):
+        self.calls.append(("stage", did))
+        self._maybe_fail()
+        request = StageRequest(id=f"r{len(self.requests_by_id)}", did=did, state="in_progress", files_total=4,
+                               files_in_flight=4, tape_recall=True)
+        self.requests_by_id[request.id] = request
+        return request
+
+    def requests(self):
+        self.calls.append(("requests",))
+        self._maybe_fail()
+        return list(self.requests_by_id.values())
+
+    def cancel(self, request_id):
+        self.calls.append(("cancel", request_id))
+        del self.requests_by_id[request_id]
+
+
+def test_browser_state_pages_forward_and_back():
+    catalog = FakeCatalog(n=120)
+    state = BrowserState(batch_size=50)
+    state.run_search(catalog, "ds.*", "project=run2024")
+    assert [d.name for d in state.visible()][:2] == ["ds.0000", "ds.0001"]
+    assert state.status() == "Datasets 1-50 of 50+."
+    state.forward(catalog)
+    assert state.visible()[0].name == "ds.0050"
+    assert catalog.calls[-1] == ("search", "ds.*", "project=run2024", 50, "50")
+    state.forward(catalog)
+    assert state.status() == "Datasets 101-120 of 120."
+    assert not state.can_forward
+    state.back()
+    assert state.visible()[0].name == "ds.0050"
+    searches = [c for c in catalog.calls if c[0] == "search"]
+    state.forward(catalog)  # already fetched: no new call
+    assert [c for c in catalog.calls if c[0] == "search"] == searches
+
+
+def test_browser_state_error_keeps_results_and_reads_well():
+    catalog = FakeCatalog(n=3)
+    state = BrowserState()
+    state.run_search(catalog, "", "")
+    catalog.fail_next = CatalogAPIError(400, "metadata key '1x' must start with a letter")
+    state.run_search(catalog, "", "1x=2")
+    assert state.error == "Metadata key '1x' must start with a letter"
+    assert len(state.visible()) == 3
+
+
+@pytest.mark.parametrize(
+    "request_, words, style",
+    [
+        (StageRequest(id="a", did="s:d", state="in_progress", files_total=4, files_done=1, files_in_flight=3,
+                      tape_recall=True), "recalling from tape (1 of 4 files)", "info"),
+        (StageRequest(id="a", did="s:d", state="in_progress", files_total=4, files_done=2, files_in_flight=2),
+         "copying (2 of 4 files)", "info"),
+        (StageRequest(id="a", did="s:d", state="ready", files_total=4, files_done=4, paths=["/data/a"]), "ready",
+         "success"),
+        (StageRequest(id="a", did="s:d", state="failed", files_total=4, files_done=3, files_failed=1,
+                      failed=[FailedFile(did="s:f1", reason="source file missing on ARCHIVE")]),
+         "stuck: source file missing on ARCHIVE (3 of 4 files)", "danger"),
+    ],
+    ids=["tape", "copying", "ready", "stuck"],
+)
+def test_request_state_in_words(request_, words, style):
+    view = request_view(request_)
+    assert (view.words, view.bar_style) == (words, style)
+    assert view.can_cancel == (request_.state == "in_progress")
+
+
+def test_browser_renders_one_batch_of_a_thousand_results():
+    catalog = FakeCatalog(n=1000)
+    browser = DatasetBrowser(catalog, monitor=False)
+    browser.search("ds.*", "project=run2024")
+    shown = [r for r in browser._rows if r.box.layout.display != "none"]
+    assert len(shown) == 50 and len(browser._rows) == 50
+    assert "ds.0000" in shown[0].cells.value and "on tape" not in shown[0].cells.value
+    assert "on tape" in shown[1].cells.value
+    for _ in range(19):
+        browser.forward_button.click()
+    assert "Datasets 951-1000 of 1000." in browser.status.value
+    assert len(browser._rows) == 50  # the pool is reused, never grown
+    assert browser.forward_button.disabled
+
+
+def test_stage_button_stages_that_dataset_and_the_monitor_shows_it():
+    catalog = FakeCatalog(n=5)
+    monitor = StagingMonitor(catalog, autostart=False)
+    browser = DatasetBrowser(catalog, monitor=monitor)
+    browser.search()
+    browser._rows[2].button.click()
+    assert ("stage", "demo:ds.0002") in catalog.calls
+    assert "recalling from tape (0 of 4 files)" in monitor.children[1].children[0].children[0].value
+    catalog.requests_by_id["r0"] = StageRequest(id="r0", did="demo:ds.0002", state="ready", files_total=4,
+                                                files_done=4, paths=[f"/data/f{i}" for i in range(4)])
+    monitor.refresh()
+    assert monitor.paths == {"demo:ds.0002": ["/data/f0", "/data/f1", "/data/f2", "/data/f3"]}
+    row = monitor._rows["r0"]
+    assert row.paths.value.splitlines() == monitor.paths["demo:ds.0002"]
+    assert row.cancel.disabled
+
+
+def test_errors_show_in_the_widget_not_as_tracebacks():
+    catalog = FakeCatalog(n=5)
+    browser = DatasetBrowser(catalog, monitor=StagingMonitor(catalog, autostart=False))
+    browser.search()
+    catalog.fail_next = CatalogAPIError(507, "dataset needs 5 GB but 1 GB of your quota is left")
+    browser._rows[0].button.click()
+    assert "quota is left" in browser.error.value and "Traceback" not in browser.error.value
+    catalog.fail_next = ConnectionRefusedError("[Errno 111] Connection refused")
+    browser.monitor.refresh()
+    assert "Connection refused" in browser.monitor.error.value
+
+
+def test_cancel_button_cancels_and_the_row_goes():
+    catalog = FakeCatalog(n=2)
+    monitor = StagingMonitor(catalog, autostart=False)
+    request = catalog.stage("demo:ds.0001")
+    monitor.refresh()
+    monitor._rows[request.id].cancel.click()
+    assert ("cancel", request.id) in catalog.calls
+    assert monitor.requests == [] and "No stage-in requests" in monitor.children[1].value
