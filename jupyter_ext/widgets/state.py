@@ -139,3 +139,38 @@ def request_view(request: StageRequest) -> RequestView:
         paths=list(request.paths),
         can_cancel=not request.done,
     )
+
+
+def preset_label(name: str, preset: dict) -> str:
+    """How a Dask preset reads in the launcher's dropdown."""
+    size = f"{preset['cores']} core{'s' if preset['cores'] != 1 else ''}, {preset['memory_gb']} GB per worker"
+    return f"{name}: {preset.get('description') or size}"
+
+
+def preset_options(described: dict) -> list[tuple[str, str]]:
+    """``(label, name)`` of the presets this user may use, from ``science_gateway.dask.presets()``."""
+    return [(preset_label(name, p), name) for name, p in described.get("presets", {}).items()]
+
+
+def preset_limit(described: dict, name: str) -> int:
+    """The most workers one cluster of preset ``name`` may have for this user."""
+    preset = described["presets"][name]
+    return max(0, min(preset["max_workers"], described.get("max_workers", preset["max_workers"])))
+
+
+def no_presets_text(described: dict) -> str:
+    return (
+        "You may not start Dask clusters on this gateway: none of your groups is allowed Dask workers. "
+        "Ask the gateway admins."
+        if not described.get("presets")
+        else ""
+    )
+
+
+def workers_text(connected: int, requested: int, adaptive: tuple[int, int] | None = None) -> str:
+    """The launcher's live line, e.g. "2 of 4 workers connected" or "adapting 0-8: 3 connected"."""
+    if adaptive is not None:
+        return f"Adapting between {adaptive[0]} and {adaptive[1]} workers: {connected} connected, {requested} requested."
+    if requested == 0 and connected == 0:
+        return "No workers: scale up to start some."
+    return f"{connected} of {requested} worker{'s' if requested != 1 else ''} connected."

@@ -1,9 +1,10 @@
-"""The ipywidgets views: a dataset browser and a staging monitor over the Python API.
+"""The ipywidgets views: a dataset browser, a staging monitor and a Dask cluster launcher.
 
 Each is one line in a cell::
 
     from science_gateway.widgets import DatasetBrowser, StagingMonitor
     DatasetBrowser()      # search, a Stage button per result, and a staging monitor under it
+    ClusterLauncher()     # a Dask cluster from a preset: scale/adapt within limits, dashboard link
 
 Errors from the gateway appear in the widget as readable messages, never as tracebacks.
 """
@@ -15,7 +16,17 @@ import threading
 
 import ipywidgets as w
 
-from .state import BrowserState, availability_text, error_text, human_bytes, request_view
+from .state import (
+    BrowserState,
+    availability_text,
+    error_text,
+    human_bytes,
+    no_presets_text,
+    preset_limit,
+    preset_options,
+    request_view,
+    workers_text,
+)
 
 
 def _catalog(catalog):
@@ -244,3 +255,173 @@ class _ResultRow:
             availability_text(dataset),
         )
         self.button.tooltip = f"Stage {dataset.did}"
+
+
+class ClusterLauncher(w.VBox):
+    """Start a Dask cluster from a preset, scale or adapt it within the limits, watch its workers.
+
+    ``launcher.cluster`` is the cluster (``launcher.cluster.get_client()`` for a client); the
+    dashboard link opens through the hub. The presets and limits are the user's own (see
+    :func:`science_gateway.dask.presets`); a request beyond them shows why, with what is allowed.
+    """
+
+    def __init__(self, preset: str | None = None, environ=None, interval: float = 1.0, **kwargs):
+        from ... import dask as api  # the dask extra: imported when a launcher is made
+
+        self._api = api
+        self._environ = environ
+        self.interval = interval
+        self.cluster = None
+        self._adaptive: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error = w.HTML()
+        try:
+            self.described = api.presets(environ)
+        except Exception as e:
+            self.described = {"presets": {}}
+            self.error.value = _error_html(f"The gateway's Dask presets are unreadable: {error_text(e)}")
+        options = preset_options(self.described)
+        self.preset = w.Dropdown(options=options, description="Preset", layout=w.Layout(width="60%"))
+        if preset is not None and preset in dict((n, n) for _, n in options):
+            self.preset.value = preset
+        self.start_button = w.Button(description="Start cluster", icon="play", button_style="primary")
+        self.start_button.on_click(lambda _: self.start())
+        self.workers = w.BoundedIntText(value=2, min=0, max=1, description="Workers", layout=w.Layout(width="12em"))
+        self.scale_button = w.Button(description="Scale", icon="arrows-v")
+        self.scale_button.on_click(lambda _: self.scale(self.workers.value))
+        self.adapt_min = w.BoundedIntText(value=0, min=0, max=1, description="Adapt from", layout=w.Layout(width="12em"))
+        self.adapt_max = w.BoundedIntText(value=1, min=0, max=1, description="to", layout=w.Layout(width="9em"))
+        self.adapt_button = w.Button(description="Adapt", icon="refresh")
+        self.adapt_button.on_click(lambda _: self.adapt(self.adapt_min.value, self.adapt_max.value))
+        self.close_button = w.Button(description="Close cluster", icon="stop")
+        self.close_button.on_click(lambda _: self.close_cluster())
+        self.limit = w.HTML()
+        self.count = w.HTML()
+        self.count.add_class("sg-worker-count")
+        self.dashboard = w.HTML()
+        self.dashboard.add_class("sg-dashboard")
+        self.preset.observe(lambda _: self._show_limits(), names="value")
+        super().__init__(
+            children=[
+                w.HBox([self.preset, self.start_button, self.close_button]),
+                self.limit,
+                w.HBox([self.workers, self.scale_button]),
+                w.HBox([self.adapt_min, self.adapt_max, self.adapt_button]),
+                self.count,
+                self.dashboard,
+                self.error,
+            ],
+            **kwargs,
+        )
+        self.add_class("sg-cluster-launcher")
+        if not options:
+            self.error.value = self.error.value or _error_html(no_presets_text(self.described))
+        self._show_limits()
+        self._render()
+
+    # -- what a notebook uses ---------------------------------------------------------------------
+
+    def start(self):
+        """Start a cluster of the selected preset (no workers yet); closes the previous one."""
+        if self.preset.value is None:
+            return None
+        self.close_cluster()
+        try:
+            self.cluster = self._api.cluster(self.preset.value, environ=self._environ)
+        except Exception as e:
+            return self._fail(e)
+        self.error.value = ""
+        self._adaptive = None
+        self._start_watching()
+        self._render()
+        return self.cluster
+
+    def scale(self, n: int):
+        """Ask for ``n`` workers (adaptive scaling stops); beyond the limits: the reason, shown."""
+        if self.cluster is None and self.start() is None:
+            return
+        try:
+            self.cluster.scale(n)
+        except Exception as e:
+            return self._fail(e)
+        self.error.value, self._adaptive = "", None
+        self._render()
+
+    def adapt(self, minimum: int, maximum: int):
+        """Let Dask scale between ``minimum`` and ``maximum`` workers with the load."""
+        if self.cluster is None and self.start() is None:
+            return
+        try:
+            self.cluster.adapt(minimum=minimum, maximum=maximum)
+        except Exception as e:
+            return self._fail(e)
+        self.error.value, self._adaptive = "", (minimum, maximum)
+        self._render()
+
+    def get_client(self):
+        if self.cluster is None:
+            raise RuntimeError("no cluster yet: press Start cluster (or call launcher.start())")
+        return self.cluster.get_client()
+
+    def close_cluster(self) -> None:
+        """Close the cluster: its workers (batch jobs) are cancelled."""
+        self._stop.set()
+        cluster, self.cluster, self._adaptive = self.cluster, None, None
+        if cluster is not None:
+            try:
+                cluster.close()
+            except Exception as e:
+                self._fail(e)
+        self._render()
+
+    def close(self):
+        self.close_cluster()
+        super().close()
+
+    # -- rendering --------------------------------------------------------------------------------
+
+    def _fail(self, error: Exception) -> None:
+        self.error.value = _error_html(error_text(error))
+        return None
+
+    def _show_limits(self) -> None:
+        if self.preset.value is None:
+            self.limit.value = ""
+            return
+        limit = preset_limit(self.described, self.preset.value)
+        for field_ in (self.workers, self.adapt_min, self.adapt_max):
+            field_.max = max(limit, 1)
+        self.workers.value = min(self.workers.value, limit)
+        self.adapt_max.value = limit
+        self.limit.value = html.escape(f"Up to {limit} worker{'s' if limit != 1 else ''} for you with this preset.")
+
+    def _render(self) -> None:
+        has_presets = self.preset.value is not None
+        running = self.cluster is not None
+        self.start_button.disabled = not has_presets
+        self.close_button.disabled = not running
+        self.scale_button.disabled = self.adapt_button.disabled = not has_presets
+        if not running:
+            self.count.value = "No cluster running." if has_presets else ""
+            self.dashboard.value = ""
+            return
+        try:
+            connected = len(self.cluster.scheduler_info.get("workers", {}))
+            requested = len(self.cluster.worker_spec) * self.cluster._workers_per_job()
+            link = self.cluster.dashboard_link
+        except Exception:  # the cluster is closing under us
+            return
+        self.count.value = html.escape(workers_text(connected, requested, self._adaptive))
+        self.dashboard.value = (
+            f'<a href="{html.escape(link)}" target="_blank" rel="noopener">Dask dashboard</a>' if link else ""
+        )
+
+    def _start_watching(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(self._stop,), name="sg-cluster-launcher", daemon=True)
+        self._thread.start()
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
+            self._render()
