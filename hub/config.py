@@ -17,6 +17,10 @@ from .passwords import hash_password
 
 STATE_DIR_ENV = "SCIENCE_GATEWAY_STATE_DIR"
 CONFIG_ENV = "SCIENCE_GATEWAY_CONFIG"
+#: A server's API token: JupyterHub's default (the `server` role) plus reading users' names and
+#: groups, which only admins hold for everyone (JupyterHub grants the subset a user holds): the
+#: admin notebook reads a user's groups with it (``science_gateway.admin``).
+SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", "read:users:name", "read:users:groups"]
 DEMO_USERS = {
     # name: (password, groups, admin); documented in the README
     "demo": ("demo", ["astro"], False),
@@ -44,6 +48,7 @@ def embedded_default(state_dir: Path) -> Config:
     }
     c.LocalSpawner.home_dir_template = str(state_dir / "home" / "{username}")
     c.Spawner.default_url = "/lab"
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     # The state dir travels to the servers so their extension keeps per-user state beside the hub's.
     c.Spawner.environment = {STATE_DIR_ENV: str(state_dir)}
     return c
@@ -62,13 +67,17 @@ def load_site_config(path: str | os.PathLike) -> Config:
     return Config(data)
 
 
-def build_config(environ=os.environ) -> Config:
-    """The embedded default, then each file of ``$SCIENCE_GATEWAY_CONFIG`` merged in order."""
-    state_dir = default_state_dir()
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    c = embedded_default(state_dir)
+def site_config(environ=os.environ) -> Config:
+    """The embedded default, then each file of ``$SCIENCE_GATEWAY_CONFIG`` merged in order (pure)."""
+    c = embedded_default(default_state_dir())
     for path in filter(None, environ.get(CONFIG_ENV, "").split(os.pathsep)):
         c.merge(load_site_config(path))
     return c
+
+
+def build_config(environ=os.environ) -> Config:
+    """The hub's config (:func:`site_config`), with its state directory created."""
+    default_state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    return site_config(environ)
 
 

@@ -148,8 +148,10 @@ def preset_label(name: str, preset: dict) -> str:
 
 
 def preset_options(described: dict) -> list[tuple[str, str]]:
-    """``(label, name)`` of the presets this user may use, from ``science_gateway.dask.presets()``."""
-    return [(preset_label(name, p), name) for name, p in described.get("presets", {}).items()]
+    """``(label, name)`` of the presets this user may use, from ``science_gateway.dask.presets()``,
+    smallest workers first (what most people should start with)."""
+    presets = sorted(described.get("presets", {}).items(), key=lambda kv: (kv[1]["cores"], kv[1]["memory_gb"], kv[0]))
+    return [(preset_label(name, p), name) for name, p in presets]
 
 
 def preset_limit(described: dict, name: str) -> int:

@@ -265,6 +265,9 @@ class ClusterLauncher(w.VBox):
     :func:`science_gateway.dask.presets`); a request beyond them shows why, with what is allowed.
     """
 
+    #: what the Workers field offers first (within the limit)
+    default_workers = 2
+
     def __init__(self, preset: str | None = None, environ=None, interval: float = 1.0, **kwargs):
         from ... import dask as api  # the dask extra: imported when a launcher is made
 
@@ -287,11 +290,11 @@ class ClusterLauncher(w.VBox):
             self.preset.value = preset
         self.start_button = w.Button(description="Start cluster", icon="play", button_style="primary")
         self.start_button.on_click(lambda _: self.start())
-        self.workers = w.BoundedIntText(value=2, min=0, max=1, description="Workers", layout=w.Layout(width="12em"))
+        self.workers = w.BoundedIntText(value=0, min=0, max=1, description="Workers", layout=w.Layout(width="12em"))
         self.scale_button = w.Button(description="Scale", icon="arrows-v")
         self.scale_button.on_click(lambda _: self.scale(self.workers.value))
         self.adapt_min = w.BoundedIntText(value=0, min=0, max=1, description="Adapt from", layout=w.Layout(width="12em"))
-        self.adapt_max = w.BoundedIntText(value=1, min=0, max=1, description="to", layout=w.Layout(width="9em"))
+        self.adapt_max = w.BoundedIntText(value=1, min=0, max=1, description="to", layout=w.Layout(width="10em"))
         self.adapt_button = w.Button(description="Adapt", icon="refresh")
         self.adapt_button.on_click(lambda _: self.adapt(self.adapt_min.value, self.adapt_max.value))
         self.close_button = w.Button(description="Close cluster", icon="stop")
@@ -392,7 +395,7 @@ class ClusterLauncher(w.VBox):
         limit = preset_limit(self.described, self.preset.value)
         for field_ in (self.workers, self.adapt_min, self.adapt_max):
             field_.max = max(limit, 1)
-        self.workers.value = min(self.workers.value, limit)
+        self.workers.value = min(self.default_workers, limit)
         self.adapt_max.value = limit
         self.limit.value = html.escape(f"Up to {limit} worker{'s' if limit != 1 else ''} for you with this preset.")
 

@@ -1,6 +1,7 @@
 """The embedded default through a real JupyterHub: login form, spawn, the server and our API."""
 
 import pytest
+import requests
 
 pytestmark = pytest.mark.hub
 
@@ -47,3 +48,41 @@ def test_one_user_cannot_use_another_users_server(embedded_hub, demo_session):
     for path in ("/user/demo/api/status", "/user/demo/gateway/api/datasets", "/user/demo/lab"):
         r = other.get(path)
         assert r.status_code == 403, (path, r.status_code, r.url)
+
+
+def _server_token(session, username: str) -> str:
+    """The JUPYTERHUB_API_TOKEN the hub gave ``username``'s running server (read from its process)."""
+    from science_gateway.hub.config import DEMO_USERS
+    from sgtest.hub import HubSession
+
+    admin = HubSession(session.hub)
+    assert admin.login("admin", DEMO_USERS["admin"][0]).status_code == 200
+    state = admin.get(f"/hub/api/users/{username}").json()["servers"][""]["state"]
+    with open(f"/proc/{state['pid']}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return env[b"JUPYTERHUB_API_TOKEN"].decode()
+
+
+def test_an_admins_server_may_read_users_groups_and_a_users_server_may_not(embedded_hub, demo_session):
+    """Spawner.server_token_scopes: what the admin notebook needs, granted to admins only."""
+    from sgtest.hub import HubSession
+
+    from science_gateway.hub.config import DEMO_USERS
+
+    admin = HubSession(embedded_hub)
+    assert admin.login("admin", DEMO_USERS["admin"][0]).status_code == 200
+    admin.start_server("admin")
+    demo_session.start_server("demo")
+    api = f"{embedded_hub.url}/hub/api"
+
+    def get(token, path):
+        return requests.get(f"{api}{path}", headers={"Authorization": f"token {token}"}, timeout=30)
+
+    admins_token = _server_token(admin, "admin")
+    r = get(admins_token, "/users/demo")
+    assert r.status_code == 200 and r.json()["groups"] == ["astro"]
+    assert "servers" not in r.json() and "auth_state" not in r.json()  # names and groups, nothing more
+
+    demos_token = _server_token(demo_session, "demo")
+    assert get(demos_token, "/users/admin").status_code in (403, 404)
+    assert get(demos_token, "/users").status_code == 403

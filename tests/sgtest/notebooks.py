@@ -9,11 +9,13 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "notebooks" / "examples"
 
 
-def api_token(session, username: str, note: str = "example notebooks") -> str:
-    """A JupyterHub API token for ``username``, made through the user's own logged-in session."""
+def api_token(session, username: str, note: str = "example notebooks", scopes: list[str] | None = None) -> str:
+    """A JupyterHub API token for ``username`` (all of their rights, or ``scopes``), made through
+    the user's own logged-in session."""
+    body = {"note": note, "expires_in": 3600, **({"scopes": scopes} if scopes else {})}
     r = session.http.post(
         f"{session.hub.url}/hub/api/users/{username}/tokens",
-        json={"note": note, "expires_in": 3600},
+        json=body,
         headers=session.xsrf_headers(),
         timeout=30,
     )

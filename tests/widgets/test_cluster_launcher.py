@@ -32,7 +32,7 @@ def test_only_the_users_presets_are_offered_with_the_user_limit():
     assert launcher.preset.options[0][0] == "tiny: one small worker at a time"
     # the user's max_dask_workers (2) is lower than the preset's (3)
     assert "Up to 2 workers" in launcher.limit.value
-    assert launcher.workers.max == 2 and launcher.adapt_max.value == 2
+    assert launcher.workers.max == 2 and launcher.workers.value == 2 and launcher.adapt_max.value == 2
 
 
 def test_no_presets_reads_as_a_sentence_and_disables_the_buttons():
@@ -51,7 +51,8 @@ def test_workers_text():
     assert workers_text(0, 0) == "No workers: scale up to start some."
     assert workers_text(1, 2) == "1 of 2 workers connected."
     assert workers_text(3, 4, (0, 8)) == "Adapting between 0 and 8 workers: 3 connected, 4 requested."
-    assert preset_options({"presets": {"p": {"cores": 2, "memory_gb": 4}}}) == [("p: 2 cores, 4 GB per worker", "p")]
+    options = preset_options({"presets": {"big": {"cores": 2, "memory_gb": 4}, "small": {"cores": 1, "memory_gb": 2}}})
+    assert options == [("small: 1 core, 2 GB per worker", "small"), ("big: 2 cores, 4 GB per worker", "big")]
 
 
 def wait_for(predicate, timeout=60):
