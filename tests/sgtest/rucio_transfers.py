@@ -48,15 +48,18 @@ def client(env: dict, account: str = "root", password: str | None = None):
     )
 
 
-def _file_bytes(scope: str, name: str) -> bytes:
-    return (f"# {scope}:{name}\n" + "".join(f"{i},{i * i}\n" for i in range(50))).encode()
+def _file_bytes(scope: str, name: str, header: str = "") -> bytes:
+    first = f"{header}\n" if header else f"# {scope}:{name}\n"
+    return (first + "".join(f"{i},{i * i}\n" for i in range(50))).encode()
 
 
 def make_dataset(admin, env: dict, n_files: int = 4, missing_files: tuple[int, ...] = (), scope: str = "astro",
-                 meta: dict | None = None, prefix: str = "sgtest") -> str:
+                 meta: dict | None = None, prefix: str = "sgtest", header: str = "") -> str:
     """A fresh dataset whose files are on the tape RSE only (protected by an archive rule).
 
     Files whose index is in ``missing_files`` are registered but not written, so copying them fails.
+    Each file holds 50 rows ``i,i*i``; its first line is ``# scope:name``, or ``header`` (a CSV
+    header such as ``time,flux``) when given.
     """
     name = f"{prefix}.{uuid.uuid4().hex[:10]}"
     tape = env["RUCIO_TAPE_RSE"]
@@ -66,7 +69,7 @@ def make_dataset(admin, env: dict, n_files: int = 4, missing_files: tuple[int, .
     files = []
     for i in range(n_files):
         fname = f"{name}.part{i:03d}.csv"
-        data = _file_bytes(scope, fname)
+        data = _file_bytes(scope, fname, header)
         if i not in missing_files:
             path = prefix / deterministic_path(scope, fname)
             path.parent.mkdir(parents=True, exist_ok=True)
