@@ -17,10 +17,17 @@ from .passwords import hash_password
 
 STATE_DIR_ENV = "SCIENCE_GATEWAY_STATE_DIR"
 CONFIG_ENV = "SCIENCE_GATEWAY_CONFIG"
-#: A server's API token: JupyterHub's default (the `server` role) plus reading users' names and
-#: groups, which only admins hold for everyone (JupyterHub grants the subset a user holds): the
-#: admin notebook reads a user's groups with it (``science_gateway.admin``).
-SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", "read:users:name", "read:users:groups"]
+#: A server's API token: JupyterHub's default (the `server` role) plus what JupyterHub grants only
+#: to users who hold it: reading users' names and groups (admins: the admin notebook,
+#: ``science_gateway.admin``) and the user's own auth_state (the token keeper, where the site's
+#: `user` role has `admin:auth_state!user`, see docs/authentication.md).
+SERVER_TOKEN_SCOPES = [
+    "users:activity!user",
+    "access:servers!server",
+    "read:users:name",
+    "read:users:groups",
+    "admin:auth_state!user",
+]
 DEMO_USERS = {
     # name: (password, groups, admin); documented in the README
     "demo": ("demo", ["astro"], False),

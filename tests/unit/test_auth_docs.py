@@ -8,7 +8,7 @@ from traitlets.config import Config
 
 from science_gateway.hub.checkin import CheckinAuthenticator
 from science_gateway.hub.cilogon import CILogonAuthenticator
-from science_gateway.hub.config import load_site_config
+from science_gateway.hub.config import SERVER_TOKEN_SCOPES, load_site_config
 from sgtest.oidc import EXAMPLES, REPO
 
 CLASSES = {"checkin": CheckinAuthenticator, "cilogon": CILogonAuthenticator}
@@ -30,7 +30,10 @@ def test_example_loads_as_a_site_config_and_builds_the_authenticator(style):
     config = load_site_config(EXAMPLES / f"{style}.yaml")
     assert config.JupyterHub.authenticator_class == f"science-gateway-{style}"
     roles = {r["name"]: r["scopes"] for r in config.JupyterHub.load_roles}
-    assert "admin:auth_state!user" in roles["user"] and "admin:auth_state!user" in roles["server"]
+    # the token keeper reads the user's own auth_state: the user must hold it, and the gateway's
+    # server token asks for it (JupyterHub grants the server what the user holds)
+    assert "admin:auth_state!user" in roles["user"] and "server" not in roles
+    assert "admin:auth_state!user" in SERVER_TOKEN_SCOPES
     cls = CLASSES[style]
     # endpoints given, so building it needs no network
     section = config[cls.__name__]
