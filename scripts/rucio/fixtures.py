@@ -102,7 +102,8 @@ def ensure_metadata(client):
 
 
 def file_bytes(scope, name):
-    body = f"# {scope}:{name}\nevent,energy\n" + "".join(f"{i},{(i * 7919) % 1000 / 10:.1f}\n" for i in range(64))
+    # the header row first: np.genfromtxt(names=True, comments="#") reads it as the column names
+    body = f"event,energy\n# {scope}:{name}\n" + "".join(f"{i},{(i * 7919) % 1000 / 10:.1f}\n" for i in range(64))
     return body.encode()
 
 
