@@ -1,7 +1,11 @@
 """The gateway's Jupyter server extension: the REST API under ``{base_url}/gateway/api/``."""
 
+import os
+import shutil
+import sys
+
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Instance, Type, default
+from traitlets import Instance, Type, Unicode, default
 
 from .. import __version__
 from .catalog.base import CatalogBackend
@@ -36,12 +40,34 @@ class GatewayExtension(ExtensionApp):
     def _token_keeper_default(self):
         return TokenKeeper(parent=self, log=self.log)
 
+    examples_dir = Unicode(
+        help="""Folder of example notebooks copied into the server's root folder (the user's home)
+        as `examples/` when the server starts and that folder does not exist yet, so a user's own
+        changes are never overwritten and a deleted folder comes back fresh. Defaults to the
+        examples installed with the package; empty to copy nothing.""",
+    ).tag(config=True)
+
+    @default("examples_dir")
+    def _examples_dir_default(self):
+        return os.path.join(sys.prefix, "share", "science-gateway", "examples")
+
+    def copy_examples(self, root_dir: str) -> None:
+        """Give the user the example notebooks, whatever spawned this server (it runs as the user)."""
+        target = os.path.join(root_dir, "examples")
+        if not self.examples_dir or not os.path.isdir(self.examples_dir) or os.path.lexists(target):
+            return
+        try:
+            shutil.copytree(self.examples_dir, target)
+        except OSError as e:  # a read-only or full home must not stop the server
+            self.log.warning("Science Gateway: could not copy the example notebooks to %s: %s", target, e)
+
     def initialize_handlers(self):
         deps = {"extension": self}
         self.handlers.extend((f"/gateway/api{path}", handler, deps) for path, handler in handlers)
 
     def initialize_settings(self):
         self.log.info("Science Gateway %s: catalogue %s", __version__, self.catalog.display_name)
+        self.copy_examples(self.serverapp.root_dir)
 
     async def _start_jupyter_server_extension(self, serverapp):
         self.token_keeper.start()

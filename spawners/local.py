@@ -6,11 +6,9 @@ machine, not for a shared one: production gateways spawn on Slurm or Kubernetes.
 """
 
 import os
-import shutil
-import sys
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Unicode, default
+from traitlets import default
 
 from ..jupyter_ext.dask.presets import DaskPresets
 from .dask_env import dask_environment
@@ -18,24 +16,6 @@ from .dask_env import dask_environment
 
 class LocalSpawner(SimpleLocalProcessSpawner):
     """`SimpleLocalProcessSpawner` with the gateway's defaults: JupyterLab, a per-user home."""
-
-    examples_dir = Unicode(
-        help="""Folder of example notebooks copied into each user's home as `examples/` when that
-        folder does not exist yet (a user's own changes are never overwritten). Defaults to the
-        examples installed with the package; empty to copy nothing.""",
-    ).tag(config=True)
-
-    @default("examples_dir")
-    def _examples_dir_default(self):
-        return os.path.join(sys.prefix, "share", "science-gateway", "examples")
-
-    async def start(self):
-        home = self.home_dir_template.format(username=self.user.name)
-        target = os.path.join(home, "examples")
-        if self.examples_dir and os.path.isdir(self.examples_dir) and not os.path.exists(target):
-            os.makedirs(home, exist_ok=True)
-            shutil.copytree(self.examples_dir, target)
-        return await super().start()
 
     @default("home_dir_template")
     def _home_dir_template_default(self):
