@@ -16,8 +16,14 @@ def test_login_reaches_jupyterlab(embedded_hub, artifacts_dir):
         page.wait_for_url("**/user/demo/lab**", timeout=90_000)
         page.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
         page.wait_for_selector(".jp-Launcher", timeout=60_000)
-        screenshot(page, artifacts_dir, "embedded-02-jupyterlab")
         assert "JupyterLab" in page.title()
+        # no "Jupyter news?" prompt over the user's work: the gateway disables JupyterLab's
+        # announcements plugin (its page_config.d), which is what asks once the app is restored
+        disabled = page.evaluate("JSON.parse(document.getElementById('jupyter-config-data').textContent).disabledExtensions")
+        assert "@jupyterlab/apputils-extension:announcements" in disabled, disabled
+        page.wait_for_timeout(3_000)
+        assert page.get_by_text("notified about official Jupyter news").count() == 0
+        screenshot(page, artifacts_dir, "embedded-02-jupyterlab")
         # The page calls our API as JupyterLab's ServerConnection does: cookie plus XSRF header.
         api = page.evaluate(
             """async () => {

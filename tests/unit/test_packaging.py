@@ -36,6 +36,7 @@ def test_wheel_installs_one_namespace(wheel):
         assert module in names
     assert "science_gateway/jupyter_ext/demo_data/catalog.json" in names
     assert any(n.endswith("etc/jupyter/jupyter_server_config.d/science_gateway.json") for n in names)
+    assert any(n.endswith("etc/jupyter/labconfig/page_config.d/science_gateway.json") for n in names)
 
 
 def test_tests_run_against_the_installed_package():
