@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import datetime
 import json
 import os
 import statistics
@@ -187,17 +188,44 @@ async def bench_search(env, runs: int, peer_python: str | None = None) -> dict:
     return results
 
 
-async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int = 100, poll: float = 1.0) -> dict:
-    """20 requests of 100 files staged, a client polling status every second, transfers landing."""
+async def peer_status(env, proxy: str, dids: list[str], start_at: float, seconds: float, peer_python: str) -> dict:
+    """rucio-jupyterlab 41's polling of the same datasets through its own proxy (benchmarks/peer_status.py)."""
+    args = {"url": proxy, "auth_url": env["RUCIO_AUTH_URL"], "account": env["RUCIO_ACCOUNT"],
+            "password": env["RUCIO_PASSWORD"], "rse": env["RUCIO_DISK_RSE"], "mount_path": env["RUCIO_MOUNT_PATH"],
+            "dids": dids, "start_at": start_at, "seconds": seconds, "interval": 10}
+    proc = await asyncio.create_subprocess_exec(
+        peer_python, str(HERE / "peer_status.py"), json.dumps(args),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"peer status failed: {err.decode()[-2000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def _lags(ok_at: dict, seen_at: dict) -> dict:
+    lags = [(seen_at[i] - ok_at[i]).total_seconds() for i in ok_at if i in seen_at]
+    return {"ok_noticed_median_s": statistics.median(lags) if lags else None,
+            "ok_noticed_max_s": max(lags) if lags else None, "ok_noticed": len(lags)}
+
+
+async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int = 100, poll: float = 1.0,
+                       peer_python: str | None = None, refresh: float = 5.0) -> dict:
+    """20 requests of 100 files staged, a client polling status every second, transfers landing.
+
+    With ``peer_python`` the peer watches the same datasets at the same time, through a proxy of its
+    own, so both see the same rules turn OK.
+    """
     admin = rt.client(env)
     dids = [rt.make_dataset(admin, env, n_files=n_files, prefix="bench-status") for _ in range(n_requests)]
     counter = Counter()
     proxy = start_proxy(env["RUCIO_URL"], counter)
-    catalog = _catalog(env, proxy)
+    catalog = _catalog(env, proxy, status_refresh_seconds=refresh)
     requests = [await catalog.stage(did) for did in dids]
     ids = {r.id for r in requests}
     ok_at, seen_at = {}, {}  # rule id -> wall-clock UTC (Rucio's updated_at, when our status showed it)
-    stop = time.monotonic() + seconds
+    warm_up = 30 if peer_python else 0  # seconds for the peer to start and fill its cache first
+    stop = time.monotonic() + warm_up + seconds
 
     async def transfers():
         # one dataset's worth of transfers per round, so rules turn OK throughout the run
@@ -215,23 +243,39 @@ async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int =
                     seen_at[r.id] = catalog.utcnow()
             await asyncio.sleep(poll)
 
+    peer_counter = Counter()
+    peer_proxy = start_proxy(env["RUCIO_URL"], peer_counter)
+    peer = asyncio.ensure_future(
+        peer_status(env, peer_proxy, dids, time.time() + warm_up, seconds, peer_python) if peer_python else asyncio.sleep(0)
+    )
     await catalog.status()  # the server has been running: its snapshot exists
+    await asyncio.sleep(warm_up)
     counter.reset()
+    peer_counter.reset()
     started = time.monotonic()
-    await asyncio.gather(transfers(), client())
+    _, _, peer_out = await asyncio.gather(transfers(), client(), peer)
     minutes = (time.monotonic() - started) / 60
-    calls, nbytes, paths = counter.calls, counter.bytes, list(counter.paths)
-    lags = [(seen_at[i] - ok_at[i]).total_seconds() for i in ok_at if i in seen_at]
+
+    def traffic(c: Counter) -> dict:  # taken before the clean-up below adds its own calls
+        kinds = collections.Counter(
+            "/".join(p.rstrip("/").split("/")[:2]) + ("/..." if p.rstrip("/").count("/") > 1 else "") for p in c.paths
+        )
+        return {"rucio_calls_per_min": c.calls / minutes, "rucio_bytes_per_min": c.bytes / minutes,
+                "calls_by_kind": dict(kinds.most_common())}
+
+    result = {
+        "requests": n_requests, "files_each": n_files, "seconds": seconds, "client_poll_s": poll,
+        "status_refresh_seconds": refresh, "rules_turned_ok": len(ok_at), "ours": {**traffic(counter), **_lags(ok_at, seen_at)},
+    }
+    if peer_out is not None:
+        rule_of = {r.did: r.id for r in requests}
+        peer_seen = {rule_of[did]: datetime.datetime.fromisoformat(t) for did, t in peer_out["ready"].items()}
+        result["peer"] = {**traffic(peer_counter), **_lags(ok_at, peer_seen)}
+        result["ours/peer"] = {k: result["ours"][k] / result["peer"][k] for k in ("rucio_calls_per_min", "rucio_bytes_per_min")}
     for r in requests:
         await catalog.cancel(r.id)
     await catalog.close()
-    return {
-        "requests": n_requests, "files_each": n_files, "seconds": seconds, "client_poll_s": poll,
-        "rucio_calls_per_min": calls / minutes, "rucio_bytes_per_min": nbytes / minutes,
-        "rules_turned_ok": len(ok_at), "ok_noticed_median_s": statistics.median(lags) if lags else None,
-        "ok_noticed_max_s": max(lags) if lags else None,
-        "calls_by_path": dict(collections.Counter(paths).most_common(8)),
-    }
+    return result
 
 
 def main():
@@ -239,7 +283,8 @@ def main():
     parser.add_argument("what", choices=["populate", "search", "status"])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=120)
-    parser.add_argument("--peer-python", help="Python of a venv with rucio-jupyterlab==41.0.0, to run the peer's search too")
+    parser.add_argument("--status-refresh-seconds", type=float, default=5.0, help="RucioCatalog.status_refresh_seconds (status)")
+    parser.add_argument("--peer-python", help="Python of a venv with rucio-jupyterlab==41.0.0, to run the peer side by side")
     args = parser.parse_args()
     env = rt.rucio_env()
     rt.private_token_dir(Path(tempfile.mkdtemp(prefix="rucio-bench-")))
@@ -249,7 +294,7 @@ def main():
     if args.what == "search":
         result = asyncio.run(bench_search(env, args.runs, args.peer_python))
     else:
-        result = asyncio.run(bench_status(env, args.seconds))
+        result = asyncio.run(bench_status(env, args.seconds, peer_python=args.peer_python, refresh=args.status_refresh_seconds))
     print(json.dumps(result, indent=1))
 
 
