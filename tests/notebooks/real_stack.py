@@ -14,7 +14,9 @@ and configurable-http-proxy on PATH.
 
 import asyncio
 import copy
+import pwd
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,7 +147,12 @@ async def drive_transfers(env: dict, admin, did: str, stop) -> int:
 
 
 def start_session(hub: RunningHub, slurm) -> tuple[HubSession, str]:
-    """Log the astronomer in and start their server as a Slurm job; the session and its workers' job name."""
+    """Log the astronomer in and start their server as a Slurm job; the session and its workers' job name.
+
+    Their home is a real one that outlives test runs: its ``examples/`` goes first, so the server
+    copies this build's notebooks (it never overwrites a user's own copy).
+    """
+    shutil.rmtree(Path(pwd.getpwnam(USER).pw_dir) / "examples", ignore_errors=True)
     session = HubSession(hub)
     assert session.login(USER, USERS[USER][0]).status_code == 200
     session.start_server(USER, timeout=120, options={"partition": "cpu", "memory_gb": 2, "account": ACCOUNT})
