@@ -18,6 +18,7 @@ import collections
 import datetime
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -210,7 +211,7 @@ def _lags(ok_at: dict, seen_at: dict) -> dict:
 
 
 async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int = 100, poll: float = 1.0,
-                       peer_python: str | None = None, refresh: float = 5.0) -> dict:
+                       peer_python: str | None = None, refresh: float = 5.0, seed: int = 1) -> dict:
     """20 requests of 100 files staged, a client polling status every second, transfers landing.
 
     With ``peer_python`` the peer watches the same datasets at the same time, through a proxy of its
@@ -226,6 +227,7 @@ async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int =
     ok_at, seen_at = {}, {}  # rule id -> wall-clock UTC (Rucio's updated_at, when our status showed it)
     warm_up = 30 if peer_python else 0  # seconds for the peer to start and fill its cache first
     stop = time.monotonic() + warm_up + seconds
+    rng = random.Random(seed)
 
     async def transfers():
         # one dataset's worth of transfers per round, so rules turn OK throughout the run
@@ -234,7 +236,8 @@ async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int =
             for rule in admin.list_replication_rules({"account": env["RUCIO_ACCOUNT"], "rse_expression": env["RUCIO_DISK_RSE"]}):
                 if rule["id"] in ids and rule["state"] == "OK" and rule["id"] not in ok_at:
                     ok_at[rule["id"]] = rule["updated_at"]  # when the finisher made it OK
-            await asyncio.sleep(3)
+            # a random pause, so rules do not turn OK in step with either side's polling period
+            await asyncio.sleep(rng.uniform(1, 5))
 
     async def client():
         while time.monotonic() < stop:
