@@ -194,6 +194,26 @@ async def test_status_calls_do_not_grow_with_files(env, admin, alice):
         assert await alice.cancel(request.id)
 
 
+async def test_changes_by_other_clients_arrive_without_a_full_listing(env, admin):
+    """What a rare full listing relies on: the incremental one carries others' new rules and cancels."""
+    watcher = RucioCatalog(**{**backend_config(env), "full_refresh_seconds": 3600})
+    other = RucioCatalog(**backend_config(env))  # the same account elsewhere: another server, a pipeline
+    try:
+        first = await other.stage(rt.make_dataset(admin, env, n_files=2))
+        assert first.id in {r.id for r in await watcher.status()}  # the one full listing
+        last_full = watcher._last_full
+        made = await other.stage(rt.make_dataset(admin, env, n_files=2))
+        assert made.id in {r.id for r in await watcher.status()}
+        assert await other.cancel(made.id)
+        assert made.id not in {r.id for r in await watcher.status()}
+        assert first.id in {r.id for r in await watcher.status()}
+        assert watcher._last_full == last_full  # all of it through `updated_after` listings
+        assert await other.cancel(first.id)
+    finally:
+        await watcher.close()
+        await other.close()
+
+
 async def test_quota_is_checked_before_a_rule_is_made(env, bob):
     with pytest.raises(QuotaExceeded, match="quota") as e:
         await bob.stage("astro:run2024.raw.0002")
