@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from kernel_support import KernelError, RemoteKernel
+from sgtest.kernel import KernelError, RemoteKernel
 
 pytestmark = pytest.mark.hub
 

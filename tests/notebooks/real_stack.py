@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-# the Slurm and Dask tests' helpers (wrapper commands, users, policy; a kernel behind the hub)
+# the Slurm tests' helpers (wrapper commands, users, policy)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "slurm"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dask"))
 
 from science_gateway.jupyter_ext.dask.builders import worker_job_name  # noqa: E402
 from sgtest import rucio_transfers as rt  # noqa: E402

@@ -16,7 +16,7 @@ import pytest
 from real_stack import ACCOUNT, FLUX_MEAN, N_FILES, NOTEBOOK, ROWS, USER, dataset, drive_transfers, hub, rucio, slurm, squeue  # noqa: F401
 from real_stack import start_session, stop_session
 
-from kernel_support import KernelError, RemoteKernel
+from sgtest.kernel import KernelError, RemoteKernel
 from sgtest import rucio_transfers as rt
 from sgtest.hub import RunningHub, wait_for
 

@@ -5,12 +5,15 @@ in through the provider's login and consent pages and lands in JupyterLab on a s
 user without an allowed membership gets the 403 page that says what is missing; an admin-group
 member opens the admin page; an entitlement from an unlisted authority counts for nothing.
 For Check-in, with 30 s access tokens: the running server's token file stays valid without any
-browser action, is mode 0600, and a server cannot read another user's auth_state. Finally the hub
-and server logs of the whole run hold none of the issued tokens.
+browser action, is mode 0600, a kernel finds a fresh token through $BEARER_TOKEN_FILE a lifetime
+later, and a server cannot read another user's auth_state. Finally the hub and server logs of the
+whole run hold none of the issued tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import stat
 import time
@@ -22,6 +25,7 @@ import requests
 from sgtest import oidc
 from sgtest.browser import chromium_page, screenshot
 from sgtest.hub import RunningHub, wait_for
+from sgtest.kernel import RemoteKernel
 
 pytestmark = [pytest.mark.oidc, pytest.mark.hub, pytest.mark.browser]
 
@@ -168,6 +172,36 @@ def test_token_file_stays_active_for_three_lifetimes(gateway):
     # refreshed, not just one long-lived token: a new token at least once per lifetime
     assert len(distinct) >= 3, samples
     print(f"token file samples (s, active, exp): {samples}")
+
+
+KERNEL_TOKEN = """
+import json, os
+path = os.environ.get("BEARER_TOKEN_FILE", "")
+print(json.dumps({"path": path, "token": open(path).read() if path else ""}))
+"""
+
+
+async def test_a_kernel_finds_a_fresh_token_through_bearer_token_file(gateway):
+    """What a data tool in a notebook does (WLCG discovery), in one kernel a token lifetime apart."""
+    ttl = int(gateway.env["OIDC_ACCESS_TOKEN_TTL"])
+    alice = gateway.name("alice")
+    kernel = RemoteKernel(None, alice, hub_url=gateway.hub.url, token=server_api_token(gateway, "alice"))
+    kernel.start()
+    try:
+        seen = []
+        for round_ in range(2):
+            if round_:
+                await asyncio.sleep(ttl + 2)  # the first token has expired by now
+            found = json.loads((await kernel.execute(KERNEL_TOKEN)).strip().splitlines()[-1])
+            assert found["path"] == str(token_file(gateway, "alice"))
+            token = found["token"]
+            gateway.seen_tokens.add(token)
+            active = oidc.introspect(gateway.env, gateway.style, token).get("active")
+            assert active is True, f"the token a kernel read in round {round_} is not active"
+            seen.append(token)
+        assert seen[0] != seen[1], "the kernel read the same token a lifetime later"
+    finally:
+        kernel.shutdown()
 
 
 def server_api_token(gateway, user):

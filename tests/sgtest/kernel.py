@@ -1,8 +1,9 @@
 """Run code in a kernel of a user's server behind the hub, as JupyterLab does (REST + websocket).
 
-The session's cookies (from :class:`sgtest.hub.HubSession`) authenticate both the REST calls and
-the kernel's websocket; tornado's websocket client speaks the Jupyter messaging protocol's JSON
-form. Only what the Dask tests need: start a kernel, execute code and collect stdout/errors.
+A logged-in :class:`sgtest.hub.HubSession` (its cookies), or an API token with access to the server
+(``token=``, e.g. the server's own), authenticates both the REST calls and the kernel's websocket;
+tornado's websocket client speaks the Jupyter messaging protocol's JSON form. Only what the tests
+need: start a kernel, execute code and collect stdout/errors.
 """
 
 from __future__ import annotations
@@ -21,38 +22,46 @@ class KernelError(RuntimeError):
 
 
 class RemoteKernel:
-    def __init__(self, session, username: str):
+    def __init__(self, session, username: str, *, hub_url: str | None = None, token: str | None = None):
+        """``session`` (a logged-in HubSession), or ``hub_url`` and ``token`` with ``session=None``."""
+        import requests
+
         self.session = session
-        self.base = f"{session.hub.url}/user/{username}"
+        self.http = session.http if session is not None else requests.Session()
+        self.token = token
+        self.base = f"{hub_url or session.hub.url}/user/{username}"
         self.path = f"/user/{username}"
         self.kernel_id = None
 
     def _headers(self) -> dict:
-        xsrf = self.session.http.cookies.get("_xsrf", path=self.path + "/") or self.session.http.cookies.get("_xsrf")
+        if self.token:
+            return {"Authorization": f"token {self.token}"}
+        xsrf = self.http.cookies.get("_xsrf", path=self.path + "/") or self.http.cookies.get("_xsrf")
         return {"X-XSRFToken": xsrf} if xsrf else {}
 
     def start(self) -> str:
-        # a page load sets the server's _xsrf cookie
-        self.session.http.get(f"{self.base}/lab", timeout=30)
-        r = self.session.http.post(f"{self.base}/api/kernels", json={"name": "python3"}, headers=self._headers(),
-                                   timeout=60)
+        if not self.token:  # a page load sets the server's _xsrf cookie
+            self.http.get(f"{self.base}/lab", timeout=30)
+        r = self.http.post(f"{self.base}/api/kernels", json={"name": "python3"}, headers=self._headers(),
+                           timeout=60)
         r.raise_for_status()
         self.kernel_id = r.json()["id"]
         return self.kernel_id
 
     def shutdown(self):
-        r = self.session.http.delete(f"{self.base}/api/kernels/{self.kernel_id}", headers=self._headers(), timeout=60)
+        r = self.http.delete(f"{self.base}/api/kernels/{self.kernel_id}", headers=self._headers(), timeout=60)
         assert r.status_code in (204, 404), r.text
 
     def exists(self) -> bool:
-        r = self.session.http.get(f"{self.base}/api/kernels/{self.kernel_id}", timeout=30)
+        r = self.http.get(f"{self.base}/api/kernels/{self.kernel_id}", headers=self._headers(), timeout=30)
         return r.status_code == 200
 
     async def execute(self, code: str, timeout: float = 180) -> str:
         """Run ``code``; return its stdout, or raise :class:`KernelError` with the traceback."""
-        cookies = "; ".join(f"{c.name}={c.value}" for c in self.session.http.cookies)
+        cookies = "; ".join(f"{c.name}={c.value}" for c in self.http.cookies)
         url = self.base.replace("http://", "ws://") + f"/api/kernels/{self.kernel_id}/channels"
-        conn = await websocket_connect(HTTPRequest(url, headers={"Cookie": cookies, **self._headers()}, connect_timeout=30))
+        headers = {**({"Cookie": cookies} if cookies else {}), **self._headers()}
+        conn = await websocket_connect(HTTPRequest(url, headers=headers, connect_timeout=30))
         msg_id = uuid.uuid4().hex
         conn.write_message(json.dumps({
             "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
