@@ -247,10 +247,11 @@ async def bench_status(env, seconds: float, n_requests: int = 20, n_files: int =
             await asyncio.sleep(poll)
 
     peer_counter = Counter()
-    peer_proxy = start_proxy(env["RUCIO_URL"], peer_counter)
-    peer = asyncio.ensure_future(
-        peer_status(env, peer_proxy, dids, time.time() + warm_up, seconds, peer_python) if peer_python else asyncio.sleep(0)
-    )
+    if peer_python:
+        peer_proxy = start_proxy(env["RUCIO_URL"], peer_counter)
+        peer = asyncio.ensure_future(peer_status(env, peer_proxy, dids, time.time() + warm_up, seconds, peer_python))
+    else:
+        peer = asyncio.ensure_future(asyncio.sleep(0))  # None: no peer
     await catalog.status()  # the server has been running: its snapshot exists
     await asyncio.sleep(warm_up)
     counter.reset()
@@ -289,8 +290,7 @@ def main():
     parser.add_argument("--status-refresh-seconds", type=float, default=5.0, help="RucioCatalog.status_refresh_seconds (status)")
     parser.add_argument("--peer-python", help="Python of a venv with rucio-jupyterlab==41.0.0, to run the peer side by side")
     args = parser.parse_args()
-    env = rt.rucio_env()
-    rt.private_token_dir(Path(tempfile.mkdtemp(prefix="rucio-bench-")))
+    env = rt.rucio_env(Path(tempfile.mkdtemp(prefix="rucio-bench-")))
     if args.what == "populate":
         populate(env)
         return

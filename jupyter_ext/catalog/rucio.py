@@ -294,9 +294,9 @@ class RucioCatalog(CatalogBackend):
         300.0,
         help="""How often the status snapshot lists all of the user's rules; in between it asks Rucio
         only for the rules updated since the last refresh (every change to a rule, its expiry and
-        Rucio's soft deletion included, updates it). The full listing is a safety net for an update committed later
-        than updated_margin_seconds; its payload grows with the number of the user's live rules,
-        ready ones included.""",
+        Rucio's soft deletion included, updates it). The full listing is a safety net for an update
+        committed later than updated_margin_seconds; its payload grows with the number of the
+        user's live rules, ready ones included.""",
     ).tag(config=True)
 
     updated_margin_seconds = Float(
@@ -734,16 +734,13 @@ class RucioCatalog(CatalogBackend):
 
         if await self.get_request(request_id) is None:
             return False
+        cancelled = True
         try:
             await self._call("expire rule", lambda c: c.update_replication_rule(request_id, {"lifetime": 0}))
         except AccessDenied:
             await self._call("delete rule", lambda c: c.delete_replication_rule(request_id, purge_replicas=False))
-        except RuleNotFound:  # gone meanwhile (deleted by another client): forget it too
-            self._forget(request_id)
-            return False
-        self._forget(request_id)
-        return True
-
-    def _forget(self, request_id: str) -> None:
+        except RuleNotFound:  # gone meanwhile (deleted by another client): forget it all the same
+            cancelled = False
         if self._snapshot is not None:
             self._snapshot[1].pop(request_id, None)
+        return cancelled

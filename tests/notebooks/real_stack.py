@@ -44,9 +44,7 @@ FLUX_MEAN = sum(i * i for i in range(ROWS)) / ROWS
 
 @pytest.fixture(scope="module")
 def rucio(tmp_path_factory):
-    env = rt.rucio_env()
-    rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens"))
-    return env
+    return rt.rucio_env(tmp_path_factory.mktemp("rucio-tokens"))
 
 
 @pytest.fixture(scope="module")

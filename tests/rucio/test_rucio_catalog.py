@@ -18,9 +18,7 @@ pytestmark = pytest.mark.rucio
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    env = rt.rucio_env()
-    rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens"))
-    return env
+    return rt.rucio_env(tmp_path_factory.mktemp("rucio-tokens"))
 
 
 @pytest.fixture(scope="module")

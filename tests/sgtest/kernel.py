@@ -26,7 +26,6 @@ class RemoteKernel:
         """``session`` (a logged-in HubSession), or ``hub_url`` and ``token`` with ``session=None``."""
         import requests
 
-        self.session = session
         self.http = session.http if session is not None else requests.Session()
         self.token = token
         self.base = f"{hub_url or session.hub.url}/user/{username}"

@@ -19,8 +19,11 @@ from pathlib import Path
 from .services import missing, service_env
 
 
-def rucio_env() -> dict[str, str]:
-    """The facts of the running Rucio service (skips, or fails under CI, when it is not there)."""
+def rucio_env(token_dir: Path | None = None) -> dict[str, str]:
+    """The facts of the running Rucio service (skips, or fails under CI, when it is not there).
+
+    With ``token_dir``, this run also gets its own rucio-clients token cache there (private_token_dir).
+    """
     env = service_env("rucio")
     import urllib.request
 
@@ -29,6 +32,8 @@ def rucio_env() -> dict[str, str]:
             r.read()
     except OSError as e:
         missing("rucio", f"{env['RUCIO_URL']}/ping does not answer: {e}")
+    if token_dir is not None:
+        private_token_dir(token_dir)
     return env
 
 
