@@ -97,8 +97,8 @@ def make_cluster(variant: str, args, job_name: str, logs: str):
             scheduler_options={"dashboard_address": ":0"},
         )
     from science_gateway import dask as sg_dask
-    from science_gateway.jupyter_ext.dask.clusters import GatewaySLURMJob
-    from science_gateway.jupyter_ext.dask.presets import ENV_VAR, DaskPresets
+    from science_gateway.dask.clusters import GatewaySLURMJob
+    from science_gateway.core.presets import ENV_VAR, DaskPresets
 
     presets = DaskPresets(
         presets={"bench": {"partition": args.partition, "cores": 1, "memory_gb": 1, "walltime_minutes": 30,

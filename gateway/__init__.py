@@ -1,20 +1,18 @@
 """Science Gateway: a JupyterHub extension for federated research infrastructures.
 
-The three parts install under this namespace:
+This package is the notebook-facing Python API (``from science_gateway import catalog, dask``,
+``science_gateway.widgets``, ``science_gateway.admin``), a client of the user's own server. The
+other parts install under the same namespace, each importing only :mod:`science_gateway.core`:
 
-- ``science_gateway.hub``: runs in the JupyterHub process (authenticators, group policy).
+- ``science_gateway.core``: the pure layer every part shares (policy, presets, catalogue models).
+- ``science_gateway.hub``: runs in the JupyterHub process (authenticators, hub API routes).
 - ``science_gateway.spawners``: runs in the JupyterHub process (spawners, the options form).
-- ``science_gateway.jupyter_ext``: runs in each user's Jupyter server and kernel
-  (the REST API, catalogue backends, the Python API the widgets use).
+- ``science_gateway.jupyter_ext``: the server extension in each user's Jupyter server (the REST
+  API, catalogue backends, the token keeper).
 
 Importing this package has no side effects; everything is registered through entry points.
 """
 
-__version__ = "0.1.0"
+from .core import __version__
 
-
-def _jupyter_server_extension_points():
-    """Let ``jupyter server extension list`` find the extension under the distribution's name."""
-    from .jupyter_ext import _jupyter_server_extension_points as points
-
-    return points()
+__all__ = ["__version__"]

@@ -31,7 +31,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from .jupyter_ext.catalog.models import DatasetFile, SearchPage, StageRequest
+from .core.catalog import DatasetFile, SearchPage, StageRequest
 
 API_PATH = "gateway/api"
 

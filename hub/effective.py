@@ -2,8 +2,8 @@
 
 Admins ask "what would alice get?" without logging in as alice. The answer comes from the same
 objects the hub uses -- the configured authenticator's allow/admin rules, the spawner's group
-resource policy (:class:`~.policy.ResourcePolicy`) and the Dask presets as the spawner hands them
-to a server (:func:`~science_gateway.spawners.dask_env.dask_environment`) -- so it cannot drift
+resource policy (:class:`~science_gateway.core.policy.ResourcePolicy`) and the Dask presets as the spawner hands them
+to a server (:func:`~science_gateway.core.presets.dask_environment`) -- so it cannot drift
 from what the hub does. ``science_gateway.admin`` is the notebook API over it.
 """
 
@@ -20,8 +20,8 @@ from importlib.metadata import entry_points
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
-from ..jupyter_ext.dask.presets import ENV_VAR, DaskPresets
-from .policy import ResourcePolicy
+from ..core.policy import ResourcePolicy
+from ..core.presets import ENV_VAR, DaskPresets, dask_environment
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,6 @@ def effective_policy(config: Config, username: str, groups, *, admin: bool | Non
     ``admin`` is what the hub knows (e.g. from its API); without it the authenticator's
     ``admin_users``/``admin_groups`` decide.
     """
-    from ..spawners.dask_env import dask_environment
-
     groups = tuple(sorted(set(groups)))
     hub = config.get("JupyterHub", {})
     auth_class = resolve_class(hub.get("authenticator_class", "jupyterhub.auth.PAMAuthenticator"),

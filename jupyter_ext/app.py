@@ -7,7 +7,7 @@ import sys
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Instance, Type, Unicode, default
 
-from .. import __version__
+from ..core import __version__
 from .catalog.base import CatalogBackend
 from .catalog.demo import DemoCatalog
 from .handlers import handlers

@@ -12,10 +12,9 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from .. import __version__
-from .catalog.base import CatalogError
-from .catalog.models import InvalidDID, check_request_id
-from .dask.presets import UserDaskConfig
+from ..core import __version__
+from ..core.catalog import CatalogError, InvalidDID, check_request_id
+from ..core.presets import UserDaskConfig
 
 AUTH_RESOURCE = "gateway"
 

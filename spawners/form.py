@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from html import escape
 
-from ..hub.policy import Choices, ResourceRequest
+from ..core.policy import Choices, ResourceRequest
 
 #: form fields JupyterHub adds that are not user options
 _RESERVED = {"_xsrf"}

@@ -10,8 +10,7 @@ import os
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from traitlets import default
 
-from ..jupyter_ext.dask.presets import DaskPresets
-from .dask_env import dask_environment
+from ..core.presets import DaskPresets, dask_environment
 
 
 class LocalSpawner(SimpleLocalProcessSpawner):

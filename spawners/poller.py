@@ -21,7 +21,7 @@ import time
 from traitlets import Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from ..commands import CommandError, run_command
+from ..core.commands import CommandError, run_command
 from .slurm_script import JobInfo, build_squeue_argv, parse_squeue
 
 #: lookup() answer when the poller cannot tell (no good snapshot yet, or the job is newer than it)

@@ -3,13 +3,13 @@
 What this adds to batchspawner's ``SlurmSpawner`` (entry point ``science-gateway-slurm``):
 
 - **A resource form and server-side validation from the group policy**
-  (:class:`~science_gateway.hub.policy.ResourcePolicy`): ``options_form`` shows only what the user's
+  (:class:`~science_gateway.core.policy.ResourcePolicy`): ``options_form`` shows only what the user's
   groups allow, ``options_from_form``/``options_from_query`` parse form posts and spawn URLs, and
   ``apply_user_options`` validates every ``user_options`` (form, URL or REST API) before anything
   runs; ``start`` validates again before ``sbatch``. Policy errors are HTTP 400/403 with a message
   that says what is allowed.
 - **No shell.** The job script and ``sbatch`` argv are built by the pure functions of
-  :mod:`.slurm_script`; commands run through :func:`science_gateway.commands.run_command`
+  :mod:`.slurm_script`; commands run through :func:`science_gateway.core.commands.run_command`
   (``create_subprocess_exec``, timeouts). Jobs carry a fixed job name (:attr:`job_name`) and a
   ``--comment`` with the user's identity and the gateway's name.
 - **One squeue for all users** (:mod:`.poller`): ``poll()``, ``start()`` and ``progress()`` read a
@@ -42,15 +42,14 @@ import batchspawner
 from jupyterhub.spawner import SpawnException
 from traitlets import Float, Instance, Integer, List, Unicode, default
 
-from ..commands import CommandError, run_command
-from ..hub.policy import PolicyError, ResourcePolicy, ResourceRequest
-from ..jupyter_ext.dask.builders import worker_job_name
-from ..jupyter_ext.dask.presets import DaskPresets
-from .dask_env import build_cancel_workers_argv, dask_environment
+from ..core.commands import CommandError, run_command
+from ..core.policy import PolicyError, ResourcePolicy, ResourceRequest
+from ..core.presets import DaskPresets, dask_environment, worker_job_name
 from .form import options_from_form_data, render_form
 from .poller import UNKNOWN, SlurmQueuePoller, shared_poller
 from .slurm_script import (
     JobInfo,
+    build_cancel_workers_argv,
     build_comment,
     build_job_script,
     build_sbatch_argv,

@@ -1,7 +1,7 @@
 """Pure builders for Slurm: the job script, the ``sbatch``/``squeue``/``scancel`` argv, parsers.
 
 No I/O here: every function takes plain values and returns plain values, so the whole mapping from
-a validated :class:`~science_gateway.hub.policy.ResourceRequest` to what Slurm sees is tested with
+a validated :class:`~science_gateway.core.policy.ResourceRequest` to what Slurm sees is tested with
 plain asserts. Resource options travel in the ``sbatch`` argv (one argv element each, never through
 a shell); the script only holds the admin's prologue and the server command, ``shlex``-quoted.
 """
@@ -12,7 +12,8 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from ..hub.policy import ResourceRequest
+from ..core.policy import ResourceRequest
+from ..core.text import format_walltime, sanitize_comment
 
 #: squeue output fields, in order, separated by SQUEUE_SEP
 SQUEUE_FIELDS = ("job_id", "state", "reason", "start_time", "host", "partition", "user", "name")
@@ -22,8 +23,6 @@ SQUEUE_SEP = "|"
 #: Slurm job states (long form) in which the job still holds or waits for resources
 PENDING_STATES = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
-
-_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9@._:=/+ -]")
 
 
 @dataclass(frozen=True)
@@ -64,17 +63,6 @@ class JobInfo:
             return f"Job {self.job_id} is running on {self.host}; waiting for Jupyter to answer"
         text = f"Job {self.job_id} ended: {self.state}"
         return text + (f" ({reason})" if reason else "")
-
-
-def format_walltime(hours: int) -> str:
-    """Slurm's ``--time`` value: ``HH:MM:SS`` below a day, ``D-HH:MM:SS`` above."""
-    days, hours = divmod(int(hours), 24)
-    return f"{days}-{hours:02d}:00:00" if days else f"{hours:02d}:00:00"
-
-
-def sanitize_comment(text: str, limit: int = 200) -> str:
-    """A job comment safe to show anywhere: printable ASCII from a small set, one line, bounded."""
-    return _COMMENT_UNSAFE.sub("_", text)[:limit]
 
 
 def build_comment(identity: str, gateway: str) -> str:
@@ -118,7 +106,7 @@ def build_sbatch_argv(
         "--ntasks=1",
         f"--cpus-per-task={request.cores}",
         f"--mem={request.memory_gb}G",
-        f"--time={format_walltime(request.walltime_hours)}",
+        f"--time={format_walltime(request.walltime_hours * 60)}",
         f"--output={output}",
         f"--chdir={workdir}",
         f"--export={','.join(sorted(export))}",
@@ -166,3 +154,10 @@ def parse_squeue(output: str) -> dict[str, JobInfo]:
         info = JobInfo(**dict(zip(SQUEUE_FIELDS, parts)))
         jobs[info.job_id] = info
     return jobs
+
+
+def build_cancel_workers_argv(scancel: str, prefix: list[str], job_name: str, username: str) -> list[str]:
+    """``scancel`` of every job named ``job_name`` of ``username`` (a session's Dask workers)."""
+    if not job_name or not username:
+        raise ValueError("need a job name and a user to cancel worker jobs")
+    return [*prefix, scancel, f"--name={job_name}", f"--user={username}"]

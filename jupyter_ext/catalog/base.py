@@ -10,7 +10,7 @@ Override ladder (what a backend overrides, in increasing depth):
    default read :meth:`status`.
 
 Callers (the REST handlers, the Python API) validate user input with :meth:`query`,
-:meth:`check_did` and :func:`~.models.check_request_id` before a backend sees it; backends must not
+:meth:`check_did` and :func:`~science_gateway.core.catalog.check_request_id` before a backend sees it; backends must not
 override :meth:`query` or :meth:`check_did`. Expected "no" answers are return values (``None`` for
 "no such dataset/request of yours", ``False`` for "nothing cancelled"); input a person must fix
 raises a :class:`CatalogError` subclass whose message says how.
@@ -24,75 +24,25 @@ from dataclasses import dataclass, field
 from traitlets import Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .models import DatasetFile, InvalidDID, SearchPage, StageRequest, check_request_id, parse_did
+from ...core.catalog import (  # noqa: F401 (the error family, re-exported for backends)
+    BackendUnavailable,
+    CatalogError,
+    DatasetFile,
+    InvalidDID,
+    InvalidQuery,
+    QuotaExceeded,
+    ScopeNotAllowed,
+    SearchPage,
+    SearchQuery,
+    StageRequest,
+    check_request_id,
+    parse_did,
+    parse_filters,
+)
 
 _PATTERN_RE = re.compile(r"^[A-Za-z0-9*._/-]{1,250}$")
 _KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9*._:/+-]{1,250}$")
-
-
-class CatalogError(Exception):
-    """A user-facing catalogue error; ``status`` is the HTTP status the REST API answers with."""
-
-    status = 400
-
-
-class InvalidQuery(CatalogError, ValueError):
-    """Search input a person must correct; the message says how."""
-
-
-class ScopeNotAllowed(CatalogError):
-    """A scope the user's policy does not let them see."""
-
-    status = 403
-
-
-class QuotaExceeded(CatalogError):
-    """The request would not fit in the user's quota on the notebook's storage."""
-
-    status = 409
-
-
-class BackendUnavailable(CatalogError):
-    """The catalogue service did not answer (in time); trying again later may work."""
-
-    status = 503
-
-
-@dataclass(frozen=True)
-class SearchQuery:
-    """A validated search: a name pattern (``*`` wildcards) and exact-match metadata filters."""
-
-    pattern: str = "*"
-    filters: dict[str, str] = field(default_factory=dict)
-    limit: int = 50
-    page: str | None = None
-    #: search this scope only; None means every scope the user may see
-    scope: str | None = None
-    #: also fetch each result's full metadata and where it is now (False: what the search
-    #: itself returns, which for Rucio is one call: size, file count, the filtered metadata)
-    details: bool = True
-
-
-def parse_filters(text: str) -> dict[str, str]:
-    """``"project=run2024, datatype=RAW"`` -> ``{"project": "run2024", "datatype": "RAW"}``."""
-    filters = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise InvalidQuery(f"filter {part!r} must look like key=value")
-        filters[key.strip()] = value.strip()
-    return filters
-
-
-def format_bytes(n: int | float | None) -> str:
-    if n is None:
-        return "an unknown size"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
 
 
 class CatalogBackend(LoggingConfigurable):

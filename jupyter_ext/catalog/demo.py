@@ -22,8 +22,12 @@ from pathlib import Path
 
 from traitlets import Float, Integer, Unicode, default
 
-from .base import CatalogBackend, InvalidQuery, QuotaExceeded, SearchQuery, format_bytes
-from .models import (
+from ...core.text import format_bytes
+from .base import CatalogBackend
+from ...core.catalog import (
+    InvalidQuery,
+    QuotaExceeded,
+    SearchQuery,
     FAILED,
     IN_PROGRESS,
     READY,

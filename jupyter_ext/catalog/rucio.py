@@ -37,16 +37,13 @@ from urllib.parse import quote_plus
 
 from traitlets import Enum, Float, Integer, Unicode, default
 
-from .base import (
+from ...core.text import format_bytes
+from ...core.catalog import (
     BackendUnavailable,
-    CatalogBackend,
     CatalogError,
     InvalidQuery,
     QuotaExceeded,
     SearchQuery,
-    format_bytes,
-)
-from .models import (
     FAILED,
     IN_PROGRESS,
     READY,
@@ -58,6 +55,7 @@ from .models import (
     check_request_id,
     progress_message,
 )
+from .base import CatalogBackend
 
 #: DID columns that are bookkeeping, not metadata a person searches by
 _BOOKKEEPING = {

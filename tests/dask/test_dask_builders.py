@@ -5,29 +5,29 @@ import json
 import pytest
 from traitlets.config import Config
 
-from science_gateway.hub.policy import ResourcePolicy
-from science_gateway.jupyter_ext.dask.builders import (
+from science_gateway.core.policy import ResourcePolicy
+from science_gateway.dask.builders import (
     array_job_header,
     array_worker_command,
     DaskLimitError,
     check_workers,
-    format_walltime,
     local_cluster_kwargs,
     slurm_cluster_kwargs,
     worker_comment,
-    worker_job_name,
     workers_for,
 )
-from science_gateway.jupyter_ext.dask.presets import (
+from science_gateway.core.presets import (
     DASHBOARD_LINK,
     DASHBOARD_LINK_ENV,
     ENV_VAR,
     DaskPresetError,
     DaskPresets,
     UserDaskConfig,
+    dask_environment,
+    worker_job_name,
     worker_lifetime,
 )
-from science_gateway.spawners.dask_env import build_cancel_workers_argv, dask_environment
+from science_gateway.spawners.slurm_script import build_cancel_workers_argv
 
 
 def site_config(**presets_and_site) -> Config:
@@ -252,7 +252,6 @@ def test_workers_for(n, jobs, per_job, expected):
 
 
 def test_small_helpers():
-    assert format_walltime(90) == "01:30:00" and format_walltime(1500) == "25:00:00"
     assert worker_comment('user=a"b\n', "small") == "user=a_b_ dask=small"
     assert worker_job_name("sg-dask", "") == "sg-dask"
     assert worker_lifetime(60, 3) == (54, 3)

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from science_gateway import dask as sg_dask
-from science_gateway.jupyter_ext.dask.presets import ENV_VAR, DaskPresets
+from science_gateway.core.presets import ENV_VAR, DaskPresets
 
 
 def local_env(max_workers=2):

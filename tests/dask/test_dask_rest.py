@@ -5,7 +5,7 @@ import json
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from science_gateway.jupyter_ext.dask.presets import ENV_VAR, DaskPresets
+from science_gateway.core.presets import ENV_VAR, DaskPresets
 
 
 @pytest.fixture

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 
 # the Slurm tests' shared helpers (wrapper commands, test users, policy) live beside them
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "slurm"))
 
 from sgtest.kernel import KernelError, RemoteKernel
-from slurm_hub_support import POLICY, USERS, SlurmFixture  # noqa: E402
+from sgtest.slurm import POLICY, USERS, SlurmFixture  # noqa: E402
 from sgtest.hub import HubSession, RunningHub, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]

@@ -13,8 +13,8 @@ import pwd
 
 import nbformat
 import pytest
-from real_stack import ACCOUNT, FLUX_MEAN, N_FILES, NOTEBOOK, ROWS, USER, dataset, drive_transfers, hub, rucio, slurm, squeue  # noqa: F401
-from real_stack import start_session, stop_session
+from sgtest.real_stack import ACCOUNT, FLUX_MEAN, N_FILES, NOTEBOOK, ROWS, USER, dataset, drive_transfers, hub, rucio, slurm, squeue  # noqa: F401
+from sgtest.real_stack import start_session, stop_session
 
 from sgtest.kernel import KernelError, RemoteKernel
 from sgtest import rucio_transfers as rt

@@ -13,8 +13,8 @@ import contextlib
 import threading
 
 import pytest
-from real_stack import USER, dataset, drive_transfers, hub, rucio, slurm, squeue, start_session, stop_session  # noqa: F401
-from slurm_hub_support import USERS
+from sgtest.real_stack import USER, dataset, drive_transfers, hub, rucio, slurm, squeue, start_session, stop_session  # noqa: F401
+from sgtest.slurm import USERS
 
 from sgtest import rucio_transfers as rt
 from sgtest.browser import chromium_page, hub_login, run_walkthrough

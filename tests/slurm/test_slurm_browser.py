@@ -7,7 +7,7 @@ job fills it, so the student's server pends with Slurm's reason until the blocke
 import subprocess
 
 import pytest
-from slurm_hub_support import USERS, SlurmFixture
+from sgtest.slurm import USERS, SlurmFixture
 from sgtest.browser import chromium_page, hub_login, screenshot
 from sgtest.hub import RunningHub
 

@@ -5,7 +5,7 @@ import shlex
 import pytest
 from traitlets.config import Config
 
-from science_gateway.hub.policy import ResourcePolicy
+from science_gateway.core.policy import ResourcePolicy
 from science_gateway.spawners.form import options_from_form_data, render_form
 from science_gateway.spawners.slurm_script import (
     JobInfo,
@@ -15,7 +15,6 @@ from science_gateway.spawners.slurm_script import (
     build_scancel_argv,
     build_squeue_argv,
     expand_prefix,
-    format_walltime,
     parse_sbatch_output,
     parse_squeue,
 )
@@ -108,11 +107,6 @@ def test_job_script(command, prologue, last_line):
     assert shlex.split(last_line)[1:] == command
     assert (prologue in lines) == bool(prologue)
     assert not any(line.startswith("#SBATCH") for line in lines)
-
-
-@pytest.mark.parametrize("hours, value", [(1, "01:00:00"), (23, "23:00:00"), (24, "1-00:00:00"), (170, "7-02:00:00")])
-def test_walltime(hours, value):
-    assert format_walltime(hours) == value
 
 
 def test_squeue_and_scancel_argv():

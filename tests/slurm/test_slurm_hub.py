@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from slurm_hub_support import USERS, SlurmFixture
+from sgtest.slurm import USERS, SlurmFixture
 from sgtest.hub import HubSession, RunningHub, free_port, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]

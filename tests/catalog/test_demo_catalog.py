@@ -3,9 +3,9 @@
 import pytest
 from traitlets.config import Config
 
-from science_gateway.jupyter_ext.catalog.base import InvalidQuery, parse_filters
+from science_gateway.core.catalog import InvalidQuery, parse_filters
 from science_gateway.jupyter_ext.catalog.demo import DemoCatalog
-from science_gateway.jupyter_ext.catalog.models import InvalidDID, parse_did
+from science_gateway.core.catalog import InvalidDID, parse_did
 
 
 @pytest.fixture

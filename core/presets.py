@@ -17,7 +17,9 @@ may use and with how many workers (:meth:`DaskPresets.user_view`), and hands the
 user's server in the environment variable :data:`ENV_VAR` (JSON). The kernel reads it back
 (:func:`UserDaskConfig.from_environ`); nothing in the kernel re-implements the policy.
 
-This module has no Dask import: the hub imports it.
+This module has no Dask import: the hub imports it. :func:`dask_environment` is what a spawner
+hands a server; :func:`worker_job_name` names a session's worker jobs for the kernel (which submits
+them) and the spawner (which cancels them when the session ends).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from dataclasses import dataclass, field
 from traitlets import Bool, Dict, Enum, HasTraits, Integer, List, Unicode, default, validate
 from traitlets.config import LoggingConfigurable
 
+from .names import check_name
+from .typed import build_typed
+
 #: the environment variable carrying a user's resolved presets (JSON) into their server and kernels
 ENV_VAR = "SCIENCE_GATEWAY_DASK"
 #: Dask's config for the dashboard link, as an environment variable (read when dask is imported)
@@ -37,7 +42,6 @@ DASHBOARD_LINK_ENV = "DASK_DISTRIBUTED__DASHBOARD__LINK"
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
 BACKENDS = ("slurm", "local")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DIRECTIVE_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9@._:,/+=-]*)?$")
 
 
@@ -87,10 +91,7 @@ class DaskPreset(HasTraits):
 
     @validate("partition", "account")
     def _check_name(self, proposal):
-        value = proposal.value
-        if value and not _NAME_RE.match(value):
-            raise ValueError(f"{proposal.trait.name} {value!r} must match {_NAME_RE.pattern}")
-        return value
+        return check_name(proposal.trait.name, proposal.value) if proposal.value else proposal.value
 
     @validate("extra_directives")
     def _check_directives(self, proposal):
@@ -111,21 +112,8 @@ class DaskPreset(HasTraits):
 
 def build_preset(name: str, value) -> DaskPreset:
     """One preset from what the admin wrote (a dict) or from a DaskPreset."""
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(f"Dask preset name {name!r} must match {_NAME_RE.pattern}")
-    if isinstance(value, DaskPreset):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError(f"Dask preset {name!r}: expected a dict, got {value!r}")
-    unknown = set(value) - set(DaskPreset.class_trait_names())
-    if unknown:
-        raise ValueError(
-            f"Dask preset {name!r}: unknown keys {sorted(unknown)}; known: {sorted(DaskPreset.class_trait_names())}"
-        )
-    try:
-        return DaskPreset(**value)
-    except Exception as e:
-        raise ValueError(f"Dask preset {name!r}: {e}") from e
+    check_name("Dask preset", name)
+    return build_typed(DaskPreset, value, f"Dask preset {name!r}")
 
 
 def worker_lifetime(walltime_minutes: int, margin_minutes: int) -> tuple[int, int]:
@@ -325,3 +313,27 @@ class UserDaskConfig:
                 for name, p in sorted(self.presets.items())
             },
         }
+
+
+def worker_job_name(base: str, session_job_id: str = "") -> str:
+    """Worker jobs are named after the session's job, so its end can cancel exactly them."""
+    return f"{base}-{session_job_id}" if session_job_id else base
+
+
+def dask_environment(presets: DaskPresets, *, backend: str, groups, choices=None, account: str = "",
+                     comment: str = "") -> dict[str, str]:
+    """Environment variables for one user's server (pure: the caller supplies policy and identity).
+
+    ``choices`` is the group policy's :class:`~science_gateway.core.policy.Choices` for the user
+    (``None``: no policy, the embedded default). The same environment sets Dask's dashboard link
+    to go through the user's server (jupyter-server-proxy).
+    """
+    view = presets.user_view(
+        backend=backend,
+        groups=groups,
+        max_dask_workers=None if choices is None else choices.max_dask_workers,
+        partitions=None if choices is None else set(choices.partitions),
+        account=account,
+        comment=comment,
+    )
+    return {ENV_VAR: json.dumps(view, sort_keys=True), DASHBOARD_LINK_ENV: DASHBOARD_LINK}

@@ -3,7 +3,7 @@
 import pytest
 from traitlets.config import Config
 
-from science_gateway.hub.policy import PolicyError, ResourcePolicy, ResourceRequest
+from science_gateway.core.policy import PolicyError, ResourcePolicy, ResourceRequest
 
 
 def policy_from(groups: dict) -> ResourcePolicy:
@@ -98,7 +98,15 @@ def test_valid_requests(groups, options, expected):
         pytest.param(["astro"], {"walltime_hours": 25}, "must be 1 to 24", id="walltime"),
         pytest.param(["astro"], {"account": "teaching"}, "account 'teaching' is not allowed; allowed".replace("; allowed", " for your groups; allowed"), id="other-groups-account"),
         pytest.param(["astro"], {"account": "$(id)"}, "is not allowed", id="account-substitution"),
-        pytest.param(["astro"], {"image": "evil"}, "unknown options ['image']", id="unknown-key"),
+        pytest.param(["astro"], {"image": "evil"}, "unknown options 'image'; allowed options:", id="unknown-key"),
+        # wrongly typed falsy values are refused, never turned into defaults
+        pytest.param(["astro"], {"partition": 0}, "partition 0 is not allowed", id="falsy-int-partition"),
+        pytest.param(["astro"], {"partition": False}, "partition False is not allowed", id="false-partition"),
+        pytest.param(["astro"], {"account": False}, "account must be a name, got False", id="false-account"),
+        pytest.param(["astro"], {"account": 0}, "account must be a name, got 0", id="zero-account"),
+        pytest.param(["astro"], {"account": []}, "account must be a name, got <list>", id="empty-list-account"),
+        pytest.param(["astro"], {"cores": "\uff12"}, "cores must be a whole number", id="fullwidth-digit"),
+        pytest.param(["astro"], {"partition": "x" * 100_000}, "partition 'xxxxxxxx", id="huge-partition-quoted-short"),
         pytest.param(["unknown"], {}, "none of your groups (unknown) may start servers", id="no-group"),
     ],
 )
@@ -106,3 +114,4 @@ def test_refused_requests_say_what_is_allowed(groups, options, message):
     with pytest.raises(PolicyError) as exc:
         policy_from(SITE).validate(groups, options)
     assert message in str(exc.value)
+    assert len(str(exc.value)) < 400  # a short prefix of what was refused, never all of it

@@ -7,32 +7,19 @@ whole mapping from what an admin wrote to what ``sbatch`` sees is tested with pl
 from __future__ import annotations
 
 import math
-import re
 
-from .presets import DaskPreset, DaskPresets, worker_lifetime
-
-_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9@._:=/+ -]")
+from ..core.presets import DaskPreset, DaskPresets, worker_lifetime
+from ..core.text import format_walltime, sanitize_comment
 
 
 class DaskLimitError(ValueError):
     """A scale/adapt request beyond what the user's groups allow; the message says the limit."""
 
 
-def format_walltime(minutes: int) -> str:
-    """Slurm's ``-t``: ``HH:MM:00`` (hours may exceed 24: Slurm accepts it)."""
-    hours, minutes = divmod(int(minutes), 60)
-    return f"{hours:02d}:{minutes:02d}:00"
-
-
 def worker_comment(comment: str, preset_name: str) -> str:
     """The worker job's ``--comment``: the session's identity comment plus the preset."""
     text = f"{comment} dask={preset_name}".strip()
-    return _COMMENT_UNSAFE.sub("_", text)[:200]
-
-
-def worker_job_name(base: str, session_job_id: str = "") -> str:
-    """Worker jobs are named after the session's job, so its end can cancel exactly them."""
-    return f"{base}-{session_job_id}" if session_job_id else base
+    return sanitize_comment(text)
 
 
 def slurm_cluster_kwargs(

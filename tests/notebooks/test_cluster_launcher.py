@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("distributed")
 
-from science_gateway.jupyter_ext.dask.presets import ENV_VAR, DaskPresets  # noqa: E402
-from science_gateway.jupyter_ext.widgets.state import preset_options, workers_text  # noqa: E402
+from science_gateway.core.presets import ENV_VAR, DaskPresets  # noqa: E402
+from science_gateway.widgets.state import preset_options, workers_text  # noqa: E402
 from science_gateway.widgets import ClusterLauncher  # noqa: E402
 
 

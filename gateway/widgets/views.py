@@ -32,7 +32,7 @@ from .state import (
 def _catalog(catalog):
     if catalog is not None:
         return catalog
-    from ... import catalog as api
+    from .. import catalog as api
 
     return api.default()
 
@@ -269,7 +269,7 @@ class ClusterLauncher(w.VBox):
     default_workers = 2
 
     def __init__(self, preset: str | None = None, environ=None, interval: float = 1.0, **kwargs):
-        from ... import dask as api  # the dask extra: imported when a launcher is made
+        from .. import dask as api  # the dask extra: imported when a launcher is made
 
         self._api = api
         self._environ = environ

@@ -6,9 +6,9 @@ import os
 import pytest
 from traitlets.config import Config
 
-from science_gateway.jupyter_ext.catalog.base import InvalidQuery, QuotaExceeded, ScopeNotAllowed
+from science_gateway.core.catalog import InvalidQuery, QuotaExceeded, ScopeNotAllowed
 from science_gateway.jupyter_ext.catalog.demo import DemoCatalog
-from science_gateway.jupyter_ext.catalog.models import (
+from science_gateway.core.catalog import (
     FAILED,
     IN_PROGRESS,
     READY,
@@ -248,7 +248,7 @@ def test_oidc_token_file_is_sent_and_reread_when_it_changes(tmp_path, monkeypatc
 
 
 async def test_an_unreachable_rucio_is_a_clear_503(tmp_path):
-    from science_gateway.jupyter_ext.catalog.base import BackendUnavailable
+    from science_gateway.core.catalog import BackendUnavailable
 
     catalog = RucioCatalog(
         rucio_host="http://127.0.0.1:9", auth_type="userpass", account="alice", password="x",

@@ -31,10 +31,9 @@ from .builders import (
     check_workers,
     local_cluster_kwargs,
     slurm_cluster_kwargs,
-    worker_job_name,
     workers_for,
 )
-from .presets import UserDaskConfig
+from ..core.presets import UserDaskConfig, worker_job_name
 
 #: this kernel's live gateway clusters: the user's limit counts all of them
 _LIVE: weakref.WeakSet = weakref.WeakSet()

@@ -9,7 +9,7 @@ import json
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from science_gateway.jupyter_ext.catalog.base import InvalidQuery, QuotaExceeded, ScopeNotAllowed
+from science_gateway.core.catalog import InvalidQuery, QuotaExceeded, ScopeNotAllowed
 from science_gateway.jupyter_ext.catalog.rucio import RucioCatalog
 from sgtest import rucio_transfers as rt
 

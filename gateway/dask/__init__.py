@@ -12,9 +12,9 @@ In a Slurm session the workers are Slurm jobs charged to your session's account 
 your identity; in the embedded default they are local processes. Needs the ``dask`` extra.
 """
 
-from .jupyter_ext.dask.builders import DaskLimitError
-from .jupyter_ext.dask.clusters import GatewayLocalCluster, GatewaySLURMCluster, cluster, presets, user_config
-from .jupyter_ext.dask.presets import DaskPresetError
+from ..core.presets import DaskPresetError
+from .builders import DaskLimitError
+from .clusters import GatewayLocalCluster, GatewaySLURMCluster, cluster, presets, user_config
 
 __all__ = [
     "DaskLimitError",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..catalog.models import FAILED, READY, Dataset, StageRequest
+from ..core.catalog import FAILED, READY, Dataset, StageRequest
 
 
 def error_text(error: Exception) -> str:

@@ -9,13 +9,13 @@ import pytest
 pytest.importorskip("ipywidgets")
 
 from science_gateway.catalog import CatalogAPIError  # noqa: E402
-from science_gateway.jupyter_ext.catalog.models import (  # noqa: E402
+from science_gateway.core.catalog import (  # noqa: E402
     Dataset,
     FailedFile,
     SearchPage,
     StageRequest,
 )
-from science_gateway.jupyter_ext.widgets.state import BrowserState, request_view  # noqa: E402
+from science_gateway.widgets.state import BrowserState, request_view  # noqa: E402
 from science_gateway.widgets import DatasetBrowser, StagingMonitor  # noqa: E402
 
 

@@ -7,7 +7,7 @@ catalogue is the Rucio backend, configured by the hub through ``Spawner.args`` (
 first dataset its search finds: ``dataset`` makes a fresh one on the tape RSE, in a scope of its
 own that the server searches first; ``drive_transfers`` runs Rucio's transfer daemons meanwhile.
 
-Test modules import the fixtures they use (``from real_stack import dataset, hub, ...``): each module
+Test modules import the fixtures they use (``from sgtest.real_stack import dataset, hub, ...``): each module
 gets its own hub, dataset and Slurm cleanup. Needs scripts/services/slurm, scripts/services/rucio
 and configurable-http-proxy on PATH.
 """
@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 
 # the Slurm tests' helpers (wrapper commands, users, policy)
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "slurm"))
 
-from science_gateway.jupyter_ext.dask.builders import worker_job_name  # noqa: E402
+from science_gateway.core.presets import worker_job_name  # noqa: E402
 from sgtest import rucio_transfers as rt  # noqa: E402
 from sgtest.hub import HubSession, RunningHub, wait_for  # noqa: E402
 from sgtest.notebooks import EXAMPLES  # noqa: E402
-from slurm_hub_support import POLICY, USERS, SlurmFixture  # noqa: E402
+from sgtest.slurm import POLICY, USERS, SlurmFixture  # noqa: E402
 
 NOTEBOOK = EXAMPLES / "01-astronomer-walkthrough.ipynb"
 #: an astronomer (group astro) with a unix account; the Rucio account alice holds their requests

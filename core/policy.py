@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from traitlets import Dict, HasTraits, Integer, List, Unicode, validate
 from traitlets.config import LoggingConfigurable
 
-#: names of partitions and accounts: what schedulers accept and what is safe anywhere
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+from .names import check_name
+from .text import quote_prefix
+from .typed import build_typed
 
 #: the keys a request may carry (user_options, spawn URLs, REST bodies)
 REQUEST_KEYS = ("partition", "cores", "memory_gb", "gpus", "walltime_hours", "account")
@@ -41,12 +42,6 @@ REQUEST_KEYS = ("partition", "cores", "memory_gb", "gpus", "walltime_hours", "ac
 
 class PolicyError(ValueError):
     """A request the policy does not allow; the message says what is allowed."""
-
-
-def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ValueError(f"{kind} name {name!r} must match {NAME_RE.pattern}")
-    return name
 
 
 class PartitionLimits(HasTraits):
@@ -85,26 +80,14 @@ class GroupPolicy(HasTraits):
 
     @validate("partitions")
     def _build_partitions(self, proposal):
-        built = {}
-        for name, limits in proposal.value.items():
-            _check_name("partition", name)
-            if isinstance(limits, PartitionLimits):
-                built[name] = limits
-                continue
-            if not isinstance(limits, dict):
-                raise ValueError(f"partition {name!r}: expected a dict of limits, got {limits!r}")
-            unknown = set(limits) - set(PartitionLimits.class_trait_names())
-            if unknown:
-                raise ValueError(
-                    f"partition {name!r}: unknown keys {sorted(unknown)}; "
-                    f"known: {sorted(PartitionLimits.class_trait_names())}"
-                )
-            built[name] = PartitionLimits(**limits)
-        return built
+        return {
+            check_name("partition", name): build_typed(PartitionLimits, limits, f"partition {name!r}")
+            for name, limits in proposal.value.items()
+        }
 
     @validate("accounts")
     def _check_accounts(self, proposal):
-        return [_check_name("account", a) for a in proposal.value]
+        return [check_name("account", a) for a in proposal.value]
 
 
 @dataclass(frozen=True)
@@ -154,12 +137,12 @@ class ResourceRequest:
 def _as_int(key: str, value) -> int:
     """An integer from JSON or a form/query string; nothing else (no floats, bools, '1e3')."""
     if isinstance(value, bool):
-        raise PolicyError(f"{key} must be a whole number, got {value!r}")
+        raise PolicyError(f"{key} must be a whole number, got {quote_prefix(value)}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip()):
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,6}", value.strip(), flags=re.ASCII):
         return int(value.strip())
-    raise PolicyError(f"{key} must be a whole number, got {value!r}")
+    raise PolicyError(f"{key} must be a whole number, got {quote_prefix(value)}")
 
 
 class ResourcePolicy(LoggingConfigurable):
@@ -184,24 +167,10 @@ class ResourcePolicy(LoggingConfigurable):
 
     @validate("groups")
     def _build_groups(self, proposal):
-        built = {}
-        for name, entry in proposal.value.items():
-            if isinstance(entry, GroupPolicy):
-                built[name] = entry
-                continue
-            if not isinstance(entry, dict):
-                raise ValueError(f"ResourcePolicy.groups[{name!r}]: expected a dict, got {entry!r}")
-            unknown = set(entry) - set(GroupPolicy.class_trait_names())
-            if unknown:
-                raise ValueError(
-                    f"ResourcePolicy.groups[{name!r}]: unknown keys {sorted(unknown)}; "
-                    f"known: {sorted(GroupPolicy.class_trait_names())}"
-                )
-            try:
-                built[name] = GroupPolicy(**entry)
-            except Exception as e:
-                raise ValueError(f"ResourcePolicy.groups[{name!r}]: {e}") from e
-        return built
+        return {
+            name: build_typed(GroupPolicy, entry, f"ResourcePolicy.groups[{name!r}]")
+            for name, entry in proposal.value.items()
+        }
 
     def choices(self, groups) -> Choices:
         """What a member of ``groups`` may choose (the union over the groups)."""
@@ -249,15 +218,19 @@ class ResourcePolicy(LoggingConfigurable):
                 f"none of your groups ({', '.join(sorted(groups)) or 'no groups'}) may start servers; "
                 "ask the gateway admins to add your group to the resource policy"
             )
-        unknown = sorted(str(k) for k in set(options) - set(REQUEST_KEYS))
+        unknown = sorted(quote_prefix(k) for k in set(options) - set(REQUEST_KEYS))
         if unknown:
-            raise PolicyError(f"unknown options {unknown}; allowed options: {', '.join(REQUEST_KEYS)}")
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            raise PolicyError(f"unknown options {shown}; allowed options: {', '.join(REQUEST_KEYS)}")
 
         default = self.default_request(groups)
-        partition = options.get("partition") or default.partition
+        # only a missing or empty value takes the default: 0, False or [] are refused, not defaulted
+        partition = options.get("partition")
+        if partition is None or partition == "":
+            partition = default.partition
         if not isinstance(partition, str) or partition not in choices.partitions:
             raise PolicyError(
-                f"partition {str(partition)[:64]!r} is not allowed for your groups; "
+                f"partition {quote_prefix(partition)} is not allowed for your groups; "
                 f"allowed: {', '.join(choices.partitions)}"
             )
         lim = choices.partitions[partition]
@@ -276,14 +249,16 @@ class ResourcePolicy(LoggingConfigurable):
             "walltime_hours", 1, lim.max_walltime_hours, min(lim.default_walltime_hours, lim.max_walltime_hours)
         )
 
-        account = options.get("account") or ""
+        account = options.get("account")
+        if account is None:
+            account = ""
         if not isinstance(account, str):
-            raise PolicyError(f"account must be a name, got {type(account).__name__}")
+            raise PolicyError(f"account must be a name, got {quote_prefix(account)}")
         if choices.accounts:
             account = account or choices.accounts[0]
             if account not in choices.accounts:
                 raise PolicyError(
-                    f"account {str(account)[:64]!r} is not allowed for your groups; "
+                    f"account {quote_prefix(account)} is not allowed for your groups; "
                     f"allowed: {', '.join(choices.accounts)}"
                 )
         elif account:

@@ -1,9 +1,86 @@
-"""The data models every catalogue backend returns, and the REST API and Python API serialise."""
+"""Catalogue models, the DID grammar and the one catalogue error family (pure, shared).
+
+Every catalogue backend returns these models, the REST API serialises them and the Python API
+reads them back. Every user-facing catalogue error is a :class:`CatalogError` whose ``status`` is
+the HTTP status the REST API answers with and whose message says how to fix the request.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+
+from .text import quote_prefix
+
+
+class CatalogError(Exception):
+    """A user-facing catalogue error; ``status`` is the HTTP status the REST API answers with."""
+
+    status = 400
+
+
+class InvalidDID(CatalogError, ValueError):
+    """A dataset or request identifier that is malformed; the message says what was wrong."""
+
+
+class InvalidQuery(CatalogError, ValueError):
+    """Search input a person must correct; the message says how."""
+
+
+class ScopeNotAllowed(CatalogError):
+    """A scope the user's policy does not let them see."""
+
+    status = 403
+
+
+class AccessDenied(CatalogError):
+    """The catalogue refused this user the operation (its own permissions, not ours)."""
+
+    status = 403
+
+
+class NotAuthenticated(CatalogError):
+    """The catalogue did not accept the user's credentials (e.g. an expired token): log in again."""
+
+    status = 401
+
+
+class QuotaExceeded(CatalogError):
+    """The request would not fit in the user's quota on the notebook's storage."""
+
+    status = 409
+
+
+class BackendUnavailable(CatalogError):
+    """The catalogue service did not answer (in time); trying again later may work."""
+
+    status = 503
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A validated search: a name pattern (``*`` wildcards) and exact-match metadata filters."""
+
+    pattern: str = "*"
+    filters: dict[str, str] = field(default_factory=dict)
+    limit: int = 50
+    page: str | None = None
+    #: search this scope only; None means every scope the user may see
+    scope: str | None = None
+    #: also fetch each result's full metadata and where it is now (False: what the search
+    #: itself returns, which for Rucio is one call: size, file count, the filtered metadata)
+    details: bool = True
+
+
+def parse_filters(text: str) -> dict[str, str]:
+    """``"project=run2024, datatype=RAW"`` -> ``{"project": "run2024", "datatype": "RAW"}``."""
+    filters = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise InvalidQuery(f"filter {quote_prefix(part)} must look like key=value")
+        filters[key.strip()] = value.strip()
+    return filters
 
 # Rucio's default DID grammar: scope and name of letters, digits and ``._-`` (names may hold ``/``
 # in some deployments, never ``..``). Backends may be stricter, never looser.
@@ -11,19 +88,15 @@ _SCOPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,29}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,249}$")
 
 
-class InvalidDID(ValueError):
-    """A dataset identifier that is not ``scope:name``; the message says what was wrong."""
-
-
 def parse_did(did: str) -> tuple[str, str]:
     """Split ``scope:name`` and check both parts, raising :class:`InvalidDID` with a usable message."""
     if not isinstance(did, str) or did.count(":") != 1:
-        raise InvalidDID(f"dataset id {did!r} must look like 'scope:name'")
+        raise InvalidDID(f"dataset id {quote_prefix(did)} must look like 'scope:name'")
     scope, name = did.split(":")
     if not _SCOPE_RE.match(scope):
-        raise InvalidDID(f"scope {scope!r} must be 1-30 letters, digits, '.', '_' or '-'")
+        raise InvalidDID(f"scope {quote_prefix(scope)} must be 1-30 letters, digits, '.', '_' or '-'")
     if not _NAME_RE.match(name) or ".." in name or "//" in name:
-        raise InvalidDID(f"name {name!r} must be letters, digits, '.', '_', '-' or '/' (no '..')")
+        raise InvalidDID(f"name {quote_prefix(name)} must be letters, digits, '.', '_', '-' or '/' (no '..')")
     return scope, name
 
 
@@ -89,7 +162,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 def check_request_id(request_id: str) -> str:
     """Request ids are opaque tokens of letters, digits, '-' and '_'; anything else is refused."""
     if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
-        raise InvalidDID(f"request id {request_id!r} must be 1-64 letters, digits, '-' or '_'")
+        raise InvalidDID(f"request id {quote_prefix(request_id)} must be 1-64 letters, digits, '-' or '_'")
     return request_id
 
 
