@@ -87,3 +87,38 @@ def test_importing_the_package_has_no_side_effects():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+#: source folder -> the package it installs as (pyproject.toml's package-dir)
+PACKAGE_ROOTS = {
+    "gateway": "science_gateway",
+    "core": "science_gateway/core",
+    "hub": "science_gateway/hub",
+    "spawners": "science_gateway/spawners",
+    "jupyter_ext": "science_gateway/jupyter_ext",
+}
+
+
+def source_modules() -> list[str]:
+    """Every .py file of every package folder (a folder with an __init__.py), as its wheel path."""
+    found = []
+    for folder, package in PACKAGE_ROOTS.items():
+        root = REPO / folder
+        for init in root.rglob("__init__.py"):
+            if "__pycache__" in init.parts:
+                continue
+            for module in init.parent.glob("*.py"):
+                found.append(f"{package}/{module.relative_to(root).as_posix()}")
+    return sorted(found)
+
+
+def test_every_package_folder_is_in_the_wheel(wheel):
+    """pyproject.toml lists packages by hand: a new folder with an __init__.py must be added there."""
+    modules = source_modules()
+    assert "science_gateway/jupyter_ext/catalog/__init__.py" in modules, modules  # the walk sees nested packages
+    names = set(zipfile.ZipFile(wheel).namelist())
+    missing = [m for m in modules if m not in names]
+    assert not missing, (
+        f"{len(missing)} source modules are not in {wheel.name}: {missing[:10]}; add their package to "
+        "[tool.setuptools] packages (and package-dir if it is a new top-level folder) in pyproject.toml"
+    )
