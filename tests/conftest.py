@@ -4,6 +4,7 @@ import os
 import pytest
 
 from sgtest.hub import HubSession, RunningHub
+from sgtest.isolation import check_globals_restored, process_globals
 
 # jp_fetch and friends for the server-extension tests (a real Jupyter Server per test).
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -48,3 +49,19 @@ def demo_session(embedded_hub):
 async def jp_asyncio_loop():
     """Run pytest_jupyter's server on pytest-asyncio's loop (asyncio_mode=auto runs the tests there)."""
     return asyncio.get_running_loop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _module_restores_globals(request):
+    """Module-scoped fixtures (set up after this one, torn down before it) restore what they change."""
+    before = process_globals()
+    yield
+    check_globals_restored(before, f"the module-scoped fixtures of {request.node.nodeid}")
+
+
+@pytest.fixture(autouse=True)
+def _test_restores_globals(request):
+    """Each test and its function-scoped fixtures restore what they change (monkeypatch does)."""
+    before = process_globals()
+    yield
+    check_globals_restored(before, request.node.nodeid)

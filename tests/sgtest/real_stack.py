@@ -43,7 +43,8 @@ FLUX_MEAN = sum(i * i for i in range(ROWS)) / ROWS
 
 @pytest.fixture(scope="module")
 def rucio(tmp_path_factory):
-    return rt.rucio_env(tmp_path_factory.mktemp("rucio-tokens"))
+    with rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
+        yield rt.rucio_env()
 
 
 @pytest.fixture(scope="module")

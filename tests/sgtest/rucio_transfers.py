@@ -14,7 +14,11 @@ import os
 import tempfile
 import uuid
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from .services import missing, service_env
 
@@ -22,8 +26,13 @@ from .services import missing, service_env
 def rucio_env(token_dir: Path | None = None) -> dict[str, str]:
     """The facts of the running Rucio service (skips, or fails under CI, when it is not there).
 
-    With ``token_dir``, this run also gets its own rucio-clients token cache there (private_token_dir).
+    For a token cache of this run's own, wrap the fixture's ``yield`` in :func:`private_token_dir`.
     """
+    if token_dir is not None:
+        raise TypeError(
+            "rucio_env(token_dir) changed TMPDIR for the rest of the session; write "
+            "`with rt.private_token_dir(tmp_path_factory.mktemp('rucio-tokens')): yield rt.rucio_env()` instead"
+        )
     env = service_env("rucio")
     import urllib.request
 
@@ -32,15 +41,23 @@ def rucio_env(token_dir: Path | None = None) -> dict[str, str]:
             r.read()
     except OSError as e:
         missing("rucio", f"{env['RUCIO_URL']}/ping does not answer: {e}")
-    if token_dir is not None:
-        private_token_dir(token_dir)
     return env
 
 
-def private_token_dir(path: Path) -> None:
-    """Give this test run its own TMPDIR: rucio-clients caches tokens per account under it."""
-    os.environ["TMPDIR"] = str(path)
-    tempfile.tempdir = None
+@contextmanager
+def private_token_dir(path: Path) -> Iterator[Path]:
+    """rucio-clients made inside this block cache their tokens under ``path``; restored on exit.
+
+    rucio-clients picks its token folder once, when ``rucio.client.baseclient`` is imported
+    (``BaseClient.TOKEN_PATH_PREFIX``, from ``$TMPDIR``): setting TMPDIR afterwards changes nothing,
+    so the prefix itself is patched, for every Client built in the block (the tests' and the
+    backend's).
+    """
+    from rucio.client.baseclient import BaseClient
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(BaseClient, "TOKEN_PATH_PREFIX", f"{path}/.rucio_")
+        yield Path(path)
 
 
 def client(env: dict, account: str = "root", password: str | None = None):

@@ -1,0 +1,57 @@
+"""The shared test helpers (tests/sgtest) do what the suite relies on."""
+
+import os
+import sys
+
+import pytest
+
+from sgtest import rucio_transfers as rt
+from sgtest.isolation import changed_globals, check_globals_restored, process_globals
+
+
+def test_a_changed_environment_is_named_without_its_values():
+    before = process_globals()
+    after = {**before, "environ": {**before["environ"], "SG_LEAK": "s3cret-token"}}
+    after["environ"].pop("PATH")
+    changes = changed_globals(before, after)
+    assert changes == ["os.environ set: SG_LEAK", "os.environ removed: PATH"]
+    assert "s3cret" not in " ".join(changes)
+
+
+def test_a_test_that_leaves_the_environment_changed_fails():
+    before = process_globals()
+    os.environ["SG_LEAK"] = "1"
+    try:
+        with pytest.raises(pytest.fail.Exception, match=r"left process globals changed \(os.environ set: SG_LEAK\)"):
+            check_globals_restored(before, "this test")
+        # restored on the way, so the leak does not reach the next test
+        assert "SG_LEAK" not in os.environ
+    finally:
+        os.environ.pop("SG_LEAK", None)
+
+
+def test_sys_path_and_tempdir_changes_are_caught(monkeypatch, tmp_path):
+    before = process_globals()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    assert changed_globals(before, process_globals()) == ["sys.path changed", "tempfile.gettempdir() changed"]
+    monkeypatch.undo()
+    assert changed_globals(before, process_globals()) == []
+    assert str(tmp_path) not in sys.path
+
+
+def test_rucio_token_dir_is_private_inside_the_block_and_restored_after(tmp_path):
+    pytest.importorskip("rucio.client.baseclient")
+    from rucio.client.baseclient import BaseClient
+
+    shared = BaseClient.TOKEN_PATH_PREFIX
+    with rt.private_token_dir(tmp_path):
+        # what a Client built now uses: <prefix><unix user>/auth_token_for_account_<account>
+        assert BaseClient.TOKEN_PATH_PREFIX == f"{tmp_path}/.rucio_"
+    assert BaseClient.TOKEN_PATH_PREFIX == shared
+    assert "TMPDIR" not in os.environ or os.environ["TMPDIR"] != str(tmp_path)
+
+
+def test_rucio_env_with_a_token_dir_says_what_to_write_instead(tmp_path):
+    with pytest.raises(TypeError, match="private_token_dir"):
+        rt.rucio_env(tmp_path)

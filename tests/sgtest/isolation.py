@@ -1,0 +1,63 @@
+"""Tests leave the process as they found it: os.environ, sys.path, tempfile's folder.
+
+conftest.py's autouse fixtures snapshot these before each test (and each module) and fail the test
+whose code or fixtures left them changed; monkeypatch, or a fixture that restores, is the way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import pytest
+
+#: environment variables pytest itself sets and clears around each test
+PYTEST_OWN_ENVIRON = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+def process_globals() -> dict:
+    """What a test must leave as it found it: os.environ, sys.path, tempfile's folder."""
+    return {
+        "environ": {k: v for k, v in os.environ.items() if k not in PYTEST_OWN_ENVIRON},
+        "sys.path": list(sys.path),
+        "tempfile.gettempdir()": tempfile.gettempdir(),
+    }
+
+
+def changed_globals(before: dict, after: dict) -> list[str]:
+    """Names of what changed (never the values: environments hold tokens)."""
+    changes = []
+    old, new = before["environ"], after["environ"]
+    for label, names in (
+        ("set", sorted(new.keys() - old.keys())),
+        ("removed", sorted(old.keys() - new.keys())),
+        ("changed", sorted(k for k in old.keys() & new.keys() if old[k] != new[k])),
+    ):
+        if names:
+            changes.append(f"os.environ {label}: {', '.join(names)}")
+    for key in ("sys.path", "tempfile.gettempdir()"):
+        if before[key] != after[key]:
+            changes.append(f"{key} changed")
+    return changes
+
+
+def restore_globals(before: dict) -> None:
+    """Put back what :func:`process_globals` saw, so one leak does not spread to later tests."""
+    own = {k: os.environ[k] for k in PYTEST_OWN_ENVIRON if k in os.environ}
+    os.environ.clear()
+    os.environ.update({**before["environ"], **own})
+    sys.path[:] = before["sys.path"]
+    tempfile.tempdir = before["tempfile.gettempdir()"]
+
+
+def check_globals_restored(before: dict, where: str) -> None:
+    """Fail (after restoring them) when process globals differ from ``before``."""
+    changes = changed_globals(before, process_globals())
+    if changes:
+        restore_globals(before)
+        pytest.fail(
+            f"{where} left process globals changed ({'; '.join(changes)}): use monkeypatch "
+            "(setenv, syspath_prepend) or a fixture / context manager that restores them",
+            pytrace=False,
+        )
