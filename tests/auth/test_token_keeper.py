@@ -104,7 +104,9 @@ async def test_no_auth_state_is_reported_not_written(fake_hub, tmp_path):
 
 
 async def test_keeper_replaces_token_before_expiry_and_cleans_up(fake_hub, tmp_path, monkeypatch):
-    monkeypatch.delenv(tokens.TOKEN_FILE_ENV, raising=False)
+    # start() sets it: setenv first so monkeypatch records (and restores) the variable's absence
+    monkeypatch.setenv(tokens.TOKEN_FILE_ENV, "")
+    monkeypatch.delenv(tokens.TOKEN_FILE_ENV)
     # 30 s tokens, 29.9 s margin: the keeper fetches at min_interval
     k = keeper(fake_hub, tmp_path, refresh_margin=29.9, min_interval=0.05)
     assert k.start() is True
