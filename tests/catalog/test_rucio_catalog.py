@@ -18,7 +18,8 @@ pytestmark = pytest.mark.rucio
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    return rt.rucio_env(tmp_path_factory.mktemp("rucio-tokens"))
+    with rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
+        yield rt.rucio_env()
 
 
 @pytest.fixture(scope="module")
