@@ -1,11 +1,13 @@
 """The shared test helpers (tests/sgtest) do what the suite relies on."""
 
 import os
+import subprocess
 import sys
 
 import pytest
 
 from sgtest import rucio_transfers as rt
+from sgtest.commands import FakeCommand, count_calls
 from sgtest.isolation import changed_globals, check_globals_restored, process_globals
 
 
@@ -55,3 +57,27 @@ def test_rucio_token_dir_is_private_inside_the_block_and_restored_after(tmp_path
 def test_rucio_env_with_a_token_dir_says_what_to_write_instead(tmp_path):
     with pytest.raises(TypeError, match="private_token_dir"):
         rt.rucio_env(tmp_path)
+
+
+def test_a_fake_command_answers_what_the_test_set_and_counts_calls(tmp_path):
+    squeue = FakeCommand(tmp_path, "squeue", out="11|RUNNING\n")
+    assert subprocess.run([squeue.path, "--noheader"], capture_output=True, text=True).stdout == "11|RUNNING\n"
+    squeue.set(out="")
+    assert subprocess.run([squeue.path], capture_output=True, text=True).stdout == ""
+    squeue.set(mode="fail")
+    failed = subprocess.run([squeue.path], capture_output=True, text=True)
+    assert failed.returncode == 1 and "Unable to contact slurm controller" in failed.stderr
+    assert squeue.calls() == 3
+    with pytest.raises(ValueError, match="ok, fail or hang"):
+        squeue.set(mode="broken")
+
+
+def test_wrappers_run_the_real_command_and_share_one_log(tmp_path):
+    log = tmp_path / "calls.log"
+    echo = FakeCommand(tmp_path / "bin", "echo", real="/bin/echo", log=log)
+    true = FakeCommand(tmp_path / "bin", "true", real="/bin/true", log=log)
+    assert subprocess.run([echo.path, "a b"], capture_output=True, text=True).stdout == "a b\n"
+    subprocess.run([true.path], check=True)
+    subprocess.run([true.path], check=True)
+    assert (echo.calls(), true.calls()) == (1, 2)
+    assert count_calls(log) == {"echo": 1, "true": 2}

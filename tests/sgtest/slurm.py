@@ -1,8 +1,8 @@
 """Shared set-up for the Slurm-backed hub tests: wrapper commands, the test policy, the hub config.
 
-The wrappers stand between the hub and the real Slurm commands: ``sbatch`` logs each call (so a
-test can prove a refused spawn never reached it), ``squeue`` logs each call and can be switched to
-fail or hang (``set_squeue_mode``) to inject scheduler trouble.
+The wrappers (sgtest.commands.FakeCommand) stand between the hub and the real Slurm commands:
+``sbatch`` logs each call (so a test can prove a refused spawn never reached it), ``squeue`` logs
+each call and can be switched to fail or hang (``set_squeue_mode``) to inject scheduler trouble.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from science_gateway.hub.config import DEMO_USERS
 from science_gateway.hub.passwords import hash_password
+from sgtest.commands import SCRIPT, FakeCommand
 from sgtest.services import missing, service_env
 
 #: hub users of the Slurm tests: name -> (password, groups); each has a unix account
@@ -42,23 +43,8 @@ POLICY = {
     },
 }
 
-SQUEUE_WRAPPER = """#!/bin/bash
-# squeue for tests: logs each call; $DIR/squeue.mode = ok | fail | hang
-DIR=$(dirname "$0")
-echo "$(date +%s.%N)" >> "$DIR/squeue.calls"
-case "$(cat "$DIR/squeue.mode" 2>/dev/null)" in
-  fail) echo "slurm_load_jobs error: Unable to contact slurm controller (injected)" >&2; exit 1 ;;
-  hang) exec sleep 3600 ;;
-esac
-exec {squeue} "$@"
-"""
-
-SBATCH_WRAPPER = """#!/bin/bash
-# sbatch for tests: logs each call (run as the user, through sudo), then runs the real one
-DIR=$(dirname "$0")
-echo "$(date +%s.%N) $(id -un)" >> "$DIR/sbatch.calls"
-exec {sbatch} "$@"
-"""
+#: the wrapper script, for code that imported the old per-command templates (one now: sgtest.commands)
+SQUEUE_WRAPPER = SBATCH_WRAPPER = SCRIPT
 
 
 class SlurmFixture:
@@ -81,23 +67,15 @@ class SlurmFixture:
         self.dir = Path(f"/var/tmp/{self.job_name}")
         self.dir.mkdir(mode=0o755)
         os.chmod(self.dir, 0o755)
-        for name, template, real in (
-            ("squeue", SQUEUE_WRAPPER, env.get("SLURM_SQUEUE", "/usr/bin/squeue")),
-            ("sbatch", SBATCH_WRAPPER, env.get("SLURM_SBATCH", "/usr/bin/sbatch")),
-        ):
-            path = self.dir / name
-            path.write_text(template.replace("{squeue}", real).replace("{sbatch}", real))
-            os.chmod(path, 0o755)
-        for log in ("squeue.calls", "sbatch.calls"):
-            (self.dir / log).touch()
-            os.chmod(self.dir / log, 0o666)
-        self.set_squeue_mode("ok")
+        self.squeue = FakeCommand(self.dir, "squeue", real=env.get("SLURM_SQUEUE", "/usr/bin/squeue"))
+        self.sbatch = FakeCommand(self.dir, "sbatch", real=env.get("SLURM_SBATCH", "/usr/bin/sbatch"))
 
     def set_squeue_mode(self, mode: str):
-        (self.dir / "squeue.mode").write_text(mode)
+        self.squeue.set(mode=mode)
 
     def calls(self, command: str) -> int:
-        return len((self.dir / f"{command}.calls").read_text().splitlines())
+        """Calls of the wrapped ``squeue`` or ``sbatch`` so far."""
+        return {"squeue": self.squeue, "sbatch": self.sbatch}[command].calls()
 
     def jobs(self) -> dict[str, dict]:
         """Jobs of this test run as Slurm sees them: user -> fields."""
