@@ -1,46 +1,20 @@
 """The shared queue poller against a stand-in squeue (a real executable): batching and failure rules."""
 
 import asyncio
-import os
 import time
 
 import pytest
 
 from science_gateway.spawners.poller import UNKNOWN, SlurmQueuePoller
+from sgtest.commands import FakeCommand
 
 LINES = "11|RUNNING|None|2026-11-22T03:00:00|vm|cpu|demo|sg\n12|PENDING|Resources|N/A|n/a|debug|student|sg\n"
 
 
 @pytest.fixture
 def fake_squeue(tmp_path):
-    """An executable squeue whose answer is the file ``out`` (or ``fail``/``hang`` in ``mode``)."""
-    script = tmp_path / "squeue"
-    script.write_text(
-        "#!/bin/bash\n"
-        f'echo call >> {tmp_path}/calls\n'
-        f'case "$(cat {tmp_path}/mode)" in fail) echo boom >&2; exit 1;; hang) exec sleep 60;; esac\n'
-        f"cat {tmp_path}/out\n"
-    )
-    os.chmod(script, 0o755)
-    (tmp_path / "mode").write_text("ok")
-    (tmp_path / "out").write_text(LINES)
-    (tmp_path / "calls").write_text("")
-
-    class Fake:
-        path = str(script)
-
-        @staticmethod
-        def set(mode=None, out=None):
-            if mode:
-                (tmp_path / "mode").write_text(mode)
-            if out is not None:
-                (tmp_path / "out").write_text(out)
-
-        @staticmethod
-        def calls():
-            return len((tmp_path / "calls").read_text().splitlines())
-
-    return Fake
+    """An executable squeue whose answer is ``LINES`` until ``set(out=...)``; ``set(mode="fail"|"hang")``."""
+    return FakeCommand(tmp_path, "squeue", out=LINES)
 
 
 def make_poller(fake, **traits):
