@@ -33,10 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-WRAPPER = """#!/bin/bash
-echo "$(date +%s.%N) {name}" >> {log}
-exec {real} "$@"
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from sgtest.commands import FakeCommand, count_calls  # noqa: E402
 
 EVENTS: list[tuple] = []  # (event, variant, job name, job id, phase)
 PHASE = {"name": "scale"}
@@ -58,19 +56,15 @@ def instrumented(base):
 
 
 def make_wrappers(directory: Path) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+    """Logging wrappers of sbatch and scancel (sgtest.commands.FakeCommand), one shared log."""
     log = directory / "calls.log"
-    log.touch()
     for name in ("sbatch", "scancel"):
-        real = shutil.which(name) or f"/usr/bin/{name}"
-        path = directory / name
-        path.write_text(WRAPPER.format(name=name, log=log, real=real))
-        os.chmod(path, 0o755)
+        FakeCommand(directory, name, real=shutil.which(name) or f"/usr/bin/{name}", log=log)
     return log
 
 
 def calls(log: Path, name: str) -> int:
-    return sum(1 for line in log.read_text().splitlines() if line.endswith(f" {name}"))
+    return count_calls(log)[name]
 
 
 def squeue_count(job_name: str) -> int:

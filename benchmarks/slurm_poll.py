@@ -36,34 +36,18 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+from sgtest.commands import FakeCommand, count_calls  # noqa: E402
 from sgtest.hub import RunningHub, free_port, wait_for  # noqa: E402
 
-WRAPPER = """#!/bin/bash
-echo "$(date +%s.%N) {name}" >> {log}
-exec {real} "$@"
-"""
 QUERY_COMMANDS = ("squeue", "sacct", "scontrol")
 
 
 def make_wrappers(directory: Path) -> Path:
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    os.chmod(directory, 0o755)
+    """Logging wrappers of the query commands (sgtest.commands.FakeCommand), one shared log."""
     log = directory / "calls.log"
-    log.touch()
-    os.chmod(log, 0o666)
     for name in QUERY_COMMANDS:
-        real = shutil.which(name) or f"/usr/bin/{name}"
-        path = directory / name
-        path.write_text(WRAPPER.format(name=name, log=log, real=real))
-        os.chmod(path, 0o755)
+        FakeCommand(directory, name, real=shutil.which(name) or f"/usr/bin/{name}", log=log)
     return log
-
-
-def count_calls(log: Path) -> dict[str, int]:
-    counts = dict.fromkeys(QUERY_COMMANDS, 0)
-    for line in log.read_text().splitlines():
-        counts[line.split()[1]] += 1
-    return counts
 
 
 def sdiag_reset():
