@@ -14,12 +14,20 @@ import pytest
 
 #: environment variables pytest itself sets and clears around each test
 PYTEST_OWN_ENVIRON = frozenset({"PYTEST_CURRENT_TEST"})
+#: set on purpose by libraries the tests run in-process: distributed's Nanny writes its
+#: ``distributed.nanny.pre-spawn-environ`` (and PYTHONHASHSEED) into os.environ before it forks a
+#: worker, and ``distributed.proctitle`` marks the parent; the same values every time
+LIBRARY_ENVIRON = frozenset({
+    "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED",
+    "__DASK_PARENT_PID",
+})
+IGNORED_ENVIRON = PYTEST_OWN_ENVIRON | LIBRARY_ENVIRON
 
 
 def process_globals() -> dict:
     """What a test must leave as it found it: os.environ, sys.path, tempfile's folder."""
     return {
-        "environ": {k: v for k, v in os.environ.items() if k not in PYTEST_OWN_ENVIRON},
+        "environ": {k: v for k, v in os.environ.items() if k not in IGNORED_ENVIRON},
         "sys.path": list(sys.path),
         "tempfile.gettempdir()": tempfile.gettempdir(),
     }
@@ -44,7 +52,7 @@ def changed_globals(before: dict, after: dict) -> list[str]:
 
 def restore_globals(before: dict) -> None:
     """Put back what :func:`process_globals` saw, so one leak does not spread to later tests."""
-    own = {k: os.environ[k] for k in PYTEST_OWN_ENVIRON if k in os.environ}
+    own = {k: os.environ[k] for k in IGNORED_ENVIRON if k in os.environ}
     os.environ.clear()
     os.environ.update({**before["environ"], **own})
     sys.path[:] = before["sys.path"]
