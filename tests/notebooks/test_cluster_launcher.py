@@ -5,7 +5,6 @@ way the hub hands them (``SCIENCE_GATEWAY_DASK``).
 """
 
 import json
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ pytest.importorskip("distributed")
 from science_gateway.core.presets import ENV_VAR, DaskPresets  # noqa: E402
 from science_gateway.widgets.state import preset_options, workers_text  # noqa: E402
 from science_gateway.widgets import ClusterLauncher  # noqa: E402
+from sgtest.hub import wait_for  # noqa: E402
 
 
 def env(presets, max_dask_workers=None, groups=("astro",)):
@@ -55,22 +55,13 @@ def test_workers_text():
     assert options == [("small: 1 core, 2 GB per worker", "small"), ("big: 2 cores, 4 GB per worker", "big")]
 
 
-def wait_for(predicate, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_start_scale_beyond_limit_adapt_and_close_a_real_local_cluster():
     launcher = ClusterLauncher(environ=env(TINY), interval=0.2)
     try:
         launcher.scale(1)  # starts the cluster first
         cluster = launcher.cluster
         assert cluster is not None and launcher.error.value == ""
-        assert wait_for(lambda: "1 of 1 worker connected" in launcher.count.value), launcher.count.value
+        wait_for(lambda: "1 of 1 worker connected" in launcher.count.value, 60, what="the launcher to count 1 worker")
         assert "Dask dashboard" in launcher.dashboard.value and "/status" in launcher.dashboard.value
         with launcher.get_client() as client:
             assert client.submit(sum, [1, 2]).result(timeout=30) == 3
@@ -81,7 +72,7 @@ def test_start_scale_beyond_limit_adapt_and_close_a_real_local_cluster():
 
         launcher.adapt(0, 2)
         assert launcher.error.value == ""
-        assert wait_for(lambda: "Adapting between 0 and 2 workers" in launcher.count.value)
+        wait_for(lambda: "Adapting between 0 and 2 workers" in launcher.count.value, 60, what="the launcher to say it adapts")
     finally:
         launcher.close_cluster()
     assert launcher.cluster is None and cluster.status.name == "closed"
