@@ -5,6 +5,7 @@ import pytest
 
 from sgtest.hub import HubSession, RunningHub
 from sgtest.isolation import check_globals_restored, process_globals
+from sgtest.server import server_config
 
 # jp_fetch and friends for the server-extension tests (a real Jupyter Server per test).
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
@@ -43,6 +44,19 @@ def demo_session(embedded_hub):
     r = session.login("demo", "demo")
     assert r.status_code == 200, r.text[:500]
     return session
+
+
+@pytest.fixture
+def gateway_config():
+    """A module's own settings for the server-extension tests' Jupyter Server: override this
+    fixture in the module (sections of traits, merged into jp_server_config)."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(gateway_config):
+    """pytest_jupyter's server config: the gateway extension, token auth on, plus gateway_config."""
+    return server_config(gateway_config)
 
 
 @pytest.fixture

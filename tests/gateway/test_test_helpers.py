@@ -81,3 +81,24 @@ def test_wrappers_run_the_real_command_and_share_one_log(tmp_path):
     subprocess.run([true.path], check=True)
     assert (echo.calls(), true.calls()) == (1, 2)
     assert count_calls(log) == {"echo": 1, "true": 2}
+
+
+def test_server_config_keeps_token_auth_and_merges_a_modules_sections():
+    from sgtest.server import server_config
+
+    config = server_config({"ServerApp": {"root_dir": "/srv"}, "DemoCatalog": {"user": "alice"}})
+    assert config.ServerApp.allow_unauthenticated_access is False
+    assert config.ServerApp.jpserver_extensions == {"science_gateway.jupyter_ext": True}
+    assert config.ServerApp.root_dir == "/srv" and config.DemoCatalog.user == "alice"
+    assert server_config().ServerApp.allow_unauthenticated_access is False
+    with pytest.raises(TypeError, match="must be a dict of traits"):
+        server_config({"DemoCatalog": "alice"})
+
+
+async def test_the_shared_jupyter_server_refuses_requests_without_the_token(jp_fetch, jp_serverapp):
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+    assert (await jp_fetch("gateway", "api", "")).code == 200  # jp_fetch sends the server's token
+    with pytest.raises(HTTPClientError) as refused:
+        await AsyncHTTPClient().fetch(f"{jp_serverapp.connection_url.rstrip('/')}/gateway/api/datasets")
+    assert refused.value.code == 403
