@@ -27,12 +27,8 @@ def state_dir(tmp_path):
 
 
 @pytest.fixture
-def jp_server_config(state_dir):
+def gateway_config(state_dir):
     return {
-        "ServerApp": {
-            "jpserver_extensions": {"science_gateway.jupyter_ext": True},
-            "allow_unauthenticated_access": False,
-        },
         "DemoCatalog": {
             "user": "alice",
             "state_dir": str(state_dir / "alice"),

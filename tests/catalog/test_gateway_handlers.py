@@ -7,16 +7,6 @@ from tornado.httpclient import HTTPClientError
 
 
 
-@pytest.fixture
-def jp_server_config():
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"science_gateway.jupyter_ext": True},
-            "allow_unauthenticated_access": False,
-        }
-    }
-
-
 async def test_root_describes_the_gateway(jp_fetch):
     r = await jp_fetch("gateway", "api", "")
     body = json.loads(r.body)

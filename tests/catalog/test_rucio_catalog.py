@@ -229,12 +229,8 @@ async def test_unknown_datasets(alice):
 
 
 @pytest.fixture
-def jp_server_config(env):
+def gateway_config(env):
     return {
-        "ServerApp": {
-            "jpserver_extensions": {"science_gateway.jupyter_ext": True},
-            "allow_unauthenticated_access": False,
-        },
         "GatewayExtension": {"catalog_class": "science_gateway.jupyter_ext.catalog.rucio.RucioCatalog"},
         "RucioCatalog": backend_config(env),
     }

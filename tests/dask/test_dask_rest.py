@@ -8,16 +8,6 @@ from tornado.httpclient import HTTPClientError
 from science_gateway.core.presets import ENV_VAR, DaskPresets
 
 
-@pytest.fixture
-def jp_server_config():
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"science_gateway.jupyter_ext": True},
-            "allow_unauthenticated_access": False,
-        }
-    }
-
-
 async def test_presets_from_the_hub_environment(jp_fetch, monkeypatch):
     presets = DaskPresets(presets={"small": {"partition": "cpu", "max_workers": 8}, "other": {"groups": ["x"]}})
     view = presets.user_view(backend="slurm", groups=["astro"], max_dask_workers=3, partitions={"cpu"},

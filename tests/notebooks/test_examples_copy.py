@@ -12,9 +12,8 @@ def examples_src(tmp_path):
 
 
 @pytest.fixture
-def jp_server_config(examples_src):
+def gateway_config(examples_src):
     return {
-        "ServerApp": {"jpserver_extensions": {"science_gateway.jupyter_ext": True}},
         "GatewayExtension": {"examples_dir": str(examples_src)},
     }
 
