@@ -64,7 +64,7 @@ def test_server_extension_is_enabled_by_the_data_file():
     assert "science_gateway.jupyter_ext 0.1.0 OK" in text or "science_gateway.jupyter_ext  OK" in text, text
 
 
-@pytest.mark.parametrize("script", ["science-gateway-hash-password"])
+@pytest.mark.parametrize("script", ["science-gateway-hash-password", "science-gateway-config"])
 def test_console_scripts_answer_help(script):
     out = subprocess.run([BIN / script, "--help"], capture_output=True, text=True, check=True)
     assert "usage:" in out.stdout
