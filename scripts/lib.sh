@@ -5,6 +5,23 @@
 sg_log() { printf '\033[1m[science-gateway]\033[0m %s\n' "$*" >&2; }
 sg_die() { sg_log "error: $*"; exit 1; }
 
+# sg_now: seconds since the epoch, with decimals (bash 5's EPOCHREALTIME).
+sg_now() { printf '%s\n' "${EPOCHREALTIME/,/.}"; }
+
+# sg_elapsed START: seconds since START (an sg_now value), one decimal.
+sg_elapsed() { awk -v a="$1" -v b="$(sg_now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# sg_timed LABEL COMMAND...: run COMMAND, then log "time: LABEL N s" (also when it fails); keeps
+# its exit status. The run's log then says where the time went.
+sg_timed() {
+  local label=$1 start rc=0
+  shift
+  start=$(sg_now)
+  "$@" || rc=$?
+  sg_log "time: $label $(sg_elapsed "$start") s$([ "$rc" = 0 ] || echo " (failed, exit $rc)")"
+  return "$rc"
+}
+
 # sg_python: a Python >= 3.11 with venv. Debian's /usr/bin/python3 first: it is world-readable,
 # which batch jobs running as other users need.
 sg_python() {
@@ -38,8 +55,17 @@ sg_venv() {
   sg_log "installing $(basename "$wheel") [$extras] into $venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --force-reinstall --no-deps "$wheel" \
     || sg_die "pip could not install $wheel"
+  # Resolving the dependencies takes most of this step (~40 s) even when nothing changed: skip it
+  # when the wheel's requirements and the extras are those of the last successful install.
+  local deps stamp=$venv/.science-gateway-deps
+  deps=$("$venv/bin/python" -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); print(sys.argv[2]); print("".join(l for n in z.namelist() if n.endswith(".dist-info/METADATA") for l in z.read(n).decode().splitlines(True) if l.startswith(("Requires-Dist", "Requires-Python"))))' "$wheel" "$extras" | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$deps" ]; then
+    sg_log "dependencies unchanged since the last install into $venv (delete $stamp to reinstall them)"
+    return 0
+  fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check "$wheel[$extras]" \
     || sg_die "pip could not install the dependencies of $wheel[$extras]"
+  echo "$deps" >"$stamp"
 }
 
 # sg_proxy VENV: configurable-http-proxy under VENV/share/science-gateway/proxy; prints its bin dir.
