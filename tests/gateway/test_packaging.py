@@ -122,3 +122,29 @@ def test_every_package_folder_is_in_the_wheel(wheel):
         f"{len(missing)} source modules are not in {wheel.name}: {missing[:10]}; add their package to "
         "[tool.setuptools] packages (and package-dir if it is a new top-level folder) in pyproject.toml"
     )
+
+
+SERVICES = sorted(p for p in (REPO / "scripts" / "services").iterdir() if p.is_file() and os.access(p, os.X_OK))
+
+
+def test_there_are_service_scripts():
+    assert {p.name for p in SERVICES} >= {"slurm", "rucio", "oidc"}
+
+
+@pytest.mark.parametrize("script", SERVICES, ids=lambda p: p.name)
+def test_readme_says_how_to_stop_each_service_and_the_script_can(script):
+    """README "What ./scripts/test does to the machine" names each service's stop; the script has
+    install, start, stop and status (read from its source: the services are shared, never run here)."""
+    readme = (REPO / "README.md").read_text()
+    assert f"`scripts/services/{script.name} stop`" in readme
+    source = script.read_text()
+    for command in ("install", "start", "stop", "status"):
+        assert re.search(rf"^\s*{command}\)", source, re.M), f"{script.name} has no {command} command"
+
+
+def test_readme_lists_the_unix_accounts_the_slurm_script_creates():
+    source = (REPO / "scripts" / "services" / "slurm").read_text()
+    users = re.search(r'TEST_USERS="\$\{SG_SLURM_TEST_USERS:-([^}]*)\}"', source).group(1).split()
+    section = (REPO / "README.md").read_text().split("What `./scripts/test` as root does to the machine", 1)[1]
+    accounts = section.split("unix accounts", 1)[1].split("\n", 1)[0]
+    assert users and all(f"`{user}`" in accounts for user in users), (users, accounts)
