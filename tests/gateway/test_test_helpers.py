@@ -102,3 +102,34 @@ async def test_the_shared_jupyter_server_refuses_requests_without_the_token(jp_f
     with pytest.raises(HTTPClientError) as refused:
         await AsyncHTTPClient().fetch(f"{jp_serverapp.connection_url.rstrip('/')}/gateway/api/datasets")
     assert refused.value.code == 403
+
+
+def test_wait_for_returns_the_value_and_says_what_it_waited_for():
+    from sgtest.hub import wait_for
+
+    answers = iter([None, OSError("connection refused"), "up"])
+
+    def probe():
+        value = next(answers)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    assert wait_for(probe, 60, interval=0) == "up"
+    with pytest.raises(TimeoutError, match=r"waiting for the hub \(last error: connection refused\)"):
+        wait_for(lambda: (_ for _ in ()).throw(OSError("connection refused")), 0, what="the hub")
+
+
+async def test_async_wait_for_awaits_coroutine_predicates():
+    from sgtest.hub import async_wait_for
+
+    calls = []
+
+    async def ready():
+        calls.append(1)
+        return len(calls) >= 3 and "ready"
+
+    assert await async_wait_for(ready, 60, interval=0) == "ready"
+    assert await async_wait_for(lambda: 42, 60) == 42
+    with pytest.raises(TimeoutError, match="waiting for nothing"):
+        await async_wait_for(lambda: False, 0, what="nothing")

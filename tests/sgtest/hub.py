@@ -8,6 +8,8 @@ through the real login form and walks the same redirects a browser does.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import re
 import signal
@@ -30,19 +32,58 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Waiting:
+    """The deadline and last error of one wait: what wait_for and async_wait_for share."""
+
+    #: errors of a service that is not up yet: keep polling, report the last one on timeout
+    TRANSIENT = (requests.RequestException, OSError)
+
+    def __init__(self, timeout: float, what: str):
+        self.timeout, self.what = timeout, what
+        self.deadline = time.monotonic() + timeout
+        self.last_error: Exception | None = None
+
+    def running(self) -> bool:
+        return time.monotonic() < self.deadline
+
+    def failed(self, error: Exception) -> None:
+        self.last_error = error
+
+    def timed_out(self) -> TimeoutError:
+        return TimeoutError(f"timed out after {self.timeout}s waiting for {self.what} (last error: {self.last_error})")
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
-    """Call ``predicate`` until it returns a truthy value; raise TimeoutError with ``what``."""
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
+    """Call ``predicate`` (at least once) until it returns a truthy value; raise TimeoutError with
+    ``what`` and the last transient error (requests, OSError) after ``timeout`` seconds."""
+    waiting = _Waiting(timeout, what)
+    while True:
         try:
             value = predicate()
-        except (requests.RequestException, OSError) as e:
-            value, last_error = None, e
+        except _Waiting.TRANSIENT as e:
+            value = waiting.failed(e)
         if value:
             return value
+        if not waiting.running():
+            raise waiting.timed_out()
         time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+async def async_wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """:func:`wait_for` on the running event loop: ``predicate`` may be a coroutine function."""
+    waiting = _Waiting(timeout, what)
+    while True:
+        try:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+        except _Waiting.TRANSIENT as e:
+            value = waiting.failed(e)
+        if value:
+            return value
+        if not waiting.running():
+            raise waiting.timed_out()
+        await asyncio.sleep(interval)
 
 
 class RunningHub:
