@@ -11,6 +11,7 @@ from tornado.netutil import bind_sockets
 
 from science_gateway.jupyter_ext import tokens
 from science_gateway.jupyter_ext.tokens import TokenKeeper, next_delay, write_secret_file
+from sgtest.hub import async_wait_for
 
 DELAYS = [
     ("no-expiry-uses-interval", None, 0, 300, 60, 2, 300),
@@ -111,11 +112,7 @@ async def test_keeper_replaces_token_before_expiry_and_cleans_up(fake_hub, tmp_p
     k = keeper(fake_hub, tmp_path, refresh_margin=29.9, min_interval=0.05)
     assert k.start() is True
     assert tokens.os.environ[tokens.TOKEN_FILE_ENV] == k.token_file
-    for _ in range(200):
-        if fake_hub.requests >= 3:
-            break
-        await asyncio.sleep(0.05)
-    assert fake_hub.requests >= 3
+    await async_wait_for(lambda: fake_hub.requests >= 3, 60, interval=0.05, what="three token fetches")
     assert k.paths[0].read_text().startswith("access-")
     await k.stop()
     assert not any(p.exists() for p in k.paths)

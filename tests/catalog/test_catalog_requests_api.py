@@ -18,6 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from science_gateway import catalog as notebook_catalog
 from science_gateway.jupyter_ext.catalog.demo import DemoCatalog
 from science_gateway.jupyter_ext.handlers import handlers
+from sgtest.hub import async_wait_for
 
 
 
@@ -58,11 +59,11 @@ async def test_stage_progress_paths_and_cancel(jp_fetch):
     assert code == 201 and request["tape_recall"] and request["state"] == "in_progress"
     code, again = await call(jp_fetch, "POST", "requests", body={"did": "demo:run2024.raw.0002"})
     assert code == 200 and again["reused"] and again["id"] == request["id"]
-    for _ in range(100):
+    async def ready():
         _, current = await call(jp_fetch, "GET", "requests", request["id"])
-        if current["state"] == "ready":
-            break
-        await asyncio.sleep(0.05)
+        return current if current["state"] == "ready" else None
+
+    current = await async_wait_for(ready, 60, interval=0.05, what="the staging request to be ready")
     assert current["files_done"] == current["files_total"] == 4
     _, paths = await call(jp_fetch, "GET", "requests", request["id"], "paths")
     assert paths["paths"] == current["paths"] and len(paths["paths"]) == 4
