@@ -1,6 +1,5 @@
 """The token keeper against a stand-in hub API (the real hub is exercised in tests/oidc/)."""
 
-import asyncio
 import json
 import stat
 
