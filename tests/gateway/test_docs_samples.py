@@ -67,6 +67,20 @@ def server_class_names() -> set[str]:
     return {cls.__name__ for cls in shipped_classes().values() if runs_in_server(cls)}
 
 
+def unknown_settings(config: Config, classes: dict[str, list[type]], no_class: str, skip=()) -> list[str]:
+    """What ``config`` names that ``classes`` (name -> classes) do not have, as sentences."""
+    problems = []
+    for section, traits in config.items():
+        if section in skip:
+            continue
+        if section not in classes:
+            problems.append(f"{section} is {no_class}")
+            continue
+        known = set().union(*(cls.class_traits(config=True) for cls in classes[section]))
+        problems += [f"{section}.{name} is no setting" for name in traits if name not in known]
+    return problems
+
+
 def load(text: str, tmp_path: Path) -> Config:
     path = tmp_path / "site.yaml"
     path.write_text(text)
@@ -83,17 +97,10 @@ def test_the_docs_have_samples():
 def test_sample_names_only_settings_the_hub_has(text, tmp_path):
     config = load(text, tmp_path)
     assert config, "an empty sample"
-    problems = []
-    for section, traits in config.items():
-        if section in server_class_names() and section not in HUB_CLASSES:
-            problems.append(f"{section} is read by users' Jupyter servers, not the hub: show it as a "
-                            "jupyter_server_config sample (see docs/configuration.md)")
-            continue
-        if section not in HUB_CLASSES:
-            problems.append(f"{section} is no class the hub configures")
-            continue
-        known = set().union(*(cls.class_traits(config=True) for cls in HUB_CLASSES[section]))
-        problems += [f"{section}.{name} is no setting" for name in traits if name not in known]
+    server_side = [section for section in config if section in server_class_names() and section not in HUB_CLASSES]
+    problems = [f"{section} is read by users' Jupyter servers, not the hub: show it as a "
+                "jupyter_server_config sample (see docs/configuration.md)" for section in server_side]
+    problems += unknown_settings(config, HUB_CLASSES, "no class the hub configures", skip=server_side)
     assert not problems, problems
 
 
@@ -149,14 +156,7 @@ def test_the_docs_have_python_config_samples():
 def test_python_config_sample_names_only_settings_that_exist(code):
     config = Config()
     exec(compile(code, "<docs sample>", "exec"), {"c": config})
-    known_classes = all_classes()
-    problems = []
-    for section, traits in config.items():
-        if section not in known_classes:
-            problems.append(f"{section} is no class we or JupyterHub/Jupyter Server configure")
-            continue
-        known = set().union(*(cls.class_traits(config=True) for cls in known_classes[section]))
-        problems += [f"{section}.{name} is no setting" for name in traits if name not in known]
+    problems = unknown_settings(config, all_classes(), "no class we or JupyterHub/Jupyter Server configure")
     assert not problems, problems
 
 

@@ -43,14 +43,12 @@ class _Waiting:
         self.deadline = time.monotonic() + timeout
         self.last_error: Exception | None = None
 
-    def running(self) -> bool:
-        return time.monotonic() < self.deadline
-
     def failed(self, error: Exception) -> None:
         self.last_error = error
 
-    def timed_out(self) -> TimeoutError:
-        return TimeoutError(f"timed out after {self.timeout}s waiting for {self.what} (last error: {self.last_error})")
+    def raise_if_late(self) -> None:
+        if time.monotonic() >= self.deadline:
+            raise TimeoutError(f"timed out after {self.timeout}s waiting for {self.what} (last error: {self.last_error})")
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
@@ -64,8 +62,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "con
             value = waiting.failed(e)
         if value:
             return value
-        if not waiting.running():
-            raise waiting.timed_out()
+        waiting.raise_if_late()
         time.sleep(interval)
 
 
@@ -81,8 +78,7 @@ async def async_wait_for(predicate, timeout: float, interval: float = 0.25, what
             value = waiting.failed(e)
         if value:
             return value
-        if not waiting.running():
-            raise waiting.timed_out()
+        waiting.raise_if_late()
         await asyncio.sleep(interval)
 
 
