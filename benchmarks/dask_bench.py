@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from sgtest.commands import FakeCommand, count_calls  # noqa: E402
+from sgtest.hub import wait_for  # noqa: E402
 
 EVENTS: list[tuple] = []  # (event, variant, job name, job id, phase)
 PHASE = {"name": "scale"}
@@ -74,9 +75,11 @@ def squeue_count(job_name: str) -> int:
 
 
 def wait_gone(job_name: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while squeue_count(job_name) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    """Until the jobs named ``job_name`` left the queue (at most ``timeout``), then cancel any left."""
+    try:
+        wait_for(lambda: not squeue_count(job_name), timeout, interval=0.5, what=f"the {job_name} jobs to end")
+    except TimeoutError:
+        pass
     subprocess.run(["scancel", f"--name={job_name}"], timeout=30, check=False)
 
 
