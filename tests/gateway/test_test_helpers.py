@@ -133,3 +133,17 @@ async def test_async_wait_for_awaits_coroutine_predicates():
     assert await async_wait_for(lambda: 42, 60) == 42
     with pytest.raises(TimeoutError, match="waiting for nothing"):
         await async_wait_for(lambda: False, 0, what="nothing")
+
+
+def test_logging_basic_config_is_caught_and_undone():
+    import logging
+
+    before = process_globals()
+    handler = logging.StreamHandler()
+    logging.getLogger().addHandler(handler)
+    try:
+        with pytest.raises(pytest.fail.Exception, match="the root logger changed"):
+            check_globals_restored(before, "this test")
+        assert handler not in logging.getLogger().handlers
+    finally:
+        logging.getLogger().removeHandler(handler)

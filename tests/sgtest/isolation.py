@@ -1,4 +1,4 @@
-"""Tests leave the process as they found it: os.environ, sys.path, tempfile's folder.
+"""Tests leave the process as they found it: os.environ, sys.path, tempfile's folder, the root logger.
 
 conftest.py's autouse fixtures snapshot these before each test (and each module) and fail the test
 whose code or fixtures left them changed; monkeypatch, or a fixture that restores, is the way.
@@ -6,6 +6,7 @@ whose code or fixtures left them changed; monkeypatch, or a fixture that restore
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -25,12 +26,19 @@ IGNORED_ENVIRON = PYTEST_OWN_ENVIRON | LIBRARY_ENVIRON
 
 
 def process_globals() -> dict:
-    """What a test must leave as it found it: os.environ, sys.path, tempfile's folder."""
+    """What a test must leave as it found it: os.environ, sys.path, tempfile's folder, the root logger."""
     return {
         "environ": {k: v for k, v in os.environ.items() if k not in IGNORED_ENVIRON},
         "sys.path": list(sys.path),
         "tempfile.gettempdir()": tempfile.gettempdir(),
+        "the root logger": root_logger(),
     }
+
+
+def root_logger() -> tuple:
+    """The root logger's level and handlers, without the capture handlers pytest adds per phase."""
+    root = logging.getLogger()
+    return root.level, [h for h in root.handlers if not type(h).__module__.startswith("_pytest.")]
 
 
 def changed_globals(before: dict, after: dict) -> list[str]:
@@ -44,7 +52,7 @@ def changed_globals(before: dict, after: dict) -> list[str]:
     ):
         if names:
             changes.append(f"os.environ {label}: {', '.join(names)}")
-    for key in ("sys.path", "tempfile.gettempdir()"):
+    for key in ("sys.path", "tempfile.gettempdir()", "the root logger"):
         if before[key] != after[key]:
             changes.append(f"{key} changed")
     return changes
@@ -57,6 +65,12 @@ def restore_globals(before: dict) -> None:
     os.environ.update({**before["environ"], **own})
     sys.path[:] = before["sys.path"]
     tempfile.tempdir = before["tempfile.gettempdir()"]
+    root = logging.getLogger()
+    level, handlers = before["the root logger"]
+    root.setLevel(level)
+    for handler in root.handlers:
+        if not type(handler).__module__.startswith("_pytest.") and handler not in handlers:
+            root.removeHandler(handler)
 
 
 def check_globals_restored(before: dict, where: str) -> None:
