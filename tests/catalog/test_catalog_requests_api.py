@@ -42,18 +42,21 @@ def jp_server_config(state_dir):
     }
 
 
-async def call(jp_fetch, method, *parts, body=None, **kwargs):
+async def call(jp_fetch, method, *parts, body=None, raw=None, **kwargs):
     if body is not None:
         kwargs["body"] = json.dumps(body)
+    if raw is not None:
+        kwargs["body"] = raw
     r = await jp_fetch("gateway", "api", *parts, method=method, **kwargs)
     return r.code, (json.loads(r.body) if r.body else None)
 
 
-async def error(jp_fetch, method, *parts, body=None, **kwargs):
+async def error(jp_fetch, method, *parts, body=None, raw=None, **kwargs):
     with pytest.raises(HTTPClientError) as e:
-        await call(jp_fetch, method, *parts, body=body, **kwargs)
+        await call(jp_fetch, method, *parts, body=body, raw=raw, **kwargs)
     payload = json.loads(e.value.response.body)
     assert set(payload) >= {"message", "reason"}, payload
+    assert len(payload["message"]) < 500, payload["message"][:500]
     return e.value.code, payload["message"]
 
 
@@ -94,10 +97,33 @@ async def test_stage_progress_paths_and_cancel(jp_fetch):
         ("GET", ["datasets"], {"params": {"pattern": "../*"}}, 400, "name pattern"),
         ("GET", ["datasets"], {"params": {"page": "abc"}}, 400, "page token"),
         ("GET", ["datasets", "demo:a..b", "files"], {}, 400, "no '..'"),
+        # int() takes '\u00b2'.isdigit() strings and other scripts' digits: none may become a 500
+        ("GET", ["datasets"], {"params": {"page": "\u00b2"}}, 400, "page token"),
+        ("GET", ["datasets"], {"params": {"page": "\u0663"}}, 400, "page token"),
+        ("GET", ["datasets"], {"params": {"limit": "\u00b2"}}, 400, "whole number"),
+        ("GET", ["datasets"], {"params": {"limit": "\uff13"}}, 400, "whole number"),
+        ("GET", ["datasets"], {"params": {"limit": "-1"}}, 400, "whole number"),
+        ("GET", ["datasets"], {"params": {"details": ""}}, 400, "details must be true or false"),
+        ("GET", ["datasets"], {"params": {"details": "maybe" * 1000}}, 400, "details must be true or false"),
+        ("GET", ["datasets"], {"params": {"details": "\u00b2"}}, 400, "details must be true or false"),
+        ("GET", ["datasets"], {"params": {"filters": "a=b," * 2000}}, 400, "at most 4096"),
+        ("POST", ["requests"], {"raw": "[" * 30000 + "]" * 30000}, 400, "not JSON"),
+        ("POST", ["requests"], {"raw": "[]"}, 400, "not an object"),
+        ("POST", ["requests"], {"raw": '"demo:run2024.raw.0001"'}, 400, "not an object"),
+        ("POST", ["requests"], {"raw": "null"}, 400, "not an object"),
+        ("POST", ["requests"], {"raw": "5"}, 400, "not an object"),
+        ("POST", ["requests"], {"raw": b"\xff\xfe"}, 400, "not JSON"),
+        ("POST", ["requests"], {"body": {"did": ["demo:run2024.raw.0001"]}}, 400, "not text"),
+        ("POST", ["requests"], {"body": {"did": None}}, 400, "not text"),
+        ("POST", ["requests"], {"body": {"did": "demo:run2024.raw.0001", "force": True}}, 400, "unknown key 'force'"),
+        ("POST", ["requests"], {"raw": json.dumps({"did": "demo:" + "a" * 200_000})}, 413, "at most 65536"),
     ],
     ids=[
         "traversal-did", "malformed-did", "no-did", "unknown-dataset", "traversal-request-id",
         "unknown-request", "cancel-unknown", "huge-page", "traversal-pattern", "bad-page-token", "traversal-files",
+        "page-superscript", "page-arabic-digit", "limit-superscript", "limit-fullwidth", "limit-negative",
+        "details-empty", "details-long", "details-superscript", "filters-long", "nested-json", "list-body",
+        "string-body", "null-body", "number-body", "not-utf8", "did-list", "did-null", "unknown-key", "body-too-large",
     ],
 )
 async def test_bad_input_is_a_clear_4xx_and_creates_nothing(jp_fetch, state_dir, method, parts, kwargs, status, message):
@@ -105,6 +131,51 @@ async def test_bad_input_is_a_clear_4xx_and_creates_nothing(jp_fetch, state_dir,
     assert code == status and message in text, text
     assert (await call(jp_fetch, "GET", "requests"))[1]["requests"] == []
     assert not (state_dir / "alice" / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (json.dumps({"did": "demo:" + "a" * 10 * 2**20}), 413),  # 10 MB: refused by size
+        (json.dumps({"did": "demo:" + "a%s" * 20000}), 400),  # under the limit: refused by the grammar
+        (json.dumps({"did": "%s%d:" + "b" * 50000}), 400),
+    ],
+    ids=["10MB-did", "60kB-did-with-percent", "60kB-scope"],
+)
+async def test_a_huge_did_gets_a_short_answer_and_short_log_lines(jp_fetch, caplog, raw, status):
+    caplog.set_level("DEBUG")
+    for logger in ("ServerApp", "tornado.access", "tornado.general", "tornado.application"):
+        import logging
+
+        logging.getLogger(logger).propagate = True
+    code, text = await error(jp_fetch, "POST", "requests", raw=raw)
+    assert code == status and len(text) < 300, text[:300]
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(f"{status} POST" in line for line in lines), lines  # the log was captured at all
+    assert max(len(line) for line in lines) < 1000, max(lines, key=len)[:300]
+    huge = re.compile(r"a{100}|(a%s){50}|b{100}")
+    assert not any(huge.search(line) for line in lines)
+
+
+async def test_a_long_url_is_refused_and_logged_short(jp_fetch, caplog):
+    caplog.set_level("DEBUG")
+    code, text = await error(jp_fetch, "GET", "datasets", params={"pattern": "x" * 40000})
+    assert code == 414 and "at most 16384" in text
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and not any("x" * 300 in line for line in lines)
+
+
+async def test_a_browser_without_credentials_is_sent_to_the_login(http_server_client, jp_base_url):
+    client = AsyncHTTPClient()
+    url = http_server_client.get_url(f"{jp_base_url}gateway/api/datasets?pattern=run2024*")
+    with pytest.raises(HTTPClientError) as e:
+        await client.fetch(url, headers={"Accept": "text/html,application/xhtml+xml"}, follow_redirects=False)
+    assert e.value.code == 302 and "login" in e.value.response.headers["Location"]
+    with pytest.raises(HTTPClientError) as e:
+        await client.fetch(url, follow_redirects=False)  # a script: a message saying how to log in
+    assert e.value.code == 403
+    message = json.loads(e.value.response.body)["message"]
+    assert "not logged in" in message and "Authorization: token" in message
 
 
 async def test_unknown_scope_is_refused_by_policy(jp_fetch, jp_serverapp):
