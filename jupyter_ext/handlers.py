@@ -89,9 +89,13 @@ class GatewayHandler(APIHandler):
         return f"{self.request.method} {uri} ({self.request.remote_ip})"
 
     def _log(self) -> None:
+        # jupyter_server's log_request writes the URI and, for errors, the Referer: cut both
         uri = self.request.uri or ""
         if len(uri) > LOGGED_URL_LENGTH:
             self.request.uri = uri[:LOGGED_URL_LENGTH] + f"...({len(uri)} characters)"
+        referer = self.request.headers.get("Referer", "")
+        if len(referer) > LOGGED_URL_LENGTH:
+            self.request.headers["Referer"] = referer[:LOGGED_URL_LENGTH] + f"...({len(referer)} characters)"
         super()._log()
 
     # -- answers ---------------------------------------------------------------------------------

@@ -161,8 +161,13 @@ async def test_a_long_url_is_refused_and_logged_short(jp_fetch, caplog):
     caplog.set_level("DEBUG")
     code, text = await error(jp_fetch, "GET", "datasets", params={"pattern": "x" * 40000})
     assert code == 414 and "at most 16384" in text
+    code, text = await error(
+        jp_fetch, "GET", "datasets", params={"pattern": "../*"}, headers={"Referer": "http://h/" + "y" * 30000}
+    )
+    assert code == 400
     lines = [r.getMessage() for r in caplog.records]
-    assert lines and not any("x" * 300 in line for line in lines)
+    assert any("414 GET" in line for line in lines) and any("400 GET" in line for line in lines), lines
+    assert not any("x" * 300 in line or "y" * 300 in line for line in lines)
 
 
 async def test_a_browser_without_credentials_is_sent_to_the_login(http_server_client, jp_base_url):
