@@ -486,3 +486,34 @@ async def test_a_missing_token_file_says_no_token_yet(tmp_path, written):
         assert "no token yet" in str(e.value) and "token keeper" in str(e.value) and "cannot reach" not in str(e.value)
     finally:
         await catalog.close()
+
+
+async def test_rucio_local_path_checks_run_off_the_event_loop(tmp_path, monkeypatch):
+    import threading
+
+    loop_thread, seen = threading.get_ident(), []
+    real_exists, real_realpath = os.path.exists, os.path.realpath
+
+    def exists(path):
+        seen.append(("exists", threading.get_ident()))
+        return real_exists(path)
+
+    def realpath(path, **kwargs):
+        seen.append(("realpath", threading.get_ident()))
+        return real_realpath(path, **kwargs)
+
+    catalog = _rucio(tmp_path, KeyError("no call expected"))
+    catalog._rse_info = {"deterministic": True, "lfn2pfn_algorithm": "hash"}
+    catalog._files["astro:ds"] = [{"scope": "astro", "name": f"f{i}", "bytes": 1} for i in range(3)]
+    rule = {"id": "r1", "scope": "astro", "name": "ds", "state": "REPLICATING",
+            "locks_ok_cnt": 0, "locks_replicating_cnt": 3, "locks_stuck_cnt": 0}
+    monkeypatch.setattr(os.path, "exists", exists)
+    monkeypatch.setattr(os.path, "realpath", realpath)
+    try:
+        request = await catalog._request_from_rule(rule)
+    finally:
+        monkeypatch.undo()
+        await catalog.close()
+    assert request.files_total == 3 and request.paths == []
+    assert {kind for kind, _ in seen} == {"exists", "realpath"}
+    assert loop_thread not in {thread for _, thread in seen}
