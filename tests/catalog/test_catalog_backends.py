@@ -30,6 +30,8 @@ from science_gateway.jupyter_ext.catalog.rucio import (
     rucio_filters,
 )
 
+from sgtest.rucio_fakes import raising_catalog, rucio_exception
+
 PREFIX = "file://localhost/storage/disk/"
 
 
@@ -385,34 +387,11 @@ async def test_demo_file_work_runs_off_the_event_loop(demo, monkeypatch):
 # -- rucio-clients errors at the client boundary become the catalogue's error family -----------
 
 
-class _RaisingClient:
-    """Stands in for rucio.client.Client: every call raises the exception it was given."""
-
-    def __init__(self, error):
-        self.error = error
-        self.headers = {}
-
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            raise self.error
-
-        return call
-
-
 def _rucio(tmp_path, error, **kwargs):
-    config = dict(
-        rucio_host="http://127.0.0.1:9", auth_type="userpass", account="alice", password="x",
-        rse="DISK", mount_path=str(tmp_path), allowed_scopes=["astro"],
-    )
-    catalog = RucioCatalog(**{**config, **kwargs})
-    catalog._new_client = lambda: _RaisingClient(error)
-    return catalog
+    return raising_catalog(str(tmp_path), error, **kwargs)
 
 
-def _rx(name, *args):
-    from rucio.common import exception
-
-    return getattr(exception, name)(*args)
+_rx = rucio_exception
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from science_gateway import catalog as notebook_catalog
 from science_gateway.jupyter_ext.catalog.demo import DemoCatalog
 from science_gateway.jupyter_ext.handlers import handlers
+from sgtest.rucio_fakes import raising_catalog, rucio_exception
 
 
 
@@ -51,7 +52,7 @@ async def call(jp_fetch, method, *parts, body=None, raw=None, **kwargs):
     return r.code, (json.loads(r.body) if r.body else None)
 
 
-async def error(jp_fetch, method, *parts, body=None, raw=None, **kwargs):
+async def error_answer(jp_fetch, method, *parts, body=None, raw=None, **kwargs):
     with pytest.raises(HTTPClientError) as e:
         await call(jp_fetch, method, *parts, body=body, raw=raw, **kwargs)
     payload = json.loads(e.value.response.body)
@@ -127,7 +128,7 @@ async def test_stage_progress_paths_and_cancel(jp_fetch):
     ],
 )
 async def test_bad_input_is_a_clear_4xx_and_creates_nothing(jp_fetch, state_dir, method, parts, kwargs, status, message):
-    code, text = await error(jp_fetch, method, *parts, **kwargs)
+    code, text = await error_answer(jp_fetch, method, *parts, **kwargs)
     assert code == status and message in text, text
     assert (await call(jp_fetch, "GET", "requests"))[1]["requests"] == []
     assert not (state_dir / "alice" / "data").exists()
@@ -148,7 +149,7 @@ async def test_a_huge_did_gets_a_short_answer_and_short_log_lines(jp_fetch, capl
         import logging
 
         logging.getLogger(logger).propagate = True
-    code, text = await error(jp_fetch, "POST", "requests", raw=raw)
+    code, text = await error_answer(jp_fetch, "POST", "requests", raw=raw)
     assert code == status and len(text) < 300, text[:300]
     lines = [r.getMessage() for r in caplog.records]
     assert any(f"{status} POST" in line for line in lines), lines  # the log was captured at all
@@ -159,9 +160,9 @@ async def test_a_huge_did_gets_a_short_answer_and_short_log_lines(jp_fetch, capl
 
 async def test_a_long_url_is_refused_and_logged_short(jp_fetch, caplog):
     caplog.set_level("DEBUG")
-    code, text = await error(jp_fetch, "GET", "datasets", params={"pattern": "x" * 40000})
+    code, text = await error_answer(jp_fetch, "GET", "datasets", params={"pattern": "x" * 40000})
     assert code == 414 and "at most 16384" in text
-    code, text = await error(
+    code, text = await error_answer(
         jp_fetch, "GET", "datasets", params={"pattern": "../*"}, headers={"Referer": "http://h/" + "y" * 30000}
     )
     assert code == 400
@@ -183,13 +184,33 @@ async def test_a_browser_without_credentials_is_sent_to_the_login(http_server_cl
     assert "not logged in" in message and "Authorization: token" in message
 
 
+@pytest.mark.parametrize(
+    "error, status, words",
+    [
+        (rucio_exception("AccessDenied", "Account alice can not list files"), 403, "does not let account"),
+        (rucio_exception("CannotAuthenticate", "no"), 401, "credentials"),
+        (rucio_exception("UnsupportedOperation", "z" * 100000), 502, "the catalogue answered"),
+        (KeyError("bytes"), 502, "did not understand"),
+    ],
+    ids=["access-denied", "cannot-authenticate", "unexpected-rucio-error", "unexpected-error"],
+)
+async def test_catalogue_errors_keep_their_status_through_the_api(jp_fetch, jp_serverapp, tmp_path, error, status, words):
+    ext = next(iter(jp_serverapp.extension_manager.extension_apps["science_gateway.jupyter_ext"]))
+    ext.catalog = raising_catalog(str(tmp_path), error)
+    try:
+        code, text = await error_answer(jp_fetch, "GET", "datasets", "astro:run2024.raw.0001", "files")
+    finally:
+        await ext.catalog.close()
+    assert code == status and words in text and "Traceback" not in text, text[:300]
+
+
 async def test_unknown_scope_is_refused_by_policy(jp_fetch, jp_serverapp):
     # the policy's scopes, as a deployment configures them (c.DemoCatalog.allowed_scopes)
     ext = next(iter(jp_serverapp.extension_manager.extension_apps["science_gateway.jupyter_ext"]))
     ext.catalog.allowed_scopes = ["demo"]
-    code, text = await error(jp_fetch, "GET", "datasets", params={"scope": "private"})
+    code, text = await error_answer(jp_fetch, "GET", "datasets", params={"scope": "private"})
     assert code == 403 and "allowed: demo" in text
-    code, text = await error(jp_fetch, "POST", "requests", body={"did": "private:run2024.raw.0001"})
+    code, text = await error_answer(jp_fetch, "POST", "requests", body={"did": "private:run2024.raw.0001"})
     assert code == 403 and "allowed: demo" in text
     assert (await call(jp_fetch, "GET", "requests"))[1]["requests"] == []
 
@@ -198,7 +219,7 @@ async def test_another_users_request_is_invisible_and_untouched(jp_fetch, state_
     bob = DemoCatalog(user="bob", state_dir=str(state_dir / "bob"))
     bobs = await bob.stage("demo:run2024.calib.0001")
     for method, parts in [("GET", ["requests", bobs.id]), ("GET", ["requests", bobs.id, "paths"]), ("DELETE", ["requests", bobs.id])]:
-        code, text = await error(jp_fetch, method, *parts)
+        code, text = await error_answer(jp_fetch, method, *parts)
         assert code == 404 and "of yours" in text
     assert (await bob.get_request(bobs.id)).state == "ready"
     assert all(os.path.exists(p) for p in bobs.paths)
@@ -209,7 +230,7 @@ async def test_quota_is_checked_before_anything_is_created(jp_fetch, state_dir):
     assert code == 201
     code, _ = await call(jp_fetch, "POST", "requests", body={"did": "demo:run2024.raw.0002"})
     assert code == 201
-    code, text = await error(jp_fetch, "POST", "requests", body={"did": "demo:run2023.raw.0007"})
+    code, text = await error_answer(jp_fetch, "POST", "requests", body={"did": "demo:run2023.raw.0007"})
     assert code == 409 and "quota" in text and "cancel requests" in text
     assert len((await call(jp_fetch, "GET", "requests"))[1]["requests"]) == 2
 
