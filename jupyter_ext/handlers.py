@@ -89,13 +89,15 @@ class GatewayHandler(APIHandler):
         return f"{self.request.method} {uri} ({self.request.remote_ip})"
 
     def _log(self) -> None:
-        # jupyter_server's log_request writes the URI and, for errors, the Referer: cut both
+        # jupyter_server's log_request writes the URI and, for errors, the Referer (and for 5xx
+        # Host, Accept, User-Agent): cut them all, the request is finished
         uri = self.request.uri or ""
         if len(uri) > LOGGED_URL_LENGTH:
             self.request.uri = uri[:LOGGED_URL_LENGTH] + f"...({len(uri)} characters)"
-        referer = self.request.headers.get("Referer", "")
-        if len(referer) > LOGGED_URL_LENGTH:
-            self.request.headers["Referer"] = referer[:LOGGED_URL_LENGTH] + f"...({len(referer)} characters)"
+        for name in ("Referer", "Host", "Accept", "User-Agent"):
+            value = self.request.headers.get(name, "")
+            if len(value) > LOGGED_URL_LENGTH:
+                self.request.headers[name] = value[:LOGGED_URL_LENGTH] + f"...({len(value)} characters)"
         super()._log()
 
     # -- answers ---------------------------------------------------------------------------------

@@ -204,6 +204,21 @@ async def test_catalogue_errors_keep_their_status_through_the_api(jp_fetch, jp_s
     assert code == status and words in text and "Traceback" not in text, text[:300]
 
 
+async def test_a_5xx_logs_short_headers(jp_fetch, jp_serverapp, tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    ext = next(iter(jp_serverapp.extension_manager.extension_apps["science_gateway.jupyter_ext"]))
+    ext.catalog = raising_catalog(str(tmp_path), rucio_exception("ServiceUnavailable", "down"))
+    try:
+        code, _ = await error_answer(
+            jp_fetch, "GET", "datasets", "astro:x", "files", headers={"User-Agent": "u" * 30000}
+        )
+    finally:
+        await ext.catalog.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert code == 503 and any("503 GET" in line for line in lines), lines
+    assert not any("u" * 300 in line for line in lines)
+
+
 async def test_unknown_scope_is_refused_by_policy(jp_fetch, jp_serverapp):
     # the policy's scopes, as a deployment configures them (c.DemoCatalog.allowed_scopes)
     ext = next(iter(jp_serverapp.extension_manager.extension_apps["science_gateway.jupyter_ext"]))
