@@ -14,13 +14,29 @@ from .text import quote_prefix
 
 
 class CatalogError(Exception):
-    """A user-facing catalogue error; ``status`` is the HTTP status the REST API answers with."""
+    """A user-facing catalogue error; ``status`` is the HTTP status the REST API answers with.
+
+    The class sets the usual status; ``CatalogError(message, status=409)`` sets another one for
+    a single answer. The message is for people: it says how to fix the request and quotes at
+    most a short prefix of what was refused (:func:`~science_gateway.core.text.quote_prefix`).
+    """
 
     status = 400
+
+    def __init__(self, message: str = "", status: int | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
 
 
 class InvalidDID(CatalogError, ValueError):
     """A dataset or request identifier that is malformed; the message says what was wrong."""
+
+
+class NotFound(CatalogError):
+    """The catalogue has no such object (where "no" is not an expected answer: those return None)."""
+
+    status = 404
 
 
 class InvalidQuery(CatalogError, ValueError):
@@ -55,6 +71,12 @@ class BackendUnavailable(CatalogError):
     """The catalogue service did not answer (in time); trying again later may work."""
 
     status = 503
+
+
+class CatalogFailure(CatalogError):
+    """The catalogue answered with an error the gateway does not know how to explain better."""
+
+    status = 502
 
 
 @dataclass(frozen=True)

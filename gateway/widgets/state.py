@@ -99,6 +99,51 @@ class BrowserState:
         return f"Datasets {self.offset + 1}-{last} of {total}."
 
 
+def requests_snapshot(requests: list[StageRequest], error: str = "") -> tuple:
+    """What the monitor shows, in a form that compares equal when nothing a person sees changed."""
+    return (error,) + tuple(
+        (r.id, r.state, r.files_done, r.files_in_flight, r.files_failed, len(r.paths)) for r in requests
+    )
+
+
+@dataclass
+class PollSchedule:
+    """When the staging monitor asks the gateway again (pure; the monitor's thread follows it).
+
+    It polls only while a view of the monitor is displayed (``view_count`` from the front end;
+    ``None`` means the front end does not count views, so polling goes on), every ``interval``
+    seconds after a change, doubling up to ``max_interval`` while nothing changes, and at
+    ``max_interval`` while no request is in progress.
+    """
+
+    interval: float = 2.0
+    max_interval: float = 30.0
+    delay: float = 2.0
+    _last: tuple | None = None
+
+    def __post_init__(self):
+        self.delay = self.interval
+
+    def polled(self, snapshot: tuple, in_progress: bool = True) -> float:
+        """Note one poll's answer; returns the delay before the next one."""
+        if snapshot != self._last:
+            self._last = snapshot
+            self.delay = self.interval if in_progress else self.max_interval
+        else:
+            self.delay = min(self.delay * 2, self.max_interval)
+        return self.delay
+
+    def changed(self) -> None:
+        """Something happened here (a stage, a cancel, a view shown again): poll soon."""
+        self.delay = self.interval
+
+    def next_wait(self, view_count: int | None) -> float | None:
+        """Seconds until the next poll, or None: no view shows the monitor, do not poll."""
+        if view_count is not None and view_count <= 0:
+            return None
+        return self.delay
+
+
 @dataclass(frozen=True)
 class RequestView:
     """How one stage-in request reads in the monitor."""

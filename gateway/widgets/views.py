@@ -18,6 +18,7 @@ import ipywidgets as w
 
 from .state import (
     BrowserState,
+    PollSchedule,
     availability_text,
     error_text,
     human_bytes,
@@ -25,8 +26,10 @@ from .state import (
     preset_limit,
     preset_options,
     request_view,
+    requests_snapshot,
     workers_text,
 )
+from ..core.catalog import IN_PROGRESS
 
 
 def _catalog(catalog):
@@ -46,19 +49,29 @@ def _metadata_text(metadata: dict) -> str:
 
 
 class StagingMonitor(w.VBox):
-    """One progress bar per stage-in request, its state in words, failures, Cancel, and paths."""
+    """One progress bar per stage-in request, its state in words, failures, Cancel, and paths.
 
-    def __init__(self, catalog=None, interval: float = 2.0, autostart: bool = True, **kwargs):
+    It refreshes in the background only while it is displayed (the front end counts its views),
+    every ``interval`` seconds after a change and backing off to ``max_interval`` while nothing
+    changes (see :class:`~science_gateway.widgets.state.PollSchedule`); a closed tab stops it.
+    """
+
+    def __init__(self, catalog=None, interval: float = 2.0, autostart: bool = True, max_interval: float = 30.0, **kwargs):
         self.catalog = _catalog(catalog)
         self.interval = interval
+        self.schedule = PollSchedule(interval=interval, max_interval=max(max_interval, interval))
         self.error = w.HTML()
         self.empty = w.HTML("<i>No stage-in requests yet.</i>")
         self._rows: dict[str, _RequestRow] = {}
         self._requests: dict = {}
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         super().__init__(children=[self.error, self.empty], **kwargs)
         self.add_class("sg-staging-monitor")
+        # 0, not None: the front end counts the views that display this widget
+        self._view_count = 0
+        self.observe(self._views_changed, names="_view_count")
         self.refresh()
         if autostart:
             self.start()
@@ -74,13 +87,15 @@ class StagingMonitor(w.VBox):
         """``{did: [local paths of the files ready now]}`` for every request."""
         return {r.did: list(r.paths) for r in self._requests.values()}
 
-    def refresh(self) -> None:
-        """One bulk status call for all requests, then update the rows in place."""
+    def refresh(self) -> float:
+        """One bulk status call for all requests, then update the rows in place.
+
+        Returns the delay before the next background refresh."""
         try:
             requests = self.catalog.requests()
         except Exception as e:
             self.error.value = _error_html(error_text(e))
-            return
+            return self.schedule.polled(requests_snapshot(list(self._requests.values()), self.error.value))
         self.error.value = ""
         self._requests = {r.id: r for r in requests}
         for request_id in list(self._rows):
@@ -92,6 +107,12 @@ class StagingMonitor(w.VBox):
                 row = self._rows[request.id] = _RequestRow(self, request.id)
             row.update(request_view(request))
         self.children = [self.error] + ([r.box for r in self._rows.values()] or [self.empty])
+        return self.schedule.polled(requests_snapshot(requests), any(r.state == IN_PROGRESS for r in requests))
+
+    def poke(self) -> None:
+        """Something changed here (a stage, a cancel): refresh soon and follow it closely."""
+        self.schedule.changed()
+        self._wake.set()
 
     def cancel(self, request_id: str) -> None:
         try:
@@ -100,9 +121,10 @@ class StagingMonitor(w.VBox):
             self.error.value = _error_html(error_text(e))
             return
         self.refresh()
+        self.poke()
 
     def start(self) -> None:
-        """Refresh in the background every ``interval`` seconds until :meth:`stop`."""
+        """Refresh in the background, while displayed, until :meth:`stop`."""
         if self._thread and self._thread.is_alive():
             return
         self._stop.clear()
@@ -111,10 +133,21 @@ class StagingMonitor(w.VBox):
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def _views_changed(self, change) -> None:
+        if (change["new"] or 0) > (change["old"] or 0):
+            self.poke()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.refresh()
+        while not self._stop.is_set():
+            wait = self.schedule.next_wait(self._view_count)
+            self._wake.wait(wait)  # None: until a view appears, a poke or stop
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self.schedule.next_wait(self._view_count) is not None:
+                self.refresh()
 
     def close(self):
         self.stop()
@@ -215,6 +248,7 @@ class DatasetBrowser(w.VBox):
         self.error.value = ""
         if self.monitor is not None:
             self.monitor.refresh()
+            self.monitor.poke()
         return request
 
     def _move(self, back: bool) -> None:

@@ -1,25 +1,38 @@
 """The one base class for catalogue backends.
 
+The public methods (:meth:`~CatalogBackend.search`, :meth:`~CatalogBackend.list_files`,
+:meth:`~CatalogBackend.stage`, :meth:`~CatalogBackend.status`, :meth:`~CatalogBackend.cancel`,
+:meth:`~CatalogBackend.get_request`, :meth:`~CatalogBackend.paths`) are template methods: each
+validates its input (the DID grammar, the allowed scopes, the request id grammar, the search
+query) and only then calls the backend's hook, so a backend cannot skip validation. Callers (the
+REST handlers, the Python API) hand them raw user input.
+
 Override ladder (what a backend overrides, in increasing depth):
 
-1. ``@default`` values for the traits below (display name, page size limit, allowed scopes).
-2. The read side: :meth:`CatalogBackend.search` and :meth:`CatalogBackend.list_files`.
-3. The stage side: :meth:`CatalogBackend.stage`, :meth:`CatalogBackend.status` (every request of
-   this user, in bulk) and :meth:`CatalogBackend.cancel`.
-4. Only for speed: :meth:`CatalogBackend.get_request` and :meth:`CatalogBackend.paths`, which by
-   default read :meth:`status`.
+1. ``@default`` values for the traits below (display name, page size limit, allowed scopes,
+   executor size).
+2. The read side: :meth:`~CatalogBackend._search` (a validated :class:`SearchQuery`) and
+   :meth:`~CatalogBackend._list_files` (a checked scope and name).
+3. The stage side: :meth:`~CatalogBackend._stage` (a checked scope and name),
+   :meth:`~CatalogBackend._status` (every request of this user, in bulk) and
+   :meth:`~CatalogBackend._cancel` (a checked request id).
+4. Only for speed: :meth:`~CatalogBackend._get_request` and :meth:`~CatalogBackend._paths`, which
+   by default read :meth:`~CatalogBackend._status`.
 
-Callers (the REST handlers, the Python API) validate user input with :meth:`query`,
-:meth:`check_did` and :func:`~science_gateway.core.catalog.check_request_id` before a backend sees it; backends must not
-override :meth:`query` or :meth:`check_did`. Expected "no" answers are return values (``None`` for
-"no such dataset/request of yours", ``False`` for "nothing cancelled"); input a person must fix
-raises a :class:`CatalogError` subclass whose message says how.
+Backends must not override the public methods, :meth:`~CatalogBackend.query`,
+:meth:`~CatalogBackend.check_did` or :meth:`~CatalogBackend.check_scope`. Blocking work (the file
+system, a blocking SDK) goes through :meth:`~CatalogBackend.run_blocking`, never on the event
+loop. Expected "no" answers are return values (``None`` for "no such dataset/request of yours",
+``False`` for "nothing cancelled"); input a person must fix raises a :class:`CatalogError`
+subclass whose message says how and quotes at most a short prefix of what was refused.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 
 from traitlets import Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
@@ -27,9 +40,11 @@ from traitlets.config import LoggingConfigurable
 from ...core.catalog import (  # noqa: F401 (the error family, re-exported for backends)
     BackendUnavailable,
     CatalogError,
+    CatalogFailure,
     DatasetFile,
     InvalidDID,
     InvalidQuery,
+    NotFound,
     QuotaExceeded,
     ScopeNotAllowed,
     SearchPage,
@@ -39,10 +54,18 @@ from ...core.catalog import (  # noqa: F401 (the error family, re-exported for b
     parse_did,
     parse_filters,
 )
+from ...core.text import quote_prefix
 
 _PATTERN_RE = re.compile(r"^[A-Za-z0-9*._/-]{1,250}$")
 _KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 _VALUE_RE = re.compile(r"^[A-Za-z0-9*._:/+-]{1,250}$")
+#: ASCII digits only: ``int()`` also takes other scripts' digits ('\u0663', '\uff13')
+_NUMBER_RE = re.compile(r"^[0-9]{1,12}$")
+#: page tokens are opaque, short and printable ASCII
+_PAGE_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+#: longest filter text a search accepts (all its key=value pairs together)
+MAX_FILTERS_LENGTH = 4096
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
 class CatalogBackend(LoggingConfigurable):
@@ -56,17 +79,24 @@ class CatalogBackend(LoggingConfigurable):
 
     allowed_scopes = List(
         Unicode(),
-        help="""Scopes the users of this gateway may search and stage from (the group policy's
-        catalogue scopes). Empty means every scope the catalogue lists. A scope outside this list
-        is refused with 403 and never reaches the catalogue.""",
+        help="""Scopes the users of this catalogue may search and stage from: one list for the
+        catalogue (every user of the server gets the same list). Empty means every scope the
+        catalogue lists. A scope outside this list is refused with 403 and never reaches the
+        catalogue.""",
     ).tag(config=True)
 
-    # -- validation (callers use these; backends do not override them) ---------------------------
+    max_workers = Integer(
+        4, help="Threads running this backend's blocking work (file checks, a blocking SDK); the executor is bounded by this."
+    ).tag(config=True)
+
+    _executor: ThreadPoolExecutor | None = None
+
+    # -- validation (the public methods call these; backends do not override them) ---------------
 
     def check_scope(self, scope: str) -> str:
         if self.allowed_scopes and scope not in self.allowed_scopes:
             raise ScopeNotAllowed(
-                f"scope {scope!r} is not one you may use here; allowed: {', '.join(self.allowed_scopes)}"
+                f"scope {quote_prefix(scope)} is not one you may use here; allowed: {', '.join(self.allowed_scopes)}"
             )
         return scope
 
@@ -79,12 +109,14 @@ class CatalogBackend(LoggingConfigurable):
     def query(self, pattern="*", filters=None, limit=50, page=None, scope=None, details=True) -> SearchQuery:
         """Validate raw user input into a :class:`SearchQuery`, raising :class:`InvalidQuery`."""
         pattern = pattern or "*"
+        if not isinstance(pattern, str):
+            raise InvalidQuery(f"name pattern {quote_prefix(pattern)} must be text")
         if ":" in pattern and scope is None:
             scope, _, pattern = pattern.partition(":")
             pattern = pattern or "*"
         if not _PATTERN_RE.match(pattern) or ".." in pattern:
             raise InvalidQuery(
-                f"name pattern {pattern!r} may hold letters, digits, '.', '_', '-', '/' and '*' only (no '..')"
+                f"name pattern {quote_prefix(pattern)} may hold letters, digits, '.', '_', '-', '/' and '*' only (no '..')"
             )
         if scope:
             try:
@@ -92,41 +124,76 @@ class CatalogBackend(LoggingConfigurable):
             except InvalidDID as e:
                 raise InvalidQuery(str(e)) from None
             self.check_scope(scope)
+        filters = self._check_filters(filters)
+        limit = self._check_limit(limit)
+        if page is not None and page != "" and (not isinstance(page, str) or not _PAGE_RE.match(page)):
+            raise InvalidQuery(f"page token {quote_prefix(page)} was not issued by this catalogue")
+        return SearchQuery(
+            pattern=pattern, filters=filters, limit=limit, page=page or None, scope=scope or None,
+            details=self._check_details(details),
+        )
+
+    @staticmethod
+    def _check_filters(filters) -> dict[str, str]:
         if isinstance(filters, str):
+            if len(filters) > MAX_FILTERS_LENGTH:
+                raise InvalidQuery(f"filters must be at most {MAX_FILTERS_LENGTH} characters, not {len(filters)}")
             filters = parse_filters(filters)
+        if filters is not None and not isinstance(filters, dict):
+            raise InvalidQuery(f"filters {quote_prefix(filters)} must be text like 'key=value, key=value' or a dict")
         filters = dict(filters or {})
         for key, value in filters.items():
             if not isinstance(key, str) or not _KEY_RE.match(key):
-                raise InvalidQuery(f"metadata key {key!r} must start with a letter and hold letters, digits, '_', '.' or '-'")
+                raise InvalidQuery(
+                    f"metadata key {quote_prefix(key)} must start with a letter and hold letters, digits, '_', '.' or '-'"
+                )
             if not isinstance(value, str) or not _VALUE_RE.match(value):
-                raise InvalidQuery(f"value {value!r} for {key!r} holds characters a filter cannot use")
-        try:
+                raise InvalidQuery(f"value {quote_prefix(value)} for {quote_prefix(key)} holds characters a filter cannot use")
+        return filters
+
+    def _check_limit(self, limit) -> int:
+        if isinstance(limit, str) and _NUMBER_RE.match(limit):
             limit = int(limit)
-        except (TypeError, ValueError):
-            raise InvalidQuery(f"limit {limit!r} must be a whole number") from None
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise InvalidQuery(f"limit {quote_prefix(limit)} must be a whole number (digits 0-9)")
         if not 1 <= limit <= self.max_page_size:
             raise InvalidQuery(f"limit must be between 1 and {self.max_page_size}, not {limit}")
-        if page is not None and (not isinstance(page, str) or len(page) > 200):
-            raise InvalidQuery("page token was not issued by this catalogue")
-        if isinstance(details, str):
-            if details.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise InvalidQuery(f"details must be true or false, not {details!r}")
-            details = details.lower() in ("true", "1", "yes")
-        return SearchQuery(
-            pattern=pattern, filters=filters, limit=limit, page=page or None, scope=scope or None, details=bool(details)
+        return limit
+
+    @staticmethod
+    def _check_details(details) -> bool:
+        if isinstance(details, bool):
+            return details
+        if isinstance(details, str) and details.lower() in _TRUE + _FALSE:
+            return details.lower() in _TRUE
+        raise InvalidQuery(f"details must be true or false, not {quote_prefix(details)}")
+
+    def _checked(self, query: SearchQuery) -> SearchQuery:
+        """A query validated again (a caller may have built a :class:`SearchQuery` by hand)."""
+        if not isinstance(query, SearchQuery):
+            raise InvalidQuery(f"search takes a SearchQuery or keyword arguments, not {quote_prefix(query)}")
+        return self.query(
+            pattern=query.pattern, filters=query.filters, limit=query.limit, page=query.page,
+            scope=query.scope if query.scope is not None else "", details=query.details,
         )
 
-    # -- the read side ------------------------------------------------------------------------------
+    # -- the public template methods: validate, then call the hook --------------------------------
 
-    async def search(self, query: SearchQuery) -> SearchPage:
-        """One page of datasets whose name matches ``query.pattern`` and metadata ``query.filters``."""
-        raise NotImplementedError
+    async def search(self, query: SearchQuery | None = None, **raw) -> SearchPage:
+        """One page of datasets whose name matches a pattern and whose metadata match filters.
+
+        Pass a :class:`SearchQuery` or the raw fields of :meth:`query` as keyword arguments
+        (``search(pattern="run2024*", filters="project=run2024", limit="50")``); either way the
+        query is validated before the backend's :meth:`_search` sees it.
+        """
+        if query is not None and raw:
+            raise InvalidQuery("pass either a SearchQuery or keyword arguments, not both")
+        return await self._search(self._checked(query) if query is not None else self.query(**raw))
 
     async def list_files(self, did: str) -> list[DatasetFile] | None:
         """The files of dataset ``did``, or None when there is no such dataset."""
-        raise NotImplementedError
-
-    # -- the stage side -----------------------------------------------------------------------------
+        scope, name = self.check_did(did)
+        return await self._list_files(scope, name)
 
     async def stage(self, did: str) -> StageRequest | None:
         """Make dataset ``did`` readable from the notebook; None when there is no such dataset.
@@ -135,28 +202,73 @@ class CatalogBackend(LoggingConfigurable):
         Checks the quota before creating anything and raises :class:`QuotaExceeded` when the
         dataset would not fit.
         """
-        raise NotImplementedError
+        scope, name = self.check_did(did)
+        return await self._stage(scope, name)
 
     async def status(self) -> list[StageRequest]:
         """Every stage-in request of this user, refreshed in bulk (not one call per file)."""
-        raise NotImplementedError
+        return await self._status()
 
     async def cancel(self, request_id: str) -> bool:
         """Cancel one of this user's requests; False when the user has no such request."""
-        raise NotImplementedError
+        return await self._cancel(check_request_id(request_id))
 
     async def get_request(self, request_id: str) -> StageRequest | None:
         """One of this user's requests, or None (also for another user's request id)."""
-        check_request_id(request_id)
-        for request in await self.status():
+        return await self._get_request(check_request_id(request_id))
+
+    async def paths(self, request_id: str) -> list[str] | None:
+        """Local paths of the files of a request that are ready now, or None (no such request)."""
+        return await self._paths(check_request_id(request_id))
+
+    # -- the hooks a backend implements (inputs already validated) --------------------------------
+
+    async def _search(self, query: SearchQuery) -> SearchPage:
+        """One page of results for a validated query."""
+        raise NotImplementedError
+
+    async def _list_files(self, scope: str, name: str) -> list[DatasetFile] | None:
+        """The files of a checked dataset, or None when there is no such dataset."""
+        raise NotImplementedError
+
+    async def _stage(self, scope: str, name: str) -> StageRequest | None:
+        """Stage a checked dataset (see :meth:`stage` for the contract)."""
+        raise NotImplementedError
+
+    async def _status(self) -> list[StageRequest]:
+        """Every request of this user, in bulk."""
+        raise NotImplementedError
+
+    async def _cancel(self, request_id: str) -> bool:
+        """Cancel a request by a checked id; False when the user has no such request."""
+        raise NotImplementedError
+
+    async def _get_request(self, request_id: str) -> StageRequest | None:
+        for request in await self._status():
             if request.id == request_id:
                 return request
         return None
 
-    async def paths(self, request_id: str) -> list[str] | None:
-        """Local paths of the files of a request that are ready now, or None (no such request)."""
-        request = await self.get_request(request_id)
+    async def _paths(self, request_id: str) -> list[str] | None:
+        request = await self._get_request(request_id)
         return None if request is None else request.paths
+
+    # -- blocking work -------------------------------------------------------------------------
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The bounded executor (:attr:`max_workers` threads) for this backend's blocking work."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix=type(self).__name__)
+        return self._executor
+
+    async def run_blocking(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on :attr:`executor`, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     async def close(self) -> None:
         """Release clients and threads (the extension calls this when the server stops)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -22,24 +22,23 @@ from pathlib import Path
 
 from traitlets import Float, Integer, Unicode, default
 
-from ...core.text import format_bytes
-from .base import CatalogBackend
 from ...core.catalog import (
-    InvalidQuery,
-    QuotaExceeded,
-    SearchQuery,
     FAILED,
     IN_PROGRESS,
     READY,
     Dataset,
     DatasetFile,
     FailedFile,
+    InvalidQuery,
+    QuotaExceeded,
     SearchPage,
+    SearchQuery,
     StageRequest,
-    check_request_id,
     parse_did,
     progress_message,
 )
+from ...core.text import format_bytes, quote_prefix
+from .base import CatalogBackend
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -99,6 +98,11 @@ class DemoCatalog(CatalogBackend):
     def _display_name_default(self):
         return "Demo catalogue"
 
+    @default("max_workers")
+    def _max_workers_default(self):
+        # one thread: the request list is read, changed and written by one file operation at a time
+        return 1
+
     _entries: dict | None = None
 
     def now(self) -> float:
@@ -125,7 +129,9 @@ class DemoCatalog(CatalogBackend):
             availability=entry.get("availability", "disk"),
         )
 
-    async def search(self, query: SearchQuery) -> SearchPage:
+    def _search_sync(self, query: SearchQuery) -> SearchPage:
+        if not (query.page or "0").isascii() or not (query.page or "0").isdigit():
+            raise InvalidQuery(f"page token {quote_prefix(query.page)} was not issued by this catalogue")
         matches = [
             self._dataset(e)
             for e in self._load().values()
@@ -135,18 +141,21 @@ class DemoCatalog(CatalogBackend):
             and all(str(e["metadata"].get(k)) == v for k, v in query.filters.items())
         ]
         matches.sort(key=lambda d: d.did)
-        if not (query.page or "0").isdigit():
-            raise InvalidQuery(f"page token {query.page!r} was not issued by this catalogue")
         start = int(query.page or 0)
         end = start + query.limit
         return SearchPage(matches[start:end], next=str(end) if end < len(matches) else None)
 
-    async def list_files(self, did: str) -> list[DatasetFile] | None:
-        scope, _ = self.check_did(did)
-        entry = self._load().get(did)
+    async def _search(self, query: SearchQuery) -> SearchPage:
+        return await self.run_blocking(self._search_sync, query)
+
+    def _list_files_sync(self, scope: str, name: str) -> list[DatasetFile] | None:
+        entry = self._load().get(f"{scope}:{name}")
         if entry is None:
             return None
         return [DatasetFile(scope=scope, name=f["name"], bytes=f["bytes"]) for f in entry["files"]]
+
+    async def _list_files(self, scope: str, name: str) -> list[DatasetFile] | None:
+        return await self.run_blocking(self._list_files_sync, scope, name)
 
     # -- the stage side -------------------------------------------------------------------------
 
@@ -212,8 +221,8 @@ class DemoCatalog(CatalogBackend):
             created_at=_iso(record["created_at"]),
         )
 
-    async def stage(self, did: str) -> StageRequest | None:
-        self.check_did(did)
+    def _stage_sync(self, scope: str, name: str) -> StageRequest | None:
+        did = f"{scope}:{name}"
         entry = self._load().get(did)
         if entry is None:
             return None
@@ -239,18 +248,25 @@ class DemoCatalog(CatalogBackend):
         self._write_requests(requests + [record])
         return self._evaluate(record)
 
-    async def status(self) -> list[StageRequest]:
+    async def _stage(self, scope: str, name: str) -> StageRequest | None:
+        return await self.run_blocking(self._stage_sync, scope, name)
+
+    def _status_sync(self) -> list[StageRequest]:
         return [self._evaluate(r) for r in self._read_requests()]
 
-    async def get_request(self, request_id: str) -> StageRequest | None:
-        check_request_id(request_id)
+    async def _status(self) -> list[StageRequest]:
+        return await self.run_blocking(self._status_sync)
+
+    def _get_request_sync(self, request_id: str) -> StageRequest | None:
         for record in self._read_requests():
             if record["id"] == request_id:
                 return self._evaluate(record)
         return None
 
-    async def cancel(self, request_id: str) -> bool:
-        check_request_id(request_id)
+    async def _get_request(self, request_id: str) -> StageRequest | None:
+        return await self.run_blocking(self._get_request_sync, request_id)
+
+    def _cancel_sync(self, request_id: str) -> bool:
         requests = self._read_requests()
         keep = [r for r in requests if r["id"] != request_id]
         if len(keep) == len(requests):
@@ -261,6 +277,9 @@ class DemoCatalog(CatalogBackend):
                 scope, name = parse_did(record["did"])
                 shutil.rmtree(Path(self.state_dir) / "data" / scope / name, ignore_errors=True)
         return True
+
+    async def _cancel(self, request_id: str) -> bool:
+        return await self.run_blocking(self._cancel_sync, request_id)
 
 
 def _reused(request: StageRequest) -> StageRequest:

@@ -30,31 +30,33 @@ import hashlib
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from random import choice
 from urllib.parse import quote_plus
 
 from traitlets import Enum, Float, Integer, Unicode, default
 
-from ...core.text import format_bytes
 from ...core.catalog import (
-    BackendUnavailable,
-    CatalogError,
-    InvalidQuery,
-    QuotaExceeded,
-    SearchQuery,
     FAILED,
     IN_PROGRESS,
     READY,
+    AccessDenied,
+    BackendUnavailable,
+    CatalogError,
+    CatalogFailure,
     Dataset,
     DatasetFile,
     FailedFile,
+    InvalidQuery,
+    NotAuthenticated,
+    NotFound,
+    QuotaExceeded,
     SearchPage,
+    SearchQuery,
     StageRequest,
-    check_request_id,
     progress_message,
 )
+from ...core.text import format_bytes, quote_prefix
 from .base import CatalogBackend
 
 #: DID columns that are bookkeeping, not metadata a person searches by
@@ -79,12 +81,16 @@ def encode_page(scope_index: int, offset: int) -> str:
     return f"{scope_index}.{offset}"
 
 
+def _ascii_number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def decode_page(token: str | None, n_scopes: int, max_offset: int) -> tuple[int, int]:
     if not token:
         return 0, 0
     first, sep, second = token.partition(".")
-    if not (sep and first.isdigit() and second.isdigit()) or int(first) >= n_scopes:
-        raise InvalidQuery(f"page token {token!r} was not issued by this catalogue")
+    if not (sep and _ascii_number(first) and _ascii_number(second)) or int(first) >= n_scopes:
+        raise InvalidQuery(f"page token {quote_prefix(token)} was not issued by this catalogue")
     if int(second) > max_offset:
         raise InvalidQuery(f"results past the first {max_offset} cannot be paged to; add filters to narrow the search")
     return int(first), int(second)
@@ -211,6 +217,61 @@ def request_from_rule(rule: dict, files: list[dict], ready_paths: list[str], fai
     )
 
 
+def _detail(error: Exception) -> str:
+    """What Rucio said, on one line and short (never a traceback, never a whole payload)."""
+    text = " ".join(str(a) for a in getattr(error, "args", ()) if a) or type(error).__name__
+    return quote_prefix(" ".join(text.split()), 160)
+
+
+def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: str) -> CatalogError:
+    """The catalogue error for an exception rucio-clients raised during ``what`` (pure).
+
+    Permissions become 403, credentials 401 (log in again), missing objects 404, refused rules
+    409, a misconfigured storage element and anything else 502 "the catalogue answered ...", a
+    server that is down or busy 503. The message quotes what Rucio said, cut short.
+    """
+    from rucio.common import exception as rx
+
+    said = _detail(error)
+    if isinstance(error, (rx.CannotAuthenticate, rx.CannotAuthorize, rx.NoAuthInformation)):
+        if auth_type == "oidc":
+            return NotAuthenticated(
+                f"Rucio did not accept your token for account {account!r} ({what}): your token expired "
+                "or is not valid for Rucio; log in to the gateway again (open /hub/home) to get a fresh one"
+            )
+        return NotAuthenticated(
+            f"Rucio refused the {auth_type} credentials of account {account!r} ({what}); "
+            "ask the gateway admin to check RucioCatalog.username/password"
+        )
+    if isinstance(error, (rx.AccessDenied, rx.ScopeAccessDenied, rx.RSEAccessDenied)):
+        return AccessDenied(
+            f"Rucio does not let account {account!r} do this ({what}): {said}; ask the Rucio admins of "
+            "your experiment for the permission"
+        )
+    if isinstance(error, (rx.DataIdentifierNotFound, rx.RuleNotFound, rx.ScopeNotFound, rx.AccountNotFound)):
+        return NotFound(f"Rucio has no such object ({what}): {said}")
+    if isinstance(error, (rx.RSENotFound, rx.InvalidRSEExpression, rx.RSEProtocolNotSupported, rx.RSEWriteBlocked)):
+        return CatalogFailure(
+            f"the catalogue answered {what} about storage element {rse!r} with: {said}; the gateway's "
+            "RucioCatalog.rse setting may be wrong or the RSE is blocked: tell the gateway admin"
+        )
+    if isinstance(error, (rx.InsufficientAccountLimit, rx.RSEOverQuota)):
+        return QuotaExceeded(
+            f"Rucio refused the request for account {account!r} on {rse!r}: not enough quota ({said}); "
+            "cancel requests you no longer need or ask for more quota"
+        )
+    if isinstance(error, (rx.Duplicate, rx.DuplicateRule, rx.DuplicateContent, rx.DataIdentifierAlreadyExists)):
+        return CatalogError(f"Rucio already has this ({what}): {said}; reload your requests", status=409)
+    if isinstance(error, (rx.InvalidReplicationRule, rx.InsufficientTargetRSEs, rx.InvalidRuleWeight,
+                          rx.StagingAreaRuleRequiresLifetime, rx.ManualRuleApprovalBlocked,
+                          rx.ReplicationRuleCreationTemporaryFailed, rx.RuleReplaceFailed)):
+        return CatalogError(f"Rucio refused the replication rule ({what}): {said}", status=409)
+    if isinstance(error, (rx.ServiceUnavailable, rx.ResourceTemporaryUnavailable, rx.DatabaseException,
+                          rx.ServerConnectionException)):
+        return BackendUnavailable(f"Rucio is unavailable ({what}): {said}; try again later")
+    return CatalogFailure(f"the catalogue answered {what} with {type(error).__name__}: {said}")
+
+
 # -- the backend --------------------------------------------------------------------------------
 
 
@@ -278,8 +339,6 @@ class RucioCatalog(CatalogBackend):
 
     did_type = Enum(["dataset", "collection"], "dataset", help="Which DIDs search returns: datasets only, or datasets and containers.").tag(config=True)
 
-    max_workers = Integer(4, help="Threads running blocking rucio-clients calls (the executor is bounded by this).").tag(config=True)
-
     timeout = Float(30.0, help="Seconds to wait for one Rucio call before reporting the service as unavailable.").tag(config=True)
 
     status_refresh_seconds = Float(
@@ -342,7 +401,6 @@ class RucioCatalog(CatalogBackend):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._local = threading.local()
-        self._executor = None
         self._rse_types = None
         self._rse_info = None
         self._scopes = None
@@ -372,62 +430,75 @@ class RucioCatalog(CatalogBackend):
         if self.auth_type == "userpass":
             creds = {"username": self.username, "password": self.password}
             return Client(auth_type="userpass", creds=creds, **kwargs)
-        if not self.token_file:
-            raise BackendUnavailable("no OIDC token file: set RucioCatalog.token_file or $BEARER_TOKEN_FILE")
         # rucio-clients' oidc mode finds the token through the WLCG discovery convention
         os.environ["BEARER_TOKEN_FILE"] = self.token_file
         return Client(auth_type="oidc", **kwargs)
 
+    def _token_mtime(self) -> float:
+        """The token file's mtime; a clear 401 when the token keeper has not written it yet."""
+        if not self.token_file:
+            raise NotAuthenticated(
+                "no OIDC token for Rucio: neither RucioCatalog.token_file nor $BEARER_TOKEN_FILE is set; "
+                "start your server from the gateway (the token keeper sets it) or ask the gateway admin"
+            )
+        try:
+            if os.path.getsize(self.token_file):
+                return os.stat(self.token_file).st_mtime
+        except FileNotFoundError:
+            pass
+        raise NotAuthenticated(
+            f"no token yet: the token keeper has not written {self.token_file}; wait a few seconds, "
+            "or log in to the gateway again (open /hub/home)"
+        )
+
     def _client(self):
+        mtime = self._token_mtime() if self.auth_type == "oidc" else None
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = self._new_client()
             self._local.token_mtime = None
-        if self.auth_type == "oidc":
-            mtime = os.stat(self.token_file).st_mtime
-            if mtime != self._local.token_mtime:
-                with open(self.token_file) as f:
-                    token = f.read().strip()
-                client.auth_token = token
-                client.headers["X-Rucio-Auth-Token"] = token
-                self._local.token_mtime = mtime
+        if self.auth_type == "oidc" and mtime != self._local.token_mtime:
+            with open(self.token_file) as f:
+                token = f.read().strip()
+            client.auth_token = token
+            client.headers["X-Rucio-Auth-Token"] = token
+            self._local.token_mtime = mtime
         return client
 
-    async def _call(self, what: str, fn, *args, **kwargs):
-        """Run ``fn(client, *args, **kwargs)`` on the executor, with a timeout and one error shape."""
-        from rucio.common.exception import CannotAuthenticate, RucioException, ServerConnectionException
+    async def _call(self, what: str, fn, *args, expect: tuple = (), **kwargs):
+        """Run ``fn(client, *args, **kwargs)`` on the executor, with a timeout and one error shape.
 
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="rucio")
-        loop = asyncio.get_running_loop()
+        rucio-clients exceptions listed in ``expect`` reach the caller as they are (an expected
+        answer such as DataIdentifierNotFound); every other error becomes a :class:`CatalogError`
+        (:func:`rucio_error`), so nothing from Rucio turns into a 500 or a stack trace.
+        """
+        from rucio.common.exception import RucioException
 
         def call():
             return fn(self._client(), *args, **kwargs)
 
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._executor, call), self.timeout)
+            return await asyncio.wait_for(self.run_blocking(call), self.timeout)
         except asyncio.CancelledError:
+            raise
+        except CatalogError:
+            raise
+        except expect:
             raise
         except asyncio.TimeoutError:
             raise BackendUnavailable(f"Rucio did not answer within {self.timeout:.0f} s ({what}); try again later") from None
-        except CannotAuthenticate:
-            raise BackendUnavailable(
-                f"Rucio refused the {self.auth_type} credentials of account {self.account!r}"
-                + ("; log in to the gateway again to refresh your token" if self.auth_type == "oidc" else "")
-            ) from None
-        except (OSError, ConnectionError, ServerConnectionException):
+        except RucioException as e:
+            raise rucio_error(e, what, self.account, self.auth_type, self.rse) from None
+        except (OSError, ConnectionError):
             raise BackendUnavailable(f"cannot reach Rucio at {self.rucio_host} ({what}); try again later") from None
-        except RucioException:
-            raise
-        except Exception as e:  # requests' connection errors and the like
-            if type(e).__module__.startswith(("requests", "urllib3")):
-                raise BackendUnavailable(f"cannot reach Rucio at {self.rucio_host} ({what})") from None
-            raise
-
-    async def close(self):
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        except Exception as e:
+            if type(e).__module__.startswith(("requests", "urllib3")):  # connection errors and the like
+                raise BackendUnavailable(f"cannot reach Rucio at {self.rucio_host} ({what}); try again later") from None
+            self.log.warning("Rucio call %s failed with %s", what, type(e).__name__, exc_info=True)
+            raise CatalogFailure(
+                f"the catalogue answered {what} in a way the gateway did not understand ({type(e).__name__}); "
+                "try again later or tell the gateway admin"
+            ) from None
 
     async def _rse_type_map(self) -> dict[str, str]:
         if self._rse_types is None:
@@ -459,7 +530,7 @@ class RucioCatalog(CatalogBackend):
         exc_cls, exc_msg = client._get_exception(headers=r.headers, status_code=r.status_code, data=r.content)
         raise exc_cls(exc_msg)
 
-    async def search(self, query: SearchQuery) -> SearchPage:
+    async def _search(self, query: SearchQuery) -> SearchPage:
         from rucio.common.exception import DIDFilterSyntaxError, InvalidMetadata, KeyNotFound, ScopeNotFound
 
         scopes = [query.scope] if query.scope else await self._search_scopes()
@@ -470,13 +541,14 @@ class RucioCatalog(CatalogBackend):
             want = query.limit - len(found)
             try:
                 rows = await self._call(
-                    "search", self._list_dids, scopes[index], filters, self.did_type, offset + want + 1
+                    "search", self._list_dids, scopes[index], filters, self.did_type, offset + want + 1,
+                    expect=(ScopeNotFound, InvalidMetadata, KeyNotFound, DIDFilterSyntaxError),
                 )
             except ScopeNotFound:
-                raise InvalidQuery(f"there is no scope {scopes[index]!r} in {self.display_name}") from None
+                raise InvalidQuery(f"there is no scope {quote_prefix(scopes[index])} in {self.display_name}") from None
             except (InvalidMetadata, KeyNotFound, DIDFilterSyntaxError) as e:
                 raise InvalidQuery(
-                    f"Rucio cannot search with these filters ({e.args[0] if e.args else e}); built-in keys "
+                    f"Rucio cannot search with these filters ({_detail(e)}); built-in keys "
                     "(e.g. project, datatype) and free-form keys cannot be combined in one search"
                 ) from None
             rows = rows[offset:]
@@ -522,13 +594,14 @@ class RucioCatalog(CatalogBackend):
         key = f"{scope}:{name}"
         if key not in self._files:
             try:
-                self._files[key] = await self._call("list files", lambda c: list(c.list_files(scope, name)))
+                self._files[key] = await self._call(
+                    "list files", lambda c: list(c.list_files(scope, name)), expect=(DataIdentifierNotFound,)
+                )
             except DataIdentifierNotFound:
                 return None
         return self._files[key]
 
-    async def list_files(self, did: str) -> list[DatasetFile] | None:
-        scope, name = self.check_did(did)
+    async def _list_files(self, scope: str, name: str) -> list[DatasetFile] | None:
         found = await self._dataset_files(scope, name)
         if found is None:
             return None
@@ -569,10 +642,11 @@ class RucioCatalog(CatalogBackend):
         info = await self._rse_settings()
         algorithm = info.get("lfn2pfn_algorithm") or "hash"
         if info.get("deterministic", True) and algorithm in LOCAL_LFN2PFN and not self.pfn_prefix:
-            return {
+            # safe_join resolves symlinks: file system work, off the event loop
+            return await self.run_blocking(lambda: {
                 f"{f['scope']}:{f['name']}": safe_join(self.mount_path, deterministic_path(f["scope"], f["name"], algorithm))
                 for f in files
-            }
+            })
         protocol = self._read_protocol(info)
         prefix = self._prefix(protocol)
         todo = [f for f in files if f"{f['scope']}:{f['name']}" not in self._pfns]
@@ -582,7 +656,9 @@ class RucioCatalog(CatalogBackend):
                 "lfns2pfns", lambda c, chunk=chunk: c.lfns2pfns(self.rse, chunk, operation="read", scheme=protocol["scheme"])
             ))
         dids = [f"{f['scope']}:{f['name']}" for f in files]
-        return {did: pfn_to_path(self._pfns[did], prefix, self.mount_path) if did in self._pfns else None for did in dids}
+        return await self.run_blocking(lambda: {
+            did: pfn_to_path(self._pfns[did], prefix, self.mount_path) if did in self._pfns else None for did in dids
+        })
 
     # -- the stage side ----------------------------------------------------------------------------
 
@@ -601,7 +677,9 @@ class RucioCatalog(CatalogBackend):
     async def _request_from_rule(self, rule: dict) -> StageRequest:
         files = await self._dataset_files(rule["scope"], rule["name"]) or []
         paths = await self._local_paths(files)
-        ready = [p for p in paths.values() if p and (rule["state"] == "OK" or os.path.exists(p))]
+        ready = await self.run_blocking(
+            lambda: [p for p in paths.values() if p and (rule["state"] == "OK" or os.path.exists(p))]
+        )
         failed = []
         outside = [d for d, p in paths.items() if p is None]
         if rule["locks_stuck_cnt"]:
@@ -663,25 +741,24 @@ class RucioCatalog(CatalogBackend):
             self._refreshing.add_done_callback(lambda _: setattr(self, "_refreshing", None))
         return await asyncio.shield(self._refreshing)
 
-    async def status(self) -> list[StageRequest]:
+    async def _status(self) -> list[StageRequest]:
         return sorted((await self._requests()).values(), key=lambda r: r.created_at or "")
 
-    async def get_request(self, request_id: str) -> StageRequest | None:
-        check_request_id(request_id)
+    async def _get_request(self, request_id: str) -> StageRequest | None:
         found = (await self._requests()).get(request_id)
         if found is None:  # made since the snapshot (e.g. by another kernel)? look once more
             found = (await self._requests(max_age=1.0)).get(request_id)
         return found
 
-    async def stage(self, did: str) -> StageRequest | None:
+    async def _stage(self, scope: str, name: str) -> StageRequest | None:
         from rucio.common.exception import DataIdentifierNotFound, DuplicateRule, InsufficientAccountLimit
 
-        scope, name = self.check_did(did)
+        did = f"{scope}:{name}"
         existing = await self._my_rules(scope=scope, name=name)
         if existing:
             return replace(await self._request_from_rule(existing[0]), reused=True)
         try:
-            info = await self._call("get DID", lambda c: c.get_did(scope, name))
+            info = await self._call("get DID", lambda c: c.get_did(scope, name), expect=(DataIdentifierNotFound,))
         except DataIdentifierNotFound:
             return None
         if info.get("type", info.get("did_type")) == "FILE":
@@ -704,6 +781,7 @@ class RucioCatalog(CatalogBackend):
                     [{"scope": scope, "name": name}], 1, self.rse,
                     lifetime=self.rule_lifetime or None, activity=self.activity, comment=comment,
                 ),
+                expect=(DuplicateRule, InsufficientAccountLimit),
             )
         except DuplicateRule:
             rule_ids = [r["id"] for r in await self._my_rules(scope=scope, name=name)]
@@ -722,21 +800,27 @@ class RucioCatalog(CatalogBackend):
             "you no longer need or ask your gateway admin for more quota"
         )
 
-    async def cancel(self, request_id: str) -> bool:
+    async def _cancel(self, request_id: str) -> bool:
         """Expire the rule now (Rucio's cleaner removes it; the copies may stay until space is needed).
 
         Setting the lifetime to 0 rather than deleting: Rucio's delete is soft and keeps a rule
         listed for up to an hour, so the cancellation would not be visible to a restarted server.
         """
-        from rucio.common.exception import AccessDenied, RuleNotFound
+        from rucio.common.exception import AccessDenied as RucioAccessDenied, RuleNotFound
 
-        if await self.get_request(request_id) is None:
+        if await self._get_request(request_id) is None:
             return False
         cancelled = True
         try:
-            await self._call("expire rule", lambda c: c.update_replication_rule(request_id, {"lifetime": 0}))
-        except AccessDenied:
-            await self._call("delete rule", lambda c: c.delete_replication_rule(request_id, purge_replicas=False))
+            await self._call(
+                "expire rule", lambda c: c.update_replication_rule(request_id, {"lifetime": 0}),
+                expect=(RucioAccessDenied, RuleNotFound),
+            )
+        except RucioAccessDenied:
+            await self._call(
+                "delete rule", lambda c: c.delete_replication_rule(request_id, purge_replicas=False),
+                expect=(RuleNotFound,),
+            )
         except RuleNotFound:  # gone meanwhile (deleted by another client): forget it all the same
             cancelled = False
         if self._snapshot is not None:

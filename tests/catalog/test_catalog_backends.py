@@ -7,6 +7,7 @@ import pytest
 from traitlets.config import Config
 
 from science_gateway.core.catalog import InvalidQuery, QuotaExceeded, ScopeNotAllowed
+from science_gateway.jupyter_ext.catalog.base import CatalogBackend
 from science_gateway.jupyter_ext.catalog.demo import DemoCatalog
 from science_gateway.core.catalog import (
     FAILED,
@@ -28,6 +29,8 @@ from science_gateway.jupyter_ext.catalog.rucio import (
     request_from_rule,
     rucio_filters,
 )
+
+from sgtest.rucio_fakes import raising_catalog, rucio_exception
 
 PREFIX = "file://localhost/storage/disk/"
 
@@ -266,3 +269,230 @@ def test_rucio_date_is_rfc1123_whatever_the_locale():
     from science_gateway.jupyter_ext.catalog.rucio import rucio_date
 
     assert rucio_date(datetime.datetime(2026, 11, 22, 3, 4, 5)) == "Sun, 22 Nov 2026 03:04:05 UTC"
+
+
+# -- the template methods: validation happens before any backend hook -------------------------
+
+
+class _Recording(CatalogBackend):  # a minimal backend that records its hooks
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = []
+
+    async def _search(self, query):
+        self.calls.append(("search", query))
+        from science_gateway.core.catalog import SearchPage
+
+        return SearchPage([])
+
+    async def _list_files(self, scope, name):
+        self.calls.append(("list_files", scope, name))
+        return []
+
+    async def _stage(self, scope, name):
+        self.calls.append(("stage", scope, name))
+
+    async def _status(self):
+        self.calls.append(("status",))
+        return []
+
+    async def _cancel(self, request_id):
+        self.calls.append(("cancel", request_id))
+        return False
+
+
+HOSTILE_DIDS = ["demo:../../etc/passwd", "demo", "a:b:c", "private:x", "demo:" + "a" * 10**6, "demo:x\x00", 5, None]
+
+
+@pytest.mark.parametrize("did", HOSTILE_DIDS, ids=["dotdot", "no-colon", "two-colons", "other-scope", "huge", "nul", "int", "none"])
+async def test_a_hostile_did_never_reaches_a_backend_hook(did):
+    from science_gateway.core.catalog import CatalogError
+
+    backend = _Recording(allowed_scopes=["demo"])
+    for method in (backend.list_files, backend.stage):
+        with pytest.raises(CatalogError) as e:
+            await method(did)
+        assert len(str(e.value)) < 300
+    assert backend.calls == []
+
+
+@pytest.mark.parametrize("request_id", ["../x", "", "a" * 65, "a b", "\u0663", None], ids=["dotdot", "empty", "long", "space", "arabic-digit", "none"])
+async def test_a_hostile_request_id_never_reaches_a_backend_hook(request_id):
+    backend = _Recording()
+    for method in (backend.cancel, backend.get_request, backend.paths):
+        with pytest.raises(InvalidDID):
+            await method(request_id)
+    assert backend.calls == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"pattern": "../*"},
+        {"pattern": "private:*"},
+        {"filters": "a=b; rm -rf /"},
+        {"filters": {"k": ["v"]}},
+        {"limit": "\u00b2"},
+        {"limit": "\uff13"},
+        {"limit": True},
+        {"page": "\u00b2"},
+        {"page": "x" * 201},
+        {"details": "maybe"},
+        {"details": None},
+    ],
+    ids=["dotdot", "other-scope", "shell", "list-value", "superscript-limit", "fullwidth-limit", "bool-limit",
+         "superscript-page", "long-page", "details-word", "details-none"],
+)
+async def test_a_hostile_query_never_reaches_the_search_hook(raw):
+    from science_gateway.core.catalog import CatalogError, SearchQuery
+
+    backend = _Recording(allowed_scopes=["demo"])
+    with pytest.raises(CatalogError):
+        await backend.search(**raw)
+    fields = {"pattern": "*", "filters": {}, "limit": 50, "page": None, "scope": None, "details": True}
+    if not isinstance(raw.get("filters"), str):  # a hand-made SearchQuery is validated again
+        with pytest.raises(CatalogError):
+            await backend.search(SearchQuery(**{**fields, **raw}))
+    assert backend.calls == []
+
+
+async def test_a_valid_query_reaches_the_hook_validated():
+    backend = _Recording(allowed_scopes=["demo"])
+    await backend.search(pattern="demo:run*", filters="project=run2024", limit="7", details="false")
+    (name, query), = backend.calls
+    assert (query.scope, query.pattern, query.filters, query.limit, query.details) == (
+        "demo", "run*", {"project": "run2024"}, 7, False
+    )
+    await backend.list_files("demo:run2024.raw.0001")
+    assert backend.calls[-1] == ("list_files", "demo", "run2024.raw.0001")
+
+
+async def test_demo_file_work_runs_off_the_event_loop(demo, monkeypatch):
+    import shutil
+    import threading
+
+    loop_thread = threading.get_ident()
+    seen = []
+    real_copy = shutil.copyfile
+
+    def copyfile(src, dest):
+        seen.append(threading.get_ident())
+        return real_copy(src, dest)
+
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    await demo.stage("demo:run2024.calib.0001")
+    assert seen and loop_thread not in seen
+
+
+# -- rucio-clients errors at the client boundary become the catalogue's error family -----------
+
+
+def _rucio(tmp_path, error, **kwargs):
+    return raising_catalog(str(tmp_path), error, **kwargs)
+
+
+_rx = rucio_exception
+
+
+@pytest.mark.parametrize(
+    "error, status, words",
+    [
+        (_rx("AccessDenied", "Account alice can not list files"), 403, "does not let account 'alice'"),
+        (_rx("ScopeAccessDenied", "no"), 403, "ask the Rucio admins"),
+        (_rx("CannotAuthenticate", "Cannot authenticate to account alice with given credentials"), 401, "credentials"),
+        (_rx("RSENotFound", "RSE 'DISK' not found"), 502, "RucioCatalog.rse"),
+        (_rx("RuleNotFound", "gone"), 404, "no such object"),
+        (_rx("InvalidReplicationRule", "bad"), 409, "refused the replication rule"),
+        (_rx("Duplicate", "exists"), 409, "already has this"),
+        (_rx("ServiceUnavailable", "maintenance"), 503, "try again later"),
+        (_rx("UnsupportedOperation", "x" * 100000), 502, "the catalogue answered list files with UnsupportedOperation"),
+        (KeyError("bytes"), 502, "did not understand (KeyError)"),
+    ],
+    ids=["access-denied", "scope-access-denied", "cannot-authenticate", "rse-not-found", "rule-not-found",
+         "invalid-rule", "duplicate", "service-unavailable", "unexpected-rucio-error", "unexpected-error"],
+)
+async def test_rucio_errors_become_catalogue_errors_with_a_status(tmp_path, error, status, words):
+    from science_gateway.core.catalog import CatalogError
+
+    catalog = _rucio(tmp_path, error)
+    try:
+        with pytest.raises(CatalogError) as e:
+            await catalog.list_files("astro:run2024.raw.0001")
+        assert e.value.status == status and words in str(e.value), str(e.value)[:300]
+        assert len(str(e.value)) < 400 and "Traceback" not in str(e.value)
+    finally:
+        await catalog.close()
+
+
+async def test_rucio_expected_no_answers_stay_none(tmp_path):
+    catalog = _rucio(tmp_path, _rx("DataIdentifierNotFound", "Data identifier 'astro:x' not found"))
+    try:
+        assert await catalog.list_files("astro:x") is None
+    finally:
+        await catalog.close()
+
+
+async def test_an_expired_oidc_token_says_log_in_again(tmp_path):
+    from science_gateway.core.catalog import NotAuthenticated
+
+    token_file = tmp_path / "bt"
+    token_file.write_text("expired-token\n")
+    catalog = _rucio(tmp_path, _rx("CannotAuthenticate", "token expired"), auth_type="oidc", token_file=str(token_file))
+    try:
+        with pytest.raises(NotAuthenticated) as e:
+            await catalog.list_files("astro:x")
+        assert e.value.status == 401 and "your token expired" in str(e.value) and "log in" in str(e.value)
+        assert "expired-token" not in str(e.value)
+    finally:
+        await catalog.close()
+
+
+@pytest.mark.parametrize("written", [None, ""], ids=["absent", "empty"])
+async def test_a_missing_token_file_says_no_token_yet(tmp_path, written):
+    from science_gateway.core.catalog import NotAuthenticated
+
+    token_file = tmp_path / "bt_u1000"
+    if written is not None:
+        token_file.write_text(written)
+    catalog = RucioCatalog(
+        rucio_host="http://127.0.0.1:9", auth_type="oidc", token_file=str(token_file), account="alice",
+        rse="DISK", mount_path=str(tmp_path), allowed_scopes=["astro"], timeout=5,
+    )
+    try:
+        with pytest.raises(NotAuthenticated) as e:
+            await catalog.list_files("astro:x")
+        assert e.value.status == 401
+        assert "no token yet" in str(e.value) and "token keeper" in str(e.value) and "cannot reach" not in str(e.value)
+    finally:
+        await catalog.close()
+
+
+async def test_rucio_local_path_checks_run_off_the_event_loop(tmp_path, monkeypatch):
+    import threading
+
+    loop_thread, seen = threading.get_ident(), []
+    real_exists, real_realpath = os.path.exists, os.path.realpath
+
+    def exists(path):
+        seen.append(("exists", threading.get_ident()))
+        return real_exists(path)
+
+    def realpath(path, **kwargs):
+        seen.append(("realpath", threading.get_ident()))
+        return real_realpath(path, **kwargs)
+
+    catalog = _rucio(tmp_path, KeyError("no call expected"))
+    catalog._rse_info = {"deterministic": True, "lfn2pfn_algorithm": "hash"}
+    catalog._files["astro:ds"] = [{"scope": "astro", "name": f"f{i}", "bytes": 1} for i in range(3)]
+    rule = {"id": "r1", "scope": "astro", "name": "ds", "state": "REPLICATING",
+            "locks_ok_cnt": 0, "locks_replicating_cnt": 3, "locks_stuck_cnt": 0}
+    monkeypatch.setattr(os.path, "exists", exists)
+    monkeypatch.setattr(os.path, "realpath", realpath)
+    try:
+        request = await catalog._request_from_rule(rule)
+    finally:
+        monkeypatch.undo()
+        await catalog.close()
+    assert request.files_total == 3 and request.paths == []
+    assert {kind for kind, _ in seen} == {"exists", "realpath"}
+    assert loop_thread not in {thread for _, thread in seen}

@@ -41,3 +41,24 @@ def test_python_api_stages_through_the_hub(demo_session, monkeypatch):
     assert e.value.status == 400
     catalog.cancel(done)
     assert catalog.requests() == []
+
+
+def test_the_readme_api_url_in_a_fresh_browser_goes_through_the_login(demo_session):
+    """The README's example URL opened before JupyterLab: a login, not a bare 'Forbidden'."""
+    import requests
+
+    demo_session.start_server("demo")
+    url = f"{demo_session.hub.url}/user/demo/gateway/api/datasets?pattern=run2024*"
+    browser = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+    fresh = requests.get(url, headers=browser, allow_redirects=False, timeout=30)
+    assert fresh.status_code == 302, fresh.text[:300]
+    assert "/hub/api/oauth2/authorize" in fresh.headers["Location"]
+    # a browser that is logged in at the hub follows the redirects to the answer
+    answer = demo_session.http.get(url, headers=browser, timeout=30)
+    assert answer.status_code == 200, answer.text[:300]
+    assert "demo:run2024.raw.0001" in {d["did"] for d in answer.json()["datasets"]}
+    # a script without a token gets a JSON message saying how to log in
+    script = requests.get(url, allow_redirects=False, timeout=30)
+    assert script.status_code == 403
+    message = script.json()["message"]
+    assert "not logged in" in message and "/hub/login" in message and "Authorization: token" in message

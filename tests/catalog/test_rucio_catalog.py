@@ -220,6 +220,36 @@ async def test_quota_is_checked_before_a_rule_is_made(env, bob):
     assert "astro:run2024.raw.0002" not in {r.did for r in await bob.status()}
 
 
+async def test_refused_credentials_are_a_401_that_says_so(env, tmp_path, monkeypatch):
+    from rucio.client.baseclient import BaseClient
+
+    from science_gateway.core.catalog import NotAuthenticated
+
+    # a token directory of its own: the client would reuse the account's cached token otherwise
+    monkeypatch.setattr(BaseClient, "TOKEN_PATH_PREFIX", f"{tmp_path}/.rucio_")
+    catalog = RucioCatalog(**{**backend_config(env), "password": "not-the-password"})
+    try:
+        with pytest.raises(NotAuthenticated) as e:  # was a 503 "cannot reach"-style answer before
+            await catalog.list_files("astro:run2024.raw.0001")
+        assert e.value.status == 401 and "credentials" in str(e.value) and "not-the-password" not in str(e.value)
+    finally:
+        await catalog.close()
+
+
+async def test_a_rule_rucio_refuses_is_a_clear_4xx_not_a_500(env):
+    """A real refusal from the server: a rule on an RSE expression that names no RSE."""
+    from science_gateway.core.catalog import CatalogError
+
+    catalog = RucioCatalog(**{**backend_config(env), "rse": "NO_SUCH_RSE_SG"})
+    try:
+        with pytest.raises(CatalogError) as e:
+            await catalog.stage("astro:run2024.raw.0001")
+        assert e.value.status in (400, 404, 409, 502) and "NO_SUCH_RSE_SG" in str(e.value), str(e.value)
+        assert len(str(e.value)) < 400
+    finally:
+        await catalog.close()
+
+
 async def test_unknown_datasets(alice):
     assert await alice.stage("astro:no.such.dataset") is None
     assert await alice.list_files("astro:no.such.dataset") is None

@@ -15,7 +15,7 @@ from science_gateway.core.catalog import (  # noqa: E402
     SearchPage,
     StageRequest,
 )
-from science_gateway.widgets.state import BrowserState, request_view  # noqa: E402
+from science_gateway.widgets.state import BrowserState, PollSchedule, request_view, requests_snapshot  # noqa: E402
 from science_gateway.widgets import DatasetBrowser, StagingMonitor  # noqa: E402
 
 
@@ -164,3 +164,81 @@ def test_cancel_button_cancels_and_the_row_goes():
     monitor._rows[request.id].cancel.click()
     assert ("cancel", request.id) in catalog.calls
     assert monitor.requests == [] and "No stage-in requests" in monitor.children[1].value
+
+
+# -- the staging monitor's polling: only while displayed, backing off when nothing changes -----
+
+
+def _req(done, state="in_progress"):
+    return StageRequest(id="a", did="s:d", state=state, files_total=4, files_done=done, files_in_flight=4 - done)
+
+
+def test_poll_schedule_backs_off_while_nothing_changes_and_resets_on_change():
+    schedule = PollSchedule(interval=2, max_interval=30)
+    delays = [schedule.polled(requests_snapshot([_req(1)])) for _ in range(6)]
+    assert delays == [2, 4, 8, 16, 30, 30]
+    assert schedule.polled(requests_snapshot([_req(2)])) == 2  # progress: follow it closely again
+    assert schedule.polled(requests_snapshot([_req(2)])) == 4
+    schedule.changed()  # a stage or cancel here
+    assert schedule.next_wait(1) == 2
+
+
+def test_poll_schedule_polls_only_while_a_view_is_displayed():
+    schedule = PollSchedule(interval=2, max_interval=30)
+    assert schedule.next_wait(0) is None  # no view: the tab is gone or the output was cleared
+    assert schedule.next_wait(1) == 2
+    assert schedule.next_wait(None) == 2  # a front end that does not count views: keep polling
+
+
+def test_poll_schedule_waits_long_when_nothing_is_in_progress():
+    schedule = PollSchedule(interval=2, max_interval=30)
+    ready = requests_snapshot([_req(4, state="ready")])
+    assert schedule.polled(ready, in_progress=False) == 30
+    assert schedule.polled(ready, in_progress=False) == 30
+
+
+def test_polls_in_18_minutes_of_an_unchanging_request():
+    """The finding: 530 refreshes in 18 minutes at a fixed 2 s; now a few dozen at most."""
+    schedule = PollSchedule(interval=2, max_interval=30)
+    elapsed, polls, snapshot = 0.0, 0, requests_snapshot([_req(1)])
+    while elapsed < 18 * 60:
+        elapsed += schedule.polled(snapshot)
+        polls += 1
+    assert polls <= 40
+
+
+def test_monitor_tracks_its_views_and_does_not_refresh_when_none_is_displayed():
+    catalog = FakeCatalog(n=2)
+    catalog.stage("demo:ds.0001")
+    monitor = StagingMonitor(catalog, autostart=False)
+    assert monitor._view_count == 0  # the front end counts views from here on
+    assert monitor.schedule.next_wait(monitor._view_count) is None
+    monitor._view_count = 1  # what the front end sends when the monitor is displayed
+    assert monitor.schedule.next_wait(monitor._view_count) == monitor.interval
+
+
+def test_monitor_thread_stops_refreshing_when_its_last_view_goes():
+    import threading
+
+    catalog = FakeCatalog(n=2)
+    catalog.stage("demo:ds.0001")
+    refreshed = threading.Event()
+    monitor = StagingMonitor(catalog, autostart=False, interval=0.01, max_interval=0.01)
+    real_refresh = monitor.refresh
+
+    def refresh():
+        refreshed.set()
+        return real_refresh()
+
+    monitor.refresh = refresh
+    monitor.start()
+    try:
+        assert not refreshed.wait(0.2)  # not displayed: no refresh at all
+        monitor._view_count = 1
+        assert refreshed.wait(10)  # displayed: refreshes
+        monitor._view_count = 0
+        refreshed.wait(0.2)  # a refresh may be under way as the view goes
+        refreshed.clear()
+        assert not refreshed.wait(0.3)
+    finally:
+        monitor.stop()
