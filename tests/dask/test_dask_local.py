@@ -39,3 +39,24 @@ def test_local_preset_cluster_scales_computes_and_enforces_limits():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(sg_dask.DaskPresetError, match="presets you may use: tiny"):
         sg_dask.cluster("huge", environ=local_env())
+
+
+def test_local_cluster_accepts_only_its_own_credentials():
+    from distributed import Client
+    from distributed.security import Security
+
+    with sg_dask.cluster("tiny", environ=local_env()) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://127.0.0.1:"), address
+        cluster.scale(1)
+        with cluster.get_client() as client:
+            client.wait_for_workers(1, timeout=60)
+            assert client.submit(sum, [1, 2]).result() == 3
+        port = address.rsplit(":", 1)[1]
+        # someone else's credentials (another cluster's), or none at all: no way in
+        for attempt in (
+            lambda: Client(address, security=Security.temporary(), timeout="5s"),
+            lambda: Client(f"tcp://127.0.0.1:{port}", timeout="5s"),
+        ):
+            with pytest.raises((OSError, TimeoutError)):
+                attempt().close()
