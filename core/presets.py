@@ -198,7 +198,10 @@ class DaskPresets(LoggingConfigurable):
         Unicode(), help="Shell lines run in each worker job before the worker (e.g. `module load ...`); admin-written only."
     ).tag(config=True)
     log_directory = Unicode(
-        "~/.science-gateway/dask-logs", help="Where worker jobs write their output (`~` is the user's home)."
+        "~/.science-gateway/dask-logs",
+        help="""Where worker jobs write their output (`~` is the user's home). A folder of the
+        user's own is kept at mode 0700; one that belongs to someone else (a site-wide folder) is
+        left as the admin made it.""",
     ).tag(config=True)
     tls_directory = Unicode(
         "~/.science-gateway/dask-tls",

@@ -240,7 +240,11 @@ def cluster(name: str, *, environ=None, **cluster_kwargs):
 
 
 def _user_directory(template: str, *, private: bool = False) -> str | None:
-    """``template`` with ``~`` as the account's home, created; ``private``: mode 0700, owned by us."""
+    """``template`` with ``~`` as the account's home, created at mode 0700 (the worker jobs' files).
+
+    A folder of ours is kept at 0700; ``private`` (the credentials) also refuses a folder another
+    uid owns. Without ``private`` (the logs) such a folder is the admin's choice and left alone.
+    """
     if not template:
         if private:
             raise ValueError("DaskPresets.tls_directory is empty: set it to a folder the worker jobs can read")
@@ -249,16 +253,16 @@ def _user_directory(template: str, *, private: bool = False) -> str | None:
         # the account's home, not $HOME: batch jobs started through sudo may carry another one
         template = pwd.getpwuid(os.getuid()).pw_dir + template[1:]
     path = template
-    os.makedirs(path, mode=0o700 if private else 0o777, exist_ok=True)
-    if private:
-        info = os.stat(path)
-        if info.st_uid != os.getuid():
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        if private:
             raise PermissionError(
                 f"{path} (DaskPresets.tls_directory) belongs to uid {info.st_uid}, not to you: remove it or ask "
                 "the gateway admins to point tls_directory at a folder of your own"
             )
-        if info.st_mode & 0o077:
-            os.chmod(path, 0o700)
+    elif info.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
 
 

@@ -60,3 +60,31 @@ def test_local_cluster_accepts_only_its_own_credentials():
         ):
             with pytest.raises((OSError, TimeoutError)):
                 attempt().close()
+
+
+def test_the_worker_jobs_folders_are_the_users_alone(tmp_path):
+    import os
+    import stat
+
+    from science_gateway.dask.clusters import _user_directory
+
+    made = _user_directory(str(tmp_path / "new" / "tls"), private=True)
+    assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    os.chmod(loose, 0o755)
+    for private in (True, False):
+        os.chmod(loose, 0o755)
+        assert stat.S_IMODE(os.stat(_user_directory(str(loose), private=private)).st_mode) == 0o700
+    assert _user_directory("") is None
+    with pytest.raises(ValueError, match="tls_directory is empty"):
+        _user_directory("", private=True)
+    if os.getuid() == 0:  # a folder of another uid: refused for credentials, left alone for logs
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o755)
+        os.chmod(theirs, 0o755)
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(PermissionError, match="belongs to uid 65534, not to you"):
+            _user_directory(str(theirs), private=True)
+        _user_directory(str(theirs))
+        assert stat.S_IMODE(os.stat(theirs).st_mode) == 0o755

@@ -257,6 +257,9 @@ async def test_only_the_owner_gets_into_a_cluster_and_its_dashboard(slurm, dask_
     info = os.stat(result["tls_dir"])
     assert info.st_uid == pwd.getpwnam("astro2").pw_uid and stat.S_IMODE(info.st_mode) == 0o700
     assert len(result["files"]) == 3
+    # ... and so are the worker jobs' logs
+    logs = os.stat(f"{home}/.science-gateway/dask-logs")
+    assert logs.st_uid == pwd.getpwnam("astro2").pw_uid and stat.S_IMODE(logs.st_mode) == 0o700
     for name in result["files"]:
         info = os.stat(name)
         assert info.st_uid == pwd.getpwnam("astro2").pw_uid and stat.S_IMODE(info.st_mode) == 0o600, name
