@@ -9,8 +9,9 @@ guarded handler asks the kernel who owns the listening sockets on that port (the
 ``/proc/net/tcp`` and ``/proc/net/tcp6``) and answers 403 unless every one of them belongs to
 this server's own uid (404 when nothing listens there). On Slurm each user's server, kernels and
 Dask schedulers run as that user's unix account, so a user reaches their own dashboards and
-nobody else's. In the embedded default every server runs as one unix user: there it cannot tell
-users apart (and needs not: it is a single-person setup).
+nobody else's (sockets: :mod:`science_gateway.core.sockets`). In the embedded default every
+server runs as one unix user: there it cannot tell users apart (that setup is for a first look on
+one machine, not for users who must be kept apart).
 
 Remote hosts an admin allows in ``host_allowlist`` are left to that list: the owner of a socket
 on another machine is not visible here.
@@ -21,52 +22,15 @@ when it loads and again when the server starts (whichever order the extensions l
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 
+from ..core.sockets import port_owners, read_tables
+
 log = logging.getLogger(__name__)
 
-#: the kernel's socket tables
-PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
-#: ``st`` of a listening socket in those tables
-TCP_LISTEN = "0A"
 #: host names the proxy resolves to this machine (what jupyter-server-proxy allows by default)
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
-
-
-def _address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """``0100007F`` -> 127.0.0.1: the tables hold each 32-bit word in the host's (little-endian) order."""
-    raw = bytes.fromhex(hex_address)
-    return ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
-
-
-def listeners(table: str) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, int]]:
-    """``(address, port, uid)`` of each listening socket in the text of one ``/proc/net/tcp*`` table."""
-    found = []
-    for line in table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 8 or fields[3] != TCP_LISTEN:
-            continue
-        address, _, port = fields[1].partition(":")
-        found.append((_address(address), int(port, 16), int(fields[7])))
-    return found
-
-
-def port_owners(port: int, tables) -> set[int]:
-    """The uids listening on ``port`` on any address (``tables``: the texts of the socket tables)."""
-    return {uid for table in tables for _address_, listen_port, uid in listeners(table) if listen_port == port}
-
-
-def read_tables(paths=PROC_NET_TCP) -> list[str]:
-    tables = []
-    for path in paths:
-        try:
-            with open(path) as f:
-                tables.append(f.read())
-        except FileNotFoundError:  # a kernel without IPv6
-            continue
-    return tables
 
 
 def check_port(port: int, *, uid: int | None = None, tables=None) -> tuple[int, str] | None:

@@ -36,6 +36,7 @@ from .builders import (
     workers_for,
 )
 from ..core.presets import UserDaskConfig, worker_job_name
+from . import dashboard_guard
 
 #: this kernel's live gateway clusters: the user's limit counts all of them
 _LIVE: weakref.WeakSet = weakref.WeakSet()
@@ -90,6 +91,13 @@ class _Limits:
         else:
             kwargs["maximum"] = maximum
         return kwargs
+
+    async def _start(self):
+        await super()._start()
+        # the dashboard (loopback, no login of its own) answers only this user's connections
+        http_server = getattr(self.scheduler, "http_server", None)
+        if http_server is not None:
+            dashboard_guard.guard(http_server)
 
     @property
     def limits(self) -> dict:

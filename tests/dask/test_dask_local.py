@@ -88,3 +88,22 @@ def test_the_worker_jobs_folders_are_the_users_alone(tmp_path):
             _user_directory(str(theirs), private=True)
         _user_directory(str(theirs))
         assert stat.S_IMODE(os.stat(theirs).st_mode) == 0o755
+
+
+def test_the_dashboard_answers_only_its_own_user():
+    import os
+    import subprocess
+    import urllib.request
+
+    with sg_dask.cluster("tiny", environ=local_env()) as cluster:
+        port = cluster.scheduler_info["services"]["dashboard"]
+        url = f"http://127.0.0.1:{port}/status"
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200
+        if os.getuid() != 0:
+            pytest.skip("connecting as another unix user needs root")
+        fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=30).status)"
+        other = subprocess.run(["/usr/bin/python3", "-c", fetch], user="nobody", cwd="/tmp", capture_output=True,
+                               text=True, timeout=60)
+        assert other.returncode != 0, other.stdout
+        assert "RemoteDisconnected" in other.stderr or "Connection reset" in other.stderr, other.stderr[-500:]

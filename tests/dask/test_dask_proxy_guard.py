@@ -13,7 +13,8 @@ import subprocess
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from science_gateway.jupyter_ext.proxy_guard import check_port, listeners, port_owners
+from science_gateway.core.sockets import connection_owner, listeners, port_owners
+from science_gateway.jupyter_ext.proxy_guard import check_port
 
 # jupyter-server-proxy authenticates in prepare(), not with the decorators jupyter_server looks for
 # when allow_unauthenticated_access is False: its warning (an error here) would stop it loading
@@ -38,6 +39,16 @@ TCP6 = """\
 def test_listeners_are_read_from_the_socket_tables():
     assert [(str(a), port, uid) for a, port, uid in listeners(TCP)] == [("127.0.0.1", 8787, 1001), ("0.0.0.0", 22, 0)]
     assert [(str(a), port, uid) for a, port, uid in listeners(TCP6)] == [("::1", 8787, 1002), ("::", 9000, 1001)]
+
+
+def test_connection_owner_is_the_uid_at_the_peers_end():
+    tables = [TCP, TCP6]
+    assert connection_owner(("127.0.0.1", 41000), ("127.0.0.1", 8787), tables) == 1002
+    assert connection_owner(("::ffff:127.0.0.1", 41000), ("127.0.0.1", 8787), tables) == 1002
+    # the server's end of that connection, a listener, an unknown peer: nobody's connection
+    assert connection_owner(("127.0.0.1", 8787), ("127.0.0.1", 41000), tables) is None
+    assert connection_owner(("127.0.0.1", 41000), ("127.0.0.1", 9999), tables) is None
+    assert connection_owner(("10.0.0.7", 41000), ("127.0.0.1", 8787), tables) is None
 
 
 @pytest.mark.parametrize(

@@ -218,6 +218,12 @@ for how, attempt in (
         client.close()
     except Exception as e:
         results[how] = "refused: " + type(e).__name__
+import urllib.request
+try:
+    results["dashboard-direct"] = "fetched %s" % urllib.request.urlopen(
+        "http://127.0.0.1:%s/status" % {dashboard_port!r}, timeout=30).status
+except Exception as e:
+    results["dashboard-direct"] = "refused: " + type(e).__name__
 try:
     results["read-credentials"] = str(os.listdir(tls_dir))
 except OSError as e:
@@ -274,17 +280,20 @@ async def test_only_the_owner_gets_into_a_cluster_and_its_dashboard(slurm, dask_
     intruder = RemoteKernel(other, "astro1")
     intruder.start()
     marker = f"/tmp/{slurm.job_name}-intruded"
-    out = await intruder.execute(INTRUDE.format(address=result["address"], tls_dir=result["tls_dir"], marker=marker))
+    link = result["link"]
+    assert link.startswith("/user/astro2/proxy/") and link.endswith("/status"), link
+    port = link.split("/")[4]
+    out = await intruder.execute(INTRUDE.format(address=result["address"], tls_dir=result["tls_dir"], marker=marker,
+                                                dashboard_port=port))
     attempts = json.loads(out.strip().splitlines()[-1])
+    assert set(attempts) == {"no-credentials", "own-temporary-credentials", "plain-tcp", "dashboard-direct",
+                             "read-credentials"}
     assert all(value.startswith("refused") for value in attempts.values()), attempts
     assert not os.path.exists(marker)
 
     # the dashboard: the owner's proxy shows it; the other user's own proxy refuses that port
-    link = result["link"]
-    assert link.startswith("/user/astro2/proxy/") and link.endswith("/status"), link
     page = owner.get(link)
     assert page.status_code == 200 and "bokeh" in page.text.lower()
-    port = link.split("/")[4]
     for path in (f"/user/astro1/proxy/{port}/status", f"/user/astro1/proxy/localhost:{port}/status",
                  f"/user/astro1/proxy/absolute/{port}/status"):
         refused = other.get(path, allow_redirects=False)
