@@ -257,6 +257,14 @@ async def test_only_the_owner_gets_into_a_cluster_and_its_dashboard(slurm, dask_
     assert result["address"].startswith("tls://127.0.0.1:"), result["address"]
     assert result["sum"] == 6
     assert len(result["workers"]) == 2 and all(w.startswith("tls://") for w in result["workers"]), result["workers"]
+    # the scheduler listens on the configured interface only, the dashboard on loopback only
+    from science_gateway.core.sockets import listeners, read_tables
+
+    def listening_on(port: int) -> set[str]:
+        return {str(address) for table in read_tables() for address, p, _uid in listeners(table) if p == port}
+
+    assert listening_on(int(result["address"].rsplit(":", 1)[1])) == {"127.0.0.1"}
+    assert listening_on(int(result["link"].split("/")[4])) == {"127.0.0.1"}
     # the workers' copy of the credentials: the owner's alone
     home = pwd.getpwnam("astro2").pw_dir
     assert result["tls_dir"] == f"{home}/.science-gateway/dask-tls"
