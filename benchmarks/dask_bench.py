@@ -17,7 +17,9 @@ kernel). Measured:
 
 Stock is ``SLURMCluster(cores=1, processes=1, memory="1GiB", ...)``: one worker per job, what the
 dask-jobqueue docs show. Ours is ``science_gateway.dask.cluster(preset)`` with a preset of the same
-worker size and ``workers_per_job`` workers per job (4 by default).
+worker size and ``workers_per_job`` workers per job (4 by default), with TLS (credentials of its
+own); ``ours-plain`` (``--variants ours ours-plain``) is the same cluster without TLS, to measure
+what TLS costs.
 """
 
 from __future__ import annotations
@@ -105,6 +107,19 @@ def make_cluster(variant: str, args, job_name: str, logs: str):
     view = presets.user_view(backend="slurm", groups=["bench"], max_dask_workers=args.workers,
                              comment="science-gateway=bench user=root")
     env = {ENV_VAR: json.dumps(view)}
+    if variant == "ours-plain":
+        # the same preset without TLS (what the gateway's clusters were before they took credentials
+        # of their own): cluster() refuses to switch security off, so build it from the builder
+        from science_gateway.core.presets import UserDaskConfig
+        from science_gateway.dask.builders import slurm_cluster_kwargs
+        from science_gateway.dask.clusters import GatewaySLURMCluster
+
+        user = UserDaskConfig.from_environ(env)
+        kwargs = slurm_cluster_kwargs("bench", user.preset("bench"), user.settings, account="", comment=user.comment,
+                                      python=sys.executable, job_name=job_name, log_directory=logs,
+                                      tls_directory="")
+        kwargs.update(security=None, shared_temp_directory=None)
+        return GatewaySLURMCluster(preset_name="bench", user=user, job_cls=instrumented(GatewaySLURMJob), **kwargs)
     return sg_dask.cluster("bench", environ=env, job_cls=instrumented(GatewaySLURMJob))
 
 

@@ -5,6 +5,7 @@
 - :mod:`.catalog`: catalogue models (datasets, files, stage-in requests), the DID grammar and the
   one catalogue error family.
 - :mod:`.commands`: :func:`~.commands.run_command`, the one way to run a program.
+- :mod:`.sockets`: who owns a TCP socket on this node (the uid column of `/proc/net/tcp{,6}`).
 - :mod:`.names`, :mod:`.text`, :mod:`.clock`, :mod:`.typed`: names, formatting, time, and typed
   objects built from the dicts an admin writes.
 

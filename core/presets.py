@@ -180,8 +180,10 @@ class DaskPresets(LoggingConfigurable):
     ).tag(config=True)
     interface = Unicode(
         "",
-        help="""Network interface of the Dask scheduler and workers (e.g. ``ib0``); empty: Dask's
-        choice. ``lo`` fits a single-machine cluster only.""",
+        help="""Network interface the Dask scheduler listens on and the workers use (e.g. ``ib0``);
+        empty: the node's own address (the one Dask would advertise), never every address. ``lo``
+        fits a single-machine cluster only. Connections are mutual TLS with credentials of each
+        cluster's own either way.""",
     ).tag(config=True)
     death_timeout = Integer(
         60, min=1, help="Seconds a worker waits for a vanished scheduler (a killed kernel) before it exits and its job ends."
@@ -196,7 +198,17 @@ class DaskPresets(LoggingConfigurable):
         Unicode(), help="Shell lines run in each worker job before the worker (e.g. `module load ...`); admin-written only."
     ).tag(config=True)
     log_directory = Unicode(
-        "~/.science-gateway/dask-logs", help="Where worker jobs write their output (`~` is the user's home)."
+        "~/.science-gateway/dask-logs",
+        help="""Where worker jobs write their output (`~` is the user's home). A folder of the
+        user's own is kept at mode 0700; one that belongs to someone else (a site-wide folder) is
+        left as the admin made it.""",
+    ).tag(config=True)
+    tls_directory = Unicode(
+        "~/.science-gateway/dask-tls",
+        help="""Folder, readable by the worker jobs (on every node, e.g. in the user's home), where each
+        cluster's temporary TLS certificate and key are written for its workers (`~` is the user's
+        home). The kernel keeps the folder at mode 0700 and the files at 0600 and removes them when
+        the cluster closes.""",
     ).tag(config=True)
     submit_command = Unicode("sbatch", help="The sbatch command the kernel runs (a name on PATH or an absolute path).").tag(
         config=True
@@ -208,7 +220,7 @@ class DaskPresets(LoggingConfigurable):
     #: site settings that travel to the kernel with the presets
     SITE_SETTINGS = (
         "job_name", "interface", "death_timeout", "lifetime_margin_minutes", "job_script_prologue",
-        "log_directory", "submit_command", "cancel_command",
+        "log_directory", "tls_directory", "submit_command", "cancel_command",
     )
 
     def site_settings(self) -> dict:

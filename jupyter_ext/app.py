@@ -8,6 +8,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Instance, Type, Unicode, default
 
 from ..core import __version__
+from . import proxy_guard
 from .catalog.base import CatalogBackend
 from .catalog.demo import DemoCatalog
 from .handlers import handlers
@@ -64,12 +65,16 @@ class GatewayExtension(ExtensionApp):
     def initialize_handlers(self):
         deps = {"extension": self}
         self.handlers.extend((f"/gateway/api{path}", handler, deps) for path, handler in handlers)
+        # /proxy/PORT/ to this user's own ports only (see proxy_guard): now, and at start for
+        # a jupyter-server-proxy loaded after us
+        proxy_guard.install(self.serverapp.web_app)
 
     def initialize_settings(self):
         self.log.info("Science Gateway %s: catalogue %s", __version__, self.catalog.display_name)
         self.copy_examples(self.serverapp.root_dir)
 
     async def _start_jupyter_server_extension(self, serverapp):
+        proxy_guard.install(serverapp.web_app)
         self.token_keeper.start()
 
     async def stop_extension(self):

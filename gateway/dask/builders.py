@@ -12,6 +12,13 @@ from ..core.presets import DaskPreset, DaskPresets, worker_lifetime
 from ..core.text import format_walltime, sanitize_comment
 
 
+#: the dashboard: a free port on loopback (the user's server, on the kernel's node, proxies it)
+DASHBOARD_ADDRESS = "127.0.0.1:0"
+#: what ``cluster(name, **cluster_kwargs)`` passes through to the Dask cluster class
+#: (``job_cls``: a GatewaySLURMJob subclass, e.g. an instrumented one in benchmarks/dask_bench.py)
+CALLER_KWARGS = ("asynchronous", "job_cls", "loop", "name", "silence_logs")
+
+
 class DaskLimitError(ValueError):
     """A scale/adapt request beyond what the user's groups allow; the message says the limit."""
 
@@ -32,13 +39,25 @@ def slurm_cluster_kwargs(
     python: str,
     job_name: str,
     log_directory: str | None,
+    tls_directory: str,
+    scheduler_host: str = "",
 ) -> dict:
     """``dask_jobqueue.SLURMCluster(**kwargs)`` for one preset and one user's session.
 
     ``account`` is the session's (it wins over the preset's); ``comment`` carries the user's
     identity as the session job's does; ``python`` is the kernel's own interpreter, so workers run
     the kernel's environment.
+
+    Only the owner gets in: ``security=True`` makes dask-jobqueue create temporary credentials
+    for this cluster alone (``Security.temporary()``: mutual TLS, ``tls://`` addresses), and it
+    writes the workers' copy of them to ``tls_directory`` (files of mode 0600, in a folder the
+    caller keeps at 0700) for the job script to name. The scheduler listens on
+    ``DaskPresets.interface``, or when that is empty on ``scheduler_host`` (the node's own
+    address), never on every address; the dashboard on loopback only, for the user's server's
+    proxy.
     """
+    if not settings.interface and not scheduler_host:
+        raise ValueError("scheduler_host is needed when DaskPresets.interface is empty")
     lifetime, stagger = worker_lifetime(preset.walltime_minutes, settings.lifetime_margin_minutes)
     kwargs = {
         "n_workers": 0,
@@ -56,11 +75,16 @@ def slurm_cluster_kwargs(
         "python": python,
         "job_script_prologue": list(settings.job_script_prologue),
         "log_directory": log_directory,
-        # one scheduler per kernel on a shared node: let the OS pick the dashboard's port
-        "scheduler_options": {"dashboard_address": ":0"},
+        "security": True,
+        "shared_temp_directory": tls_directory,
+        # one scheduler per kernel on a shared node: let the OS pick the dashboard's port; loopback
+        # only: the user's server (on this node) proxies it
+        "scheduler_options": {"dashboard_address": DASHBOARD_ADDRESS},
     }
     if settings.interface:
         kwargs["interface"] = settings.interface
+    else:
+        kwargs["scheduler_options"]["host"] = scheduler_host
     several = preset.workers_per_job > 1
     kwargs["nanny"] = preset.nanny or (several and preset.job_layout == "processes")
     if several and preset.job_layout == "array":
@@ -106,14 +130,35 @@ def array_worker_command(command: str) -> str:
 
 
 def local_cluster_kwargs(preset: DaskPreset) -> dict:
-    """``distributed.LocalCluster(**kwargs)`` for the same preset (the embedded default)."""
+    """``distributed.LocalCluster(**kwargs)`` for the same preset (the embedded default).
+
+    The same protection as on Slurm: temporary credentials of its own (``tls://``), scheduler and
+    dashboard on loopback.
+    """
     return {
         "n_workers": 0,
         "threads_per_worker": preset.cores,
         "memory_limit": f"{preset.memory_gb}GiB",
         "processes": True,
-        "dashboard_address": ":0",
+        "security": True,
+        "host": "127.0.0.1",
+        "dashboard_address": DASHBOARD_ADDRESS,
     }
+
+
+def checked_cluster_kwargs(cluster_kwargs: dict) -> dict:
+    """What a caller of ``cluster(name, **cluster_kwargs)`` may add: :data:`CALLER_KWARGS` only.
+
+    Resources, account, identity, security and networking come from the preset and the site;
+    anything else is refused (not silently applied, not silently dropped).
+    """
+    unknown = sorted(set(cluster_kwargs) - set(CALLER_KWARGS))
+    if unknown:
+        raise TypeError(
+            f"cluster() does not take {', '.join(unknown)}: resources, account, security and networking come "
+            f"from the preset (ask the gateway admins for another preset); it takes only {', '.join(CALLER_KWARGS)}"
+        )
+    return dict(cluster_kwargs)
 
 
 def workers_for(n: int | None, jobs: int, workers_per_job: int) -> tuple[int, int]:

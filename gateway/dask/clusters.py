@@ -24,16 +24,19 @@ from dask_jobqueue import SLURMCluster
 from dask_jobqueue.slurm import SLURMJob
 from distributed import LocalCluster
 from distributed.deploy.adaptive import Adaptive
+from distributed.utils import get_ip
 
 from .builders import (
     array_job_header,
     array_worker_command,
     check_workers,
+    checked_cluster_kwargs,
     local_cluster_kwargs,
     slurm_cluster_kwargs,
     workers_for,
 )
 from ..core.presets import UserDaskConfig, worker_job_name
+from . import dashboard_guard
 
 #: this kernel's live gateway clusters: the user's limit counts all of them
 _LIVE: weakref.WeakSet = weakref.WeakSet()
@@ -89,6 +92,13 @@ class _Limits:
             kwargs["maximum"] = maximum
         return kwargs
 
+    async def _start(self):
+        await super()._start()
+        # the dashboard (loopback, no login of its own) answers only this user's connections
+        http_server = getattr(self.scheduler, "http_server", None)
+        if http_server is not None:
+            dashboard_guard.guard(http_server)
+
     @property
     def limits(self) -> dict:
         """What this cluster may still grow to, for people and widgets."""
@@ -114,7 +124,11 @@ class GatewaySLURMJob(SLURMJob):
 
 
 class GatewaySLURMCluster(_Limits, SLURMCluster):
-    """``SLURMCluster`` from a preset: the user's account and identity, limits enforced."""
+    """``SLURMCluster`` from a preset: the user's account and identity, limits enforced, TLS.
+
+    dask-jobqueue writes the workers' copy of the cluster's temporary credentials to
+    ``shared_temp_directory`` (``DaskPresets.tls_directory``); closing the cluster removes them.
+    """
 
     job_cls = GatewaySLURMJob
 
@@ -126,6 +140,16 @@ class GatewaySLURMCluster(_Limits, SLURMCluster):
 
     def _workers_per_job(self) -> int:
         return self._dummy_job.worker_processes
+
+    async def _close(self):
+        try:
+            await super()._close()
+        finally:
+            # dask-jobqueue keeps the credential files open (NamedTemporaryFile): closing deletes them
+            for name in ("_job_ca_file", "_job_cert", "_job_key"):
+                handle = self.__dict__.pop(name, None)
+                if handle is not None:
+                    handle.close()
 
     def scale(self, n=None, jobs=0, memory=None, cores=None):
         jobs, _ = workers_for(n, jobs, self._workers_per_job())
@@ -194,36 +218,59 @@ def user_config(environ=None) -> UserDaskConfig:
 def cluster(name: str, *, environ=None, **cluster_kwargs):
     """A ready cluster of the admin's preset ``name`` (no workers yet: ``scale``/``adapt`` it).
 
-    ``cluster_kwargs`` pass through to the Dask cluster class (e.g. ``asynchronous=True``);
-    resource settings come from the preset only.
+    ``cluster_kwargs`` may be only ``asynchronous``, ``loop``, ``name``, ``silence_logs`` and
+    ``job_cls`` (:data:`~.builders.CALLER_KWARGS`), passed through to the Dask cluster class;
+    anything else is a ``TypeError``: resources, account, security and networking come from the
+    preset and the site only. The cluster accepts only holders of its own temporary TLS
+    credentials (this kernel and its workers).
     """
     environ = os.environ if environ is None else environ
+    cluster_kwargs = checked_cluster_kwargs(cluster_kwargs)
     user = user_config(environ)
     preset = user.preset(name)
     if user.backend == "local":
         kwargs = local_cluster_kwargs(preset)
-        return GatewayLocalCluster(preset_name=name, user=user, **{**kwargs, **cluster_kwargs})
+        return GatewayLocalCluster(preset_name=name, user=user, **kwargs, **cluster_kwargs)
+    settings = user.settings
     kwargs = slurm_cluster_kwargs(
         name,
         preset,
-        user.settings,
+        settings,
         account=user.account,
         comment=user.comment,
         python=sys.executable,
-        job_name=worker_job_name(user.settings.job_name, environ.get("SLURM_JOB_ID", "")),
-        log_directory=_log_directory(user.settings.log_directory),
+        job_name=worker_job_name(settings.job_name, environ.get("SLURM_JOB_ID", "")),
+        log_directory=_user_directory(settings.log_directory),
+        tls_directory=_user_directory(settings.tls_directory, private=True),
+        scheduler_host="" if settings.interface else get_ip(),
     )
-    return GatewaySLURMCluster(preset_name=name, user=user, **{**kwargs, **cluster_kwargs})
+    return GatewaySLURMCluster(preset_name=name, user=user, **kwargs, **cluster_kwargs)
 
 
-def _log_directory(template: str) -> str | None:
+def _user_directory(template: str, *, private: bool = False) -> str | None:
+    """``template`` with ``~`` as the account's home, created at mode 0700 (the worker jobs' files).
+
+    A folder of ours is kept at 0700; ``private`` (the credentials) also refuses a folder another
+    uid owns. Without ``private`` (the logs) such a folder is the admin's choice and left alone.
+    """
     if not template:
+        if private:
+            raise ValueError("DaskPresets.tls_directory is empty: set it to a folder the worker jobs can read")
         return None
     if template.startswith("~"):
         # the account's home, not $HOME: batch jobs started through sudo may carry another one
         template = pwd.getpwuid(os.getuid()).pw_dir + template[1:]
     path = template
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if info.st_uid != os.getuid():
+        if private:
+            raise PermissionError(
+                f"{path} (DaskPresets.tls_directory) belongs to uid {info.st_uid}, not to you: remove it or ask "
+                "the gateway admins to point tls_directory at a folder of your own"
+            )
+    elif info.st_mode & 0o077:
+        os.chmod(path, 0o700)
     return path
 
 

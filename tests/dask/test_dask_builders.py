@@ -9,8 +9,10 @@ from science_gateway.core.policy import ResourcePolicy
 from science_gateway.dask.builders import (
     array_job_header,
     array_worker_command,
+    CALLER_KWARGS,
     DaskLimitError,
     check_workers,
+    checked_cluster_kwargs,
     local_cluster_kwargs,
     slurm_cluster_kwargs,
     worker_comment,
@@ -55,7 +57,8 @@ SLURM_CASES = [
          "job_extra_directives": ['--comment="science-gateway=sg user=alice@example.org dask=small"'],
          "worker_extra_args": ["--lifetime", "54m", "--lifetime-stagger", "3m"], "death_timeout": 60,
          "python": "/opt/env/bin/python", "log_directory": "/home/alice/logs",
-         "scheduler_options": {"dashboard_address": ":0"},
+         "security": True, "shared_temp_directory": "/home/alice/tls",
+         "scheduler_options": {"dashboard_address": "127.0.0.1:0", "host": "10.1.2.3"},
          "nanny": False, "array_tasks": 4, "task_cores": 1, "task_memory_gb": 2},
         id="small-four-workers-per-sbatch-as-an-array",
     ),
@@ -73,7 +76,9 @@ SLURM_CASES = [
         ),
         "big", "",
         {"cores": 2, "processes": 1, "memory": "3GiB", "walltime": "10:00:00", "queue": "long",
-         "account": "fallback", "interface": "lo", "death_timeout": 30,
+         "account": "fallback", "interface": "lo", "death_timeout": 30, "security": True,
+         # the interface decides where the scheduler listens: no host of its own
+         "scheduler_options": {"dashboard_address": "127.0.0.1:0"},
          "job_extra_directives": ['--comment="science-gateway=sg user=alice@example.org dask=big"', "--qos=dask"],
          "worker_extra_args": ["--lifetime", "560m", "--lifetime-stagger", "30m"],
          "job_script_prologue": ["module load python"]},
@@ -94,9 +99,13 @@ def test_slurm_cluster_kwargs(config, name, account, expected):
     kwargs = slurm_cluster_kwargs(
         name, presets.presets[name], presets, account=account, comment="science-gateway=sg user=alice@example.org",
         python="/opt/env/bin/python", job_name=worker_job_name(presets.job_name, "77"),
-        log_directory="/home/alice/logs",
+        log_directory="/home/alice/logs", tls_directory="/home/alice/tls", scheduler_host="10.1.2.3",
     )
     assert kwargs["n_workers"] == 0
+    # only holders of the cluster's own temporary credentials get in, on a named address
+    assert kwargs["security"] is True and kwargs["shared_temp_directory"] == "/home/alice/tls"
+    assert kwargs["scheduler_options"]["dashboard_address"] == "127.0.0.1:0"
+    assert ("interface" in kwargs) != ("host" in kwargs["scheduler_options"])
     for key, value in expected.items():
         assert kwargs[key] == value, key
     if "interface" not in expected:
@@ -149,8 +158,28 @@ def test_array_header_and_command_give_one_worker_per_task():
 def test_local_cluster_kwargs_use_the_same_preset():
     preset = DaskPresets(config=site_config(presets={"small": SMALL})).presets["small"]
     assert local_cluster_kwargs(preset) == {
-        "n_workers": 0, "threads_per_worker": 1, "memory_limit": "2GiB", "processes": True, "dashboard_address": ":0",
+        "n_workers": 0, "threads_per_worker": 1, "memory_limit": "2GiB", "processes": True,
+        "security": True, "host": "127.0.0.1", "dashboard_address": "127.0.0.1:0",
     }
+
+
+def test_without_an_interface_the_scheduler_needs_a_host():
+    presets = DaskPresets(config=site_config(presets={"small": SMALL}))
+    with pytest.raises(ValueError, match="scheduler_host is needed"):
+        slurm_cluster_kwargs("small", presets.presets["small"], presets, account="", comment="", python="python",
+                             job_name="j", log_directory=None, tls_directory="/t")
+
+
+@pytest.mark.parametrize("key", ["account", "security", "cores", "scheduler_options", "job_extra_directives"])
+def test_cluster_kwargs_may_not_override_what_the_preset_decides(key):
+    with pytest.raises(TypeError, match=f"does not take {key}: resources, account, security") as info:
+        checked_cluster_kwargs({"asynchronous": True, key: None})
+    assert "asynchronous, job_cls, loop, name, silence_logs" in str(info.value)
+
+
+def test_cluster_kwargs_pass_through_what_the_docs_list():
+    allowed = {key: object() for key in CALLER_KWARGS}
+    assert checked_cluster_kwargs(allowed) == allowed
 
 
 BAD_PRESETS = [

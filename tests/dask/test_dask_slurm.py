@@ -7,6 +7,7 @@ user's identity. Needs scripts/services/slurm and configurable-http-proxy on PAT
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -191,3 +192,127 @@ async def test_a_group_without_dask_workers_gets_a_clear_error(slurm, dask_hub):
     r = session.http.delete(f"{dask_hub.url}/hub/api/users/student/server", headers=session.xsrf_headers(), timeout=60)
     assert r.status_code in (202, 204)
     wait_for(lambda: "student" not in slurm.jobs(), 60, what="the student's job to end")
+
+
+#: run in another user's kernel: every way in to the owner's scheduler, and what came of it
+INTRUDE = """
+import json, os
+from distributed import Client
+from distributed.security import Security
+address, tls_dir, marker = {address!r}, {tls_dir!r}, {marker!r}
+host, port = address.split("://")[1].rsplit(":", 1)
+
+def pwn():
+    open(marker, "w").write("ran")
+
+results = {{}}
+for how, attempt in (
+    ("no-credentials", lambda: Client(address, timeout=10)),
+    ("own-temporary-credentials", lambda: Client(address, security=Security.temporary(), timeout=10)),
+    ("plain-tcp", lambda: Client(f"tcp://{{host}}:{{port}}", timeout=10)),
+):
+    try:
+        client = attempt()
+        client.run(pwn)
+        results[how] = "ran code"
+        client.close()
+    except Exception as e:
+        results[how] = "refused: " + type(e).__name__
+import urllib.request
+try:
+    results["dashboard-direct"] = "fetched %s" % urllib.request.urlopen(
+        "http://127.0.0.1:%s/status" % {dashboard_port!r}, timeout=30).status
+except Exception as e:
+    results["dashboard-direct"] = "refused: " + type(e).__name__
+try:
+    results["read-credentials"] = str(os.listdir(tls_dir))
+except OSError as e:
+    results["read-credentials"] = "refused: " + type(e).__name__
+print(json.dumps(results))
+"""
+
+
+async def test_only_the_owner_gets_into_a_cluster_and_its_dashboard(slurm, dask_hub):
+    import pwd
+    import stat
+
+    owner = HubSession(dask_hub)
+    assert owner.login("astro2", USERS["astro2"][0]).status_code == 200
+    owner.start_server("astro2", timeout=120, options={"partition": "cpu", "memory_gb": 2, "account": "astro-2024"})
+    kernel = RemoteKernel(owner, "astro2")
+    kernel.start()
+    out = await kernel.execute(START_CLUSTER.format(n=2) + textwrap.dedent("""
+        print(json.dumps({
+            "address": cluster.scheduler_address,
+            "workers": sorted(client.scheduler_info()["workers"]),
+            "sum": client.submit(sum, range(4)).result(),
+            "link": cluster.dashboard_link,
+            "tls_dir": cluster.shared_temp_directory,
+            "files": sorted(f.name for f in (cluster._job_ca_file, cluster._job_cert, cluster._job_key)),
+            "script": cluster.job_script(),
+        }))
+    """))
+    result = json.loads(out.strip().splitlines()[-1])
+    # the owner's client and the workers (Slurm jobs) talk TLS, on the configured interface (lo)
+    assert result["address"].startswith("tls://127.0.0.1:"), result["address"]
+    assert result["sum"] == 6
+    assert len(result["workers"]) == 2 and all(w.startswith("tls://") for w in result["workers"]), result["workers"]
+    # the scheduler listens on the configured interface only, the dashboard on loopback only
+    from science_gateway.core.sockets import listeners, read_tables
+
+    def listening_on(port: int) -> set[str]:
+        return {str(address) for table in read_tables() for address, p, _uid in listeners(table) if p == port}
+
+    assert listening_on(int(result["address"].rsplit(":", 1)[1])) == {"127.0.0.1"}
+    assert listening_on(int(result["link"].split("/")[4])) == {"127.0.0.1"}
+    # the workers' copy of the credentials: the owner's alone
+    home = pwd.getpwnam("astro2").pw_dir
+    assert result["tls_dir"] == f"{home}/.science-gateway/dask-tls"
+    info = os.stat(result["tls_dir"])
+    assert info.st_uid == pwd.getpwnam("astro2").pw_uid and stat.S_IMODE(info.st_mode) == 0o700
+    assert len(result["files"]) == 3
+    # ... and so are the worker jobs' logs
+    logs = os.stat(f"{home}/.science-gateway/dask-logs")
+    assert logs.st_uid == pwd.getpwnam("astro2").pw_uid and stat.S_IMODE(logs.st_mode) == 0o700
+    for name in result["files"]:
+        info = os.stat(name)
+        assert info.st_uid == pwd.getpwnam("astro2").pw_uid and stat.S_IMODE(info.st_mode) == 0o600, name
+        assert f"--tls-key {name}" in result["script"] or f"--tls-cert {name}" in result["script"] \
+            or f"--tls-ca-file {name}" in result["script"]
+    assert "BEGIN" not in result["script"]  # paths in the job script, never the key itself
+
+    # another user on the same node, with a kernel of their own: no way into the owner's cluster
+    other = HubSession(dask_hub)
+    assert other.login("astro1", USERS["astro1"][0]).status_code == 200
+    other.start_server("astro1", timeout=120, options={"partition": "cpu", "memory_gb": 2, "account": "astro-2024"})
+    intruder = RemoteKernel(other, "astro1")
+    intruder.start()
+    marker = f"/tmp/{slurm.job_name}-intruded"
+    link = result["link"]
+    assert link.startswith("/user/astro2/proxy/") and link.endswith("/status"), link
+    port = link.split("/")[4]
+    out = await intruder.execute(INTRUDE.format(address=result["address"], tls_dir=result["tls_dir"], marker=marker,
+                                                dashboard_port=port))
+    attempts = json.loads(out.strip().splitlines()[-1])
+    assert set(attempts) == {"no-credentials", "own-temporary-credentials", "plain-tcp", "dashboard-direct",
+                             "read-credentials"}
+    assert all(value.startswith("refused") for value in attempts.values()), attempts
+    assert not os.path.exists(marker)
+
+    # the dashboard: the owner's proxy shows it; the other user's own proxy refuses that port
+    page = owner.get(link)
+    assert page.status_code == 200 and "bokeh" in page.text.lower()
+    for path in (f"/user/astro1/proxy/{port}/status", f"/user/astro1/proxy/localhost:{port}/status",
+                 f"/user/astro1/proxy/absolute/{port}/status"):
+        refused = other.get(path, allow_redirects=False)
+        assert refused.status_code == 403, (path, refused.status_code, refused.text[:300])
+    assert "is not yours" in other.get(f"/user/astro1/proxy/{port}/status").text
+
+    # closing removes the credential files
+    await kernel.execute("client.close(); cluster.close()")
+    assert not any(os.path.exists(name) for name in result["files"])
+    for session, user in ((owner, "astro2"), (other, "astro1")):
+        r = session.http.delete(f"{dask_hub.url}/hub/api/users/{user}/server", headers=session.xsrf_headers(),
+                                timeout=60)
+        assert r.status_code in (202, 204), r.text
+    wait_for(lambda: not {"astro1", "astro2"} & set(slurm.jobs()), 60, what="both session jobs to end")
