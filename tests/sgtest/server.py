@@ -8,6 +8,8 @@ module sets, e.g. ``{"GatewayExtension": {"catalog_class": ...}, "RucioCatalog":
 
 from __future__ import annotations
 
+import copy
+
 from traitlets.config import Config
 
 BASE = {
@@ -20,7 +22,8 @@ BASE = {
 
 def server_config(extra: dict | None = None) -> Config:
     """BASE with ``extra`` merged in, section by section (a section's keys update BASE's)."""
-    merged = {section: dict(traits) for section, traits in BASE.items()}
+    # a deep copy: pytest_jupyter adds its own extensions to the config's dicts in place
+    merged = copy.deepcopy(BASE)
     for section, traits in (extra or {}).items():
         if not isinstance(traits, dict):
             raise TypeError(f"gateway_config[{section!r}] must be a dict of traits, not {type(traits).__name__}")
