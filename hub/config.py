@@ -13,21 +13,26 @@ from pathlib import Path
 import yaml
 from traitlets.config import Config, PyFileConfigLoader
 
+from .api import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 from .passwords import hash_password
 
 STATE_DIR_ENV = "SCIENCE_GATEWAY_STATE_DIR"
 CONFIG_ENV = "SCIENCE_GATEWAY_CONFIG"
 #: A server's API token: JupyterHub's default (the `server` role) plus what JupyterHub grants only
 #: to users who hold it: reading users' names and groups (admins: the admin notebook,
-#: ``science_gateway.admin``) and the user's own auth_state (the token keeper, where the site's
-#: `user` role has `admin:auth_state!user`, see docs/authentication.md).
+#: ``science_gateway.admin``) and the user's own access token from the gateway's token route (the
+#: token keeper; the `user` role holds it, :data:`USER_ROLE`). Never ``admin:auth_state``: that
+#: would hand the refresh token to every kernel.
 SERVER_TOKEN_SCOPES = [
     "users:activity!user",
     "access:servers!server",
     "read:users:name",
     "read:users:groups",
-    "admin:auth_state!user",
+    f"{TOKEN_SCOPE}!user",
 ]
+#: JupyterHub's `user` role plus the gateway's token scope for the user's own name. A site config
+#: that sets ``JupyterHub.load_roles`` replaces this list: keep this entry (docs/authentication.md).
+USER_ROLE = {"name": "user", "scopes": ["self", f"{TOKEN_SCOPE}!user"]}
 DEMO_USERS = {
     # name: (password, groups, admin); documented in the README
     "demo": ("demo", ["astro"], False),
@@ -55,6 +60,8 @@ def embedded_default(state_dir: Path) -> Config:
     }
     c.LocalSpawner.home_dir_template = str(state_dir / "home" / "{username}")
     c.Spawner.default_url = "/lab"
+    c.JupyterHub.custom_scopes = {TOKEN_SCOPE: {"description": TOKEN_SCOPE_DESCRIPTION}}
+    c.JupyterHub.load_roles = [USER_ROLE]
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     # The state dir travels to the servers so their extension keeps per-user state beside the hub's.
     c.Spawner.environment = {STATE_DIR_ENV: str(state_dir)}

@@ -7,6 +7,7 @@ production gateways log in through EGI Check-in or CILogon (OIDC).
 from jupyterhub.auth import Authenticator
 from traitlets import Bool, Dict, HasTraits, List, TraitError, Unicode, default, validate
 
+from .api import gateway_handlers
 from .passwords import is_password_hash, verify_password
 
 
@@ -62,6 +63,10 @@ class DemoAuthenticator(Authenticator):
     def _allow_all_default(self):
         # Only users in the table can authenticate at all.
         return True
+
+    def get_handlers(self, app):
+        # the gateway's hub API routes (token, effective policy), see .api
+        return [*super().get_handlers(app), *gateway_handlers()]
 
     async def authenticate(self, handler, data):
         name = self.normalize_username(data.get("username", ""))

@@ -35,6 +35,7 @@ from oauthenticator.oauth2 import OAuthenticator
 from tornado import web
 from traitlets import Callable, Dict, Float, Integer, Unicode, default
 
+from .api import gateway_handlers
 from .entitlements import safe_username
 
 #: unix account names the mapping may produce (the same rule as :func:`safe_username`'s output)
@@ -110,6 +111,10 @@ class GatewayOAuthenticator(OAuthenticator):
     @default("userdata_url")
     def _userdata_url_default(self):
         return self._discovered("userinfo_endpoint")
+
+    def get_handlers(self, app):
+        # oauthenticator's login and callback, then the gateway's hub API routes (see .api)
+        return [*super().get_handlers(app), *gateway_handlers()]
 
     # --- tokens -------------------------------------------------------------------------------
 

@@ -86,3 +86,29 @@ def test_an_admins_server_may_read_users_groups_and_a_users_server_may_not(embed
     demos_token = _server_token(demo_session, "demo")
     assert get(demos_token, "/users/admin").status_code in (403, 404)
     assert get(demos_token, "/users").status_code == 403
+
+
+def test_the_token_route_on_a_hub_without_tokens(embedded_hub, demo_session):
+    """The gateway's token route: 404 "no token" for a login without auth_state, 403 otherwise."""
+    demo_session.start_server("demo")
+    url = f"{embedded_hub.url}/hub/api/gateway/token"
+    token = _server_token(demo_session, "demo")
+    auth = {"Authorization": f"token {token}"}
+    r = requests.get(url, headers=auth, timeout=30)
+    assert r.status_code == 404 and r.json()["message"].startswith("no token")
+    assert requests.get(f"{url}/admin", headers=auth, timeout=30).status_code == 403
+    assert requests.get(url, timeout=30).status_code == 403
+    # the server's token reads no auth_state from the users API either
+    own = requests.get(f"{embedded_hub.url}/hub/api/users/demo", headers=auth, timeout=30)
+    assert own.status_code == 200 and "auth_state" not in own.json()
+
+
+def test_no_token_keeper_where_there_is_nothing_to_keep(embedded_hub, demo_session):
+    """Before: every server logged "the hub shows no access token ..." every minute."""
+    from sgtest.hub import wait_for
+
+    demo_session.start_server("demo")
+    wait_for(lambda: "keeps no access token for demo" in embedded_hub.log_text(), 30, what="the keeper's one line")
+    log = embedded_hub.log_text()
+    assert "shows no access token" not in log and "Token keeper: fetching" not in log
+    assert log.count("keeps no access token for demo") == 1
