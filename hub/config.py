@@ -13,6 +13,8 @@ from pathlib import Path
 import yaml
 from traitlets.config import Config, PyFileConfigLoader
 
+from ..core.policy import ResourcePolicy
+from ..core.presets import DaskPresets
 from .api import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 from .passwords import hash_password
 
@@ -40,6 +42,15 @@ DEMO_USERS = {
 }
 
 
+#: said on the login page (and by scripts/demo) whenever the embedded default's local spawner is in use
+ONE_UNIX_USER_NOTICE = (
+    "Demo gateway: every user's server runs as the same unix user on this machine, so any user can "
+    "read every other user's files and the hub's secrets. Use it alone, on your own machine; "
+    "production gateways spawn on Slurm or Kubernetes."
+)
+LOCAL_SPAWNER = "science-gateway-local"
+
+
 def default_state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".gateway-state")
 
@@ -53,7 +64,7 @@ def embedded_default(state_dir: Path) -> Config:
     c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
     c.ConfigurableHTTPProxy.pid_file = str(state_dir / "jupyterhub-proxy.pid")
     c.JupyterHub.authenticator_class = "science-gateway-demo"
-    c.JupyterHub.spawner_class = "science-gateway-local"
+    c.JupyterHub.spawner_class = LOCAL_SPAWNER
     c.DemoAuthenticator.users = {
         name: {"password": hash_password(password), "groups": groups, "admin": admin}
         for name, (password, groups, admin) in DEMO_USERS.items()
@@ -89,9 +100,47 @@ def site_config(environ=os.environ) -> Config:
     return c
 
 
+def private_state(state_dir: Path, config: Config) -> None:
+    """The state directory 0700 and the hub's secrets 0600, whatever the umask or an older run left.
+
+    ``mkdir(mode=...)`` is ignored for a directory that exists and is cut by the umask for a new
+    one, and SQLite creates the hub database (users, hashed API tokens, encrypted auth_state)
+    0644: so the directory is chmod-ed, and the database file is created 0600 before JupyterHub
+    opens it (SQLite's journal files take the database's mode).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
+    hub = config.get("JupyterHub", {})
+    db_url = hub.get("db_url", "")
+    db = Path(db_url[len("sqlite:///"):]) if db_url.startswith("sqlite:///") and ":memory:" not in db_url else None
+    if db is not None and not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+    for path in (db, Path(hub["cookie_secret_file"]) if hub.get("cookie_secret_file") else None):
+        if path is not None and path.exists():
+            os.chmod(path, 0o600)
+
+
+def check_policy(config: Config) -> None:
+    """Build the resource policy and Dask presets once, so a typo stops the hub at start-up with
+    the key named (not at the first spawn). Raises ValueError saying where."""
+    for cls in (ResourcePolicy, DaskPresets):
+        try:
+            cls(config=config)
+        except Exception as e:  # a TraitError or ValueError naming the key
+            raise ValueError(f"Science Gateway config: {cls.__name__}: {e}") from None
+
+
 def build_config(environ=os.environ) -> Config:
-    """The hub's config (:func:`site_config`), with its state directory created."""
-    default_state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    return site_config(environ)
+    """The hub's config (:func:`site_config`), checked (:func:`check_policy`), with its state
+    directory and secrets private (:func:`private_state`), and, while the local spawner is in use,
+    the login page saying that all users share one unix user (:data:`ONE_UNIX_USER_NOTICE`)."""
+    config = site_config(environ)
+    check_policy(config)
+    hub = config.JupyterHub
+    if hub.get("spawner_class") == LOCAL_SPAWNER and "announcement_login" not in hub.get("template_vars", {}):
+        hub.template_vars = {**hub.get("template_vars", {}), "announcement_login": ONE_UNIX_USER_NOTICE}
+    private_state(default_state_dir(), config)
+    return config
 
 
