@@ -122,3 +122,17 @@ def test_jupyterhub_with_a_typo_in_the_policy_exits_naming_the_key(tmp_path):
     assert proc.returncode != 0
     assert "max_corez" in proc.stderr and "ResourcePolicy" in proc.stderr
 
+
+def test_the_declared_jupyterhub_range_is_the_one_the_code_needs():
+    """SpawnException with status_code (spawners) and filtered custom scopes (hub/api.py) are
+    JupyterHub 6: a 5.x the old range allowed fails at import."""
+    import tomllib
+    from pathlib import Path
+
+    from jupyterhub.spawner import SpawnException
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    (req,) = [Requirement(r) for r in pyproject["project"]["dependencies"] if Requirement(r).name == "jupyterhub"]
+    assert not req.specifier.contains("5.4.0") and req.specifier.contains("6.1.1")
+    assert SpawnException("x", reason="r", status_code=409).status_code == 409
