@@ -342,3 +342,42 @@ async def test_failed_early_refresh_falls_back_to_oauthenticator(refresh_fakes):
     a = checkin(access_token_refresh_margin=60)
     assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "revoked", "expires_at": 1050})) is True
     assert refresh_fakes == ["refresh_token", "oauthenticator"]
+
+
+@pytest.mark.hub
+def test_a_real_hub_answers_while_its_provider_hangs(hanging, tmp_path):
+    """A real JupyterHub with Check-in pointed at a provider that never answers: its API answers
+    while a login waits for discovery; the login gets the 503 page; the next one is answered at
+    once from the remembered failure, without a new connection to the provider."""
+    import requests
+
+    from sgtest.hub import RunningHub
+
+    config = {
+        "JupyterHub": {"authenticator_class": "science-gateway-checkin"},
+        "CheckinAuthenticator": {"oidc_issuer": hanging.url, "oidc_discovery_timeout": 10,
+                                 "oidc_discovery_retry_interval": 600,
+                                 "oauth_callback_url": "http://127.0.0.1:1/hub/oauth_callback"},
+    }
+    env = {"OAUTH_CLIENT_ID": "gateway-test", "OAUTH_CLIENT_SECRET": "not-a-secret"}
+    with RunningHub(tmp_path, config=config, env=env) as hub:
+        login = {}
+
+        def sign_in():
+            login["response"] = requests.get(f"{hub.url}/hub/oauth_login", timeout=60)
+
+        waiting = threading.Thread(target=sign_in)
+        waiting.start()
+        from sgtest.hub import wait_for
+
+        wait_for(lambda: hanging.connections, 30, what="the hub's discovery request")
+        # the login is still waiting for the provider, and the hub answers other requests
+        api = requests.get(f"{hub.url}/hub/api/", timeout=30)
+        still_waiting = waiting.is_alive()
+        waiting.join(60)
+        assert api.status_code == 200 and "version" in api.json()
+        assert still_waiting, "the login finished before the API call: the test proved nothing"
+        first = login["response"]
+        assert first.status_code == 503 and "identity provider cannot be reached" in first.text
+        again = requests.get(f"{hub.url}/hub/oauth_login", timeout=30)
+        assert again.status_code == 503 and len(hanging.connections) == 1
