@@ -40,6 +40,10 @@ DEMO_USERS = {
     "demo": ("demo", ["astro"], False),
     "admin": ("admin", ["astro", "gateway-admins"], True),
 }
+#: the demo's one login; the second (``demo``) only with ``SCIENCE_GATEWAY_DEMO_SECOND_USER=1``
+#: (``./scripts/demo --second-user``): it runs as the same unix user and can read admin's files
+DEMO_FIRST_USER = "admin"
+SECOND_USER_ENV = "SCIENCE_GATEWAY_DEMO_SECOND_USER"
 
 
 #: said on the login page (and by scripts/demo) whenever the embedded default's local spawner is in use
@@ -55,8 +59,11 @@ def default_state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".gateway-state")
 
 
-def embedded_default(state_dir: Path) -> Config:
-    """No root, no services, no network: everything a first run needs, on loopback."""
+def embedded_default(state_dir: Path, second_user: bool = False) -> Config:
+    """No root, no services, no network: everything a first run needs, on loopback.
+
+    One login (:data:`DEMO_FIRST_USER`), plus the rest of :data:`DEMO_USERS` with ``second_user``.
+    """
     c = Config()
     c.JupyterHub.bind_url = os.environ.get("SCIENCE_GATEWAY_BIND_URL", "http://127.0.0.1:8000")
     c.JupyterHub.hub_ip = "127.0.0.1"
@@ -68,6 +75,7 @@ def embedded_default(state_dir: Path) -> Config:
     c.DemoAuthenticator.users = {
         name: {"password": hash_password(password), "groups": groups, "admin": admin}
         for name, (password, groups, admin) in DEMO_USERS.items()
+        if second_user or name == DEMO_FIRST_USER
     }
     c.LocalSpawner.home_dir_template = str(state_dir / "home" / "{username}")
     c.Spawner.default_url = "/lab"
@@ -94,7 +102,7 @@ def load_site_config(path: str | os.PathLike) -> Config:
 
 def site_config(environ=os.environ) -> Config:
     """The embedded default, then each file of ``$SCIENCE_GATEWAY_CONFIG`` merged in order (pure)."""
-    c = embedded_default(default_state_dir())
+    c = embedded_default(default_state_dir(), second_user=environ.get(SECOND_USER_ENV) == "1")
     for path in filter(None, environ.get(CONFIG_ENV, "").split(os.pathsep)):
         c.merge(load_site_config(path))
     return c

@@ -41,7 +41,7 @@ POLICY = {
 
 @pytest.fixture
 def embedded(tmp_path):
-    return embedded_default(tmp_path)
+    return embedded_default(tmp_path, second_user=True)
 
 
 def test_embedded_default_demo_user(embedded):

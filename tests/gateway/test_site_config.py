@@ -17,7 +17,9 @@ def test_nothing_set_is_the_embedded_default(env, tmp_path):
     assert c.JupyterHub.spawner_class == "science-gateway-local"
     assert c.JupyterHub.bind_url.startswith("http://127.0.0.1:")
     assert str(tmp_path / "state") in c.JupyterHub.db_url
-    assert set(c.DemoAuthenticator.users) == {"demo", "admin"}
+    # one login by default: a second one shares the unix user (and its files), so only when asked
+    assert set(c.DemoAuthenticator.users) == {"admin"}
+    assert set(build_config({"SCIENCE_GATEWAY_DEMO_SECOND_USER": "1"}).DemoAuthenticator.users) == {"demo", "admin"}
     # passwords are stored hashed, never in plain text
     assert all(u["password"].startswith("pbkdf2_sha256$") for u in c.DemoAuthenticator.users.values())
     assert (tmp_path / "state").stat().st_mode & 0o077 == 0
