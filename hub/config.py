@@ -13,34 +13,57 @@ from pathlib import Path
 import yaml
 from traitlets.config import Config, PyFileConfigLoader
 
+from ..core.policy import ResourcePolicy
+from ..core.presets import DaskPresets
+from .api import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 from .passwords import hash_password
 
 STATE_DIR_ENV = "SCIENCE_GATEWAY_STATE_DIR"
 CONFIG_ENV = "SCIENCE_GATEWAY_CONFIG"
 #: A server's API token: JupyterHub's default (the `server` role) plus what JupyterHub grants only
 #: to users who hold it: reading users' names and groups (admins: the admin notebook,
-#: ``science_gateway.admin``) and the user's own auth_state (the token keeper, where the site's
-#: `user` role has `admin:auth_state!user`, see docs/authentication.md).
+#: ``science_gateway.admin``) and the user's own access token from the gateway's token route (the
+#: token keeper; the `user` role holds it, :data:`USER_ROLE`). Never ``admin:auth_state``: that
+#: would hand the refresh token to every kernel.
 SERVER_TOKEN_SCOPES = [
     "users:activity!user",
     "access:servers!server",
     "read:users:name",
     "read:users:groups",
-    "admin:auth_state!user",
+    f"{TOKEN_SCOPE}!user",
 ]
+#: JupyterHub's `user` role plus the gateway's token scope for the user's own name. A site config
+#: that sets ``JupyterHub.load_roles`` replaces this list: keep this entry (docs/authentication.md).
+USER_ROLE = {"name": "user", "scopes": ["self", f"{TOKEN_SCOPE}!user"]}
 DEMO_USERS = {
     # name: (password, groups, admin); documented in the README
     "demo": ("demo", ["astro"], False),
     "admin": ("admin", ["astro", "gateway-admins"], True),
 }
+#: the demo's one login; the second (``demo``) only with ``SCIENCE_GATEWAY_DEMO_SECOND_USER=1``
+#: (``./scripts/demo --second-user``): it runs as the same unix user and can read admin's files
+DEMO_FIRST_USER = "admin"
+SECOND_USER_ENV = "SCIENCE_GATEWAY_DEMO_SECOND_USER"
+
+
+#: said on the login page (and by scripts/demo) whenever the embedded default's local spawner is in use
+ONE_UNIX_USER_NOTICE = (
+    "Demo gateway: every user's server runs as the same unix user on this machine, so any user can "
+    "read every other user's files and the hub's secrets. Use it alone, on your own machine; "
+    "production gateways spawn on Slurm or Kubernetes."
+)
+LOCAL_SPAWNER = "science-gateway-local"
 
 
 def default_state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".gateway-state")
 
 
-def embedded_default(state_dir: Path) -> Config:
-    """No root, no services, no network: everything a first run needs, on loopback."""
+def embedded_default(state_dir: Path, second_user: bool = False) -> Config:
+    """No root, no services, no network: everything a first run needs, on loopback.
+
+    One login (:data:`DEMO_FIRST_USER`), plus the rest of :data:`DEMO_USERS` with ``second_user``.
+    """
     c = Config()
     c.JupyterHub.bind_url = os.environ.get("SCIENCE_GATEWAY_BIND_URL", "http://127.0.0.1:8000")
     c.JupyterHub.hub_ip = "127.0.0.1"
@@ -48,13 +71,16 @@ def embedded_default(state_dir: Path) -> Config:
     c.JupyterHub.cookie_secret_file = str(state_dir / "jupyterhub_cookie_secret")
     c.ConfigurableHTTPProxy.pid_file = str(state_dir / "jupyterhub-proxy.pid")
     c.JupyterHub.authenticator_class = "science-gateway-demo"
-    c.JupyterHub.spawner_class = "science-gateway-local"
+    c.JupyterHub.spawner_class = LOCAL_SPAWNER
     c.DemoAuthenticator.users = {
         name: {"password": hash_password(password), "groups": groups, "admin": admin}
         for name, (password, groups, admin) in DEMO_USERS.items()
+        if second_user or name == DEMO_FIRST_USER
     }
     c.LocalSpawner.home_dir_template = str(state_dir / "home" / "{username}")
     c.Spawner.default_url = "/lab"
+    c.JupyterHub.custom_scopes = {TOKEN_SCOPE: {"description": TOKEN_SCOPE_DESCRIPTION}}
+    c.JupyterHub.load_roles = [USER_ROLE]
     c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
     # The state dir travels to the servers so their extension keeps per-user state beside the hub's.
     c.Spawner.environment = {STATE_DIR_ENV: str(state_dir)}
@@ -76,15 +102,53 @@ def load_site_config(path: str | os.PathLike) -> Config:
 
 def site_config(environ=os.environ) -> Config:
     """The embedded default, then each file of ``$SCIENCE_GATEWAY_CONFIG`` merged in order (pure)."""
-    c = embedded_default(default_state_dir())
+    c = embedded_default(default_state_dir(), second_user=environ.get(SECOND_USER_ENV) == "1")
     for path in filter(None, environ.get(CONFIG_ENV, "").split(os.pathsep)):
         c.merge(load_site_config(path))
     return c
 
 
+def private_state(state_dir: Path, config: Config) -> None:
+    """The state directory 0700 and the hub's secrets 0600, whatever the umask or an older run left.
+
+    ``mkdir(mode=...)`` is ignored for a directory that exists and is cut by the umask for a new
+    one, and SQLite creates the hub database (users, hashed API tokens, encrypted auth_state)
+    0644: so the directory is chmod-ed, and the database file is created 0600 before JupyterHub
+    opens it (SQLite's journal files take the database's mode).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(state_dir, 0o700)
+    hub = config.get("JupyterHub", {})
+    db_url = hub.get("db_url", "")
+    db = Path(db_url[len("sqlite:///"):]) if db_url.startswith("sqlite:///") and ":memory:" not in db_url else None
+    if db is not None and not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+    for path in (db, Path(hub["cookie_secret_file"]) if hub.get("cookie_secret_file") else None):
+        if path is not None and path.exists():
+            os.chmod(path, 0o600)
+
+
+def check_policy(config: Config) -> None:
+    """Build the resource policy and Dask presets once, so a typo stops the hub at start-up with
+    the key named (not at the first spawn). Raises ValueError saying where."""
+    for cls in (ResourcePolicy, DaskPresets):
+        try:
+            cls(config=config)
+        except Exception as e:  # a TraitError or ValueError naming the key
+            raise ValueError(f"Science Gateway config: {cls.__name__}: {e}") from None
+
+
 def build_config(environ=os.environ) -> Config:
-    """The hub's config (:func:`site_config`), with its state directory created."""
-    default_state_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
-    return site_config(environ)
+    """The hub's config (:func:`site_config`), checked (:func:`check_policy`), with its state
+    directory and secrets private (:func:`private_state`), and, while the local spawner is in use,
+    the login page saying that all users share one unix user (:data:`ONE_UNIX_USER_NOTICE`)."""
+    config = site_config(environ)
+    check_policy(config)
+    hub = config.JupyterHub
+    if hub.get("spawner_class") == LOCAL_SPAWNER and "announcement_login" not in hub.get("template_vars", {}):
+        hub.template_vars = {**hub.get("template_vars", {}), "announcement_login": ONE_UNIX_USER_NOTICE}
+    private_state(default_state_dir(), config)
+    return config
 
 

@@ -4,9 +4,13 @@ It is a convenience for a first run and for tests on loopback, not a production 
 production gateways log in through EGI Check-in or CILogon (OIDC).
 """
 
-from jupyterhub.auth import Authenticator
-from traitlets import Bool, Dict, HasTraits, List, TraitError, Unicode, default, validate
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
+from jupyterhub.auth import Authenticator
+from traitlets import Bool, Dict, HasTraits, Integer, List, TraitError, Unicode, default, validate
+
+from .api import gateway_handlers
 from .passwords import is_password_hash, verify_password
 
 
@@ -54,6 +58,18 @@ class DemoAuthenticator(Authenticator):
             built[name] = DemoUser(**entry)
         return built
 
+    verify_workers = Integer(
+        2,
+        min=1,
+        help="""Threads that check passwords. A check (PBKDF2) takes a fraction of a second of
+        CPU: it runs on these threads, never on the hub's event loop, so a burst of wrong
+        passwords queues here instead of stalling every other request to the hub.""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._verifier = ThreadPoolExecutor(self.verify_workers, thread_name_prefix="demo-login")
+
     @default("manage_groups")
     def _manage_groups_default(self):
         return True
@@ -63,10 +79,18 @@ class DemoAuthenticator(Authenticator):
         # Only users in the table can authenticate at all.
         return True
 
+    def get_handlers(self, app):
+        # the gateway's hub API routes (token, effective policy), see .api
+        return [*super().get_handlers(app), *gateway_handlers()]
+
     async def authenticate(self, handler, data):
         name = self.normalize_username(data.get("username", ""))
         user = self.users.get(name)
-        if user is None or not verify_password(data.get("password", ""), user.password):
+        password = data.get("password", "")
+        ok = user is not None and await asyncio.get_running_loop().run_in_executor(
+            self._verifier, verify_password, password, user.password
+        )
+        if not ok:
             self.log.warning("Demo login refused for %r", name)
             return None
         return {"name": name, "admin": user.admin, "groups": list(user.groups)}

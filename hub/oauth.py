@@ -6,7 +6,11 @@ refresh with the refresh token) and the group policy mechanics (``manage_groups`
 behaves differently on a federated research infrastructure:
 
 - **OIDC discovery**: ``authorize_url``, ``token_url`` and ``userdata_url`` default to the
-  endpoints in ``{oidc_issuer}/.well-known/openid-configuration`` (oauthenticator 17 reads none).
+  endpoints in ``{oidc_issuer}/.well-known/openid-configuration`` (oauthenticator 17 reads none),
+  fetched asynchronously with a timeout when the login page, a callback or a token refresh first
+  needs them (:meth:`GatewayOAuthenticator.discover`); a failure is remembered for
+  :attr:`~GatewayOAuthenticator.oidc_discovery_retry_interval` seconds, so a hung provider never
+  stalls the hub's event loop and is asked at most that often.
 - **Tokens that stay fresh**: ``auth_state`` records when the access token expires
   (``expires_at``), and :meth:`refresh_user` uses the refresh token as soon as the access token
   has less than :attr:`access_token_refresh_margin` seconds left, not only after it has expired.
@@ -24,17 +28,19 @@ Override ladder for a new provider module (increasing depth): ``@default`` value
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
-import urllib.request
 from html import escape
 from inspect import isawaitable
 
 from oauthenticator.oauth2 import OAuthenticator
 from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Callable, Dict, Float, Integer, Unicode, default
 
+from .api import gateway_handlers
 from .entitlements import safe_username
 
 #: unix account names the mapping may produce (the same rule as :func:`safe_username`'s output)
@@ -46,21 +52,57 @@ def utcnow() -> float:
     return time.time()
 
 
-def fetch_discovery(issuer: str, timeout: float) -> dict:
-    """GET ``{issuer}/.well-known/openid-configuration`` and check it names ``issuer``.
+class DiscoveryError(RuntimeError):
+    """The issuer's discovery document could not be read (the message says why, without bodies)."""
 
-    Blocking on purpose: called once, lazily, the first time an endpoint is needed.
-    """
+
+async def fetch_discovery(issuer: str, timeout: float) -> dict:
+    """GET ``{issuer}/.well-known/openid-configuration`` (asynchronously, at most ``timeout``
+    seconds) and check it names ``issuer``."""
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "JupyterHub"})
+    request = HTTPRequest(url, headers={"Accept": "application/json", "User-Agent": "JupyterHub"},
+                          connect_timeout=timeout, request_timeout=timeout)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            document = json.load(response)
-    except (OSError, ValueError) as e:
-        raise RuntimeError(f"OIDC discovery from {url} failed: {e}") from e
-    if document.get("issuer", "").rstrip("/") != issuer.rstrip("/"):
-        raise RuntimeError(f"OIDC discovery from {url} names issuer {document.get('issuer')!r}, not {issuer!r}")
+        response = await AsyncHTTPClient().fetch(request)
+        document = json.loads(response.body)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - timeouts, refused connections, HTTP errors, bad JSON
+        raise DiscoveryError(f"OIDC discovery from {url} failed: {type(e).__name__}: {e}") from e
+    if not isinstance(document, dict):
+        raise DiscoveryError(f"OIDC discovery from {url} gave no JSON object")
+    if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
+        raise DiscoveryError(f"OIDC discovery from {url} names issuer {document.get('issuer')!r}, not {issuer!r}")
     return document
+
+
+def unreachable_error(message: str) -> web.HTTPError:
+    """The 503 page a user sees while the identity provider cannot be reached."""
+    text = (f"The identity provider cannot be reached right now, so nobody can sign in. Try again in a "
+            f"minute; if it persists, tell the gateway administrators. ({message})")
+    error = web.HTTPError(503, reason="Identity provider unreachable")
+    error.jupyterhub_message = text
+    return error
+
+
+class DiscoveringHandler:
+    """Mixed in front of oauthenticator's login and callback handlers (whichever the provider
+    uses): their ``get`` runs after the (asynchronous) discovery of the endpoints, and a user meets
+    a 503 page saying the provider is unreachable instead of a hub that hangs."""
+
+    async def get(self, *args, **kwargs):
+        try:
+            await self.authenticator.discover()
+        except DiscoveryError as e:
+            raise unreachable_error(str(e)) from None
+        result = super().get(*args, **kwargs)
+        if isawaitable(result):
+            await result
+
+
+def discovering(handler: type) -> type:
+    """``handler`` with :class:`DiscoveringHandler` in front of it."""
+    return type(f"Discovering{handler.__name__}", (DiscoveringHandler, handler), {})
 
 
 class GatewayOAuthenticator(OAuthenticator):
@@ -81,17 +123,58 @@ class GatewayOAuthenticator(OAuthenticator):
         help="Seconds to wait for the issuer's `.well-known/openid-configuration`.",
     )
 
+    oidc_discovery_retry_interval = Float(
+        30.0,
+        config=True,
+        help="""After a failed OIDC discovery, seconds during which the login page answers at once
+        that the identity provider is unreachable, before the issuer is asked again.""",
+    )
+
     oidc_discovery = Dict(
-        help="The issuer's discovery document (read from `oidc_issuer` on first use; not config)."
+        help="""The issuer's discovery document (read from `oidc_issuer` by `discover()` when
+        first needed; not config)."""
     )
 
     @default("oidc_discovery")
     def _oidc_discovery_default(self):
+        # not cached: an access before discover() fails and a later one can succeed
+        raise DiscoveryError(f"{type(self).__name__}: OIDC discovery of {self.oidc_issuer!r} has not completed")
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._discovery_lock = asyncio.Lock()
+        self._discovery_failure: tuple[float, str] | None = None
+
+    def needs_discovery(self) -> bool:
+        """False when the three endpoints are configured (or already discovered)."""
+        return "oidc_discovery" not in self._trait_values and not all(
+            name in self._trait_values for name in ("authorize_url", "token_url", "userdata_url")
+        )
+
+    async def discover(self) -> None:
+        """Read the issuer's discovery document once, asynchronously; :class:`DiscoveryError` if it
+        cannot be read now (for :attr:`oidc_discovery_retry_interval` seconds after a failure, at
+        once, without asking the issuer again)."""
+        if not self.needs_discovery():
+            return
         if not self.oidc_issuer:
-            raise ValueError(f"{type(self).__name__}.oidc_issuer is not set: OIDC discovery needs it")
-        document = fetch_discovery(self.oidc_issuer, self.oidc_discovery_timeout)
-        self.log.info("OIDC discovery: issuer %s", document["issuer"])
-        return document
+            raise DiscoveryError(f"{type(self).__name__}.oidc_issuer is not set: OIDC discovery needs it")
+        async with self._discovery_lock:  # one request at a time; the others wait for its answer
+            if not self.needs_discovery():
+                return
+            if self._discovery_failure is not None:
+                failed_at, message = self._discovery_failure
+                if utcnow() - failed_at < self.oidc_discovery_retry_interval:
+                    raise DiscoveryError(message)
+            try:
+                document = await fetch_discovery(self.oidc_issuer, self.oidc_discovery_timeout)
+            except DiscoveryError as e:
+                self._discovery_failure = (utcnow(), str(e))
+                self.log.warning("%s (asking again in %.0fs at the earliest)", e, self.oidc_discovery_retry_interval)
+                raise
+            self._discovery_failure = None
+            self.oidc_discovery = document
+            self.log.info("OIDC discovery: issuer %s", document["issuer"])
 
     def _discovered(self, key: str) -> str:
         value = self.oidc_discovery.get(key)
@@ -110,6 +193,12 @@ class GatewayOAuthenticator(OAuthenticator):
     @default("userdata_url")
     def _userdata_url_default(self):
         return self._discovered("userinfo_endpoint")
+
+    def get_handlers(self, app):
+        # oauthenticator's login and callback after discovery, then the gateway's hub API routes
+        wrap = {self.login_handler, self.callback_handler}
+        handlers = [(route, discovering(h) if h in wrap else h, *rest) for route, h, *rest in super().get_handlers(app)]
+        return [*handlers, *gateway_handlers()]
 
     # --- tokens -------------------------------------------------------------------------------
 
@@ -131,6 +220,10 @@ class GatewayOAuthenticator(OAuthenticator):
         expired. Keep `auth_refresh_age` < `TokenKeeper.refresh_margin` <= this margin < the
         provider's access token lifetime, so servers are never handed an expiring token.""",
     )
+
+    async def authenticate(self, handler, data=None, **kwargs):
+        await self.discover()  # the token and userinfo endpoints
+        return await super().authenticate(handler, data, **kwargs)
 
     async def get_token_info(self, handler, params):
         """The token endpoint's answer, stamped with ``expires_at`` (epoch seconds) on arrival.
@@ -164,6 +257,11 @@ class GatewayOAuthenticator(OAuthenticator):
         server would be handed a token that is about to expire. Here an access token within
         :attr:`access_token_refresh_margin` of its expiry is exchanged right away.
         """
+        try:
+            await self.discover()
+        except DiscoveryError:
+            # the provider is unreachable: keep the current tokens; ask again next time
+            return True
         if self.enable_auth_state and self.refresh_user_hook is None:
             auth_state = await user.get_auth_state()
             if auth_state and auth_state.get("refresh_token") and self.expires_soon(auth_state):

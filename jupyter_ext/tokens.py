@@ -1,17 +1,18 @@
 """The token keeper: the user's current OIDC access token, always fresh, in a file.
 
 A token passed in the environment at spawn goes stale within the hour. The keeper, started by the
-server extension in every hub-spawned server, asks the hub for the user's current ``auth_state``
-(``GET {hub_api}/users/{name}`` with the server's own API token; the hub refreshes the tokens on
-the way, see ``science_gateway.hub.oauth``) before the token it holds expires, and writes the
-access token atomically, mode 0600, to :attr:`TokenKeeper.token_file`: the file named by
-``BEARER_TOKEN_FILE`` (WLCG bearer token discovery), which it also exports to kernels started
-later, plus any :attr:`TokenKeeper.extra_token_files` (e.g. the Rucio client's
-``[client] auth_token_file_path``).
+server extension in every hub-spawned server, asks the hub for the user's current access token
+(``GET {hub_api}/gateway/token`` with the server's own API token, see
+``science_gateway.hub.api``: the access token and its expiry only, never the refresh token; the
+hub refreshes the tokens on the way) before the token it holds expires, and writes it atomically,
+mode 0600, to :attr:`TokenKeeper.token_file`: the file named by ``BEARER_TOKEN_FILE`` (WLCG
+bearer token discovery), which it also exports to kernels started later, plus any
+:attr:`TokenKeeper.extra_token_files` (e.g. the Rucio client's ``[client] auth_token_file_path``).
 
-The hub must let a server read its own user's ``auth_state``: both the ``user`` and the
-``server`` roles need the scope ``admin:auth_state!user`` (see docs/authentication.md).
-Token values are never logged.
+When the hub says it keeps no token for the user (404, e.g. the demo login, or a hub without the
+gateway's route) the keeper says so once and stops. Any other failure (the hub down, a refused
+token, an answer of an unexpected shape) is logged without values and retried with a doubling
+delay up to :attr:`TokenKeeper.max_retry_interval`. Token values are never logged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 from jupyter_core.paths import jupyter_runtime_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -30,6 +30,44 @@ from traitlets import Bool, Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 TOKEN_FILE_ENV = "BEARER_TOKEN_FILE"
+#: the hub API route of the gateway that hands a server its user's access token
+TOKEN_ROUTE = "gateway/token"
+
+
+class NoToken(Exception):
+    """The hub keeps no access token for this user (404): nothing to keep."""
+
+
+class BadAnswer(ValueError):
+    """The hub's answer is not ``{"access_token": str, "expires_at": number | null}``.
+
+    The message names what is wrong, never a value from the answer.
+    """
+
+
+def parse_token_answer(body: bytes) -> tuple[str, float | None]:
+    """The access token and its expiry (epoch seconds or None) from the route's JSON answer."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadAnswer("the answer is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadAnswer(f"the answer is a JSON {type(data).__name__}, not an object")
+    token, expires_at = data.get("access_token"), data.get("expires_at")
+    if not isinstance(token, str) or not token:
+        raise BadAnswer("the answer has no access_token string")
+    if expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))):
+        raise BadAnswer(f"the answer's expires_at is a {type(expires_at).__name__}, not a number")
+    return token, None if expires_at is None else float(expires_at)
+
+
+def describe_error(error: BaseException) -> str:
+    """What a log line may say about a failed fetch: no token values, no response bodies."""
+    if isinstance(error, HTTPClientError):
+        return f"HTTP {error.code}"  # the status line only; the body could quote anything
+    if isinstance(error, BadAnswer):
+        return str(error)
+    return type(error).__name__
 
 
 def utcnow() -> float:
@@ -65,7 +103,7 @@ class TokenKeeper(LoggingConfigurable):
     enabled = Bool(
         True,
         help="""Run the token keeper in hub-spawned servers (it stays off outside a hub, and
-        when the user's auth_state holds no access token).""",
+        stops when the hub keeps no access token for the user).""",
     ).tag(config=True)
 
     hub_api_url = Unicode(
@@ -178,57 +216,63 @@ class TokenKeeper(LoggingConfigurable):
             for path in self.paths:
                 path.unlink(missing_ok=True)
 
-    async def fetch_auth_state(self) -> dict | None:
-        """The user's ``auth_state`` from the hub API (None when the hub does not show it)."""
-        url = f"{self.hub_api_url.rstrip('/')}/users/{quote(self.username, safe='')}"
+    async def fetch_token(self) -> tuple[str, float | None]:
+        """The user's current access token and expiry from the hub; :class:`NoToken` on 404."""
+        url = f"{self.hub_api_url.rstrip('/')}/{TOKEN_ROUTE}"
         request = HTTPRequest(
             url,
             headers={"Authorization": f"token {self.api_token}", "Accept": "application/json"},
             request_timeout=self.request_timeout,
         )
-        response = await AsyncHTTPClient().fetch(request)
-        return json.loads(response.body).get("auth_state")
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+        except HTTPClientError as e:
+            if e.code == 404:
+                raise NoToken() from None
+            raise
+        return parse_token_answer(response.body)
 
-    async def update(self) -> bool:
-        """Fetch the current token once and write it if it changed; False if there is none."""
-        auth_state = await self.fetch_auth_state()
-        token = (auth_state or {}).get("access_token")
-        if not token:
-            self.log.warning(
-                "Token keeper: the hub shows no access token for %s (auth_state %s); the user and "
-                "server roles need the scope admin:auth_state!user",
-                self.username,
-                "missing" if auth_state is None else "without access_token",
-            )
-            return False
-        expires_at = auth_state.get("expires_at")
-        self.expires_at = float(expires_at) if isinstance(expires_at, (int, float)) else None
+    async def update(self) -> None:
+        """Fetch the current token once and write it if it changed (errors propagate)."""
+        token, self.expires_at = await self.fetch_token()
         if token != self._token:
-            content = token
             for path in self.paths:
-                write_secret_file(path, content)
+                write_secret_file(path, token)
             self._token = token
             self.last_update = utcnow()
             left = f"{self.expires_at - utcnow():.0f}s" if self.expires_at else "unknown time"
             self.log.info("Token keeper: wrote a new access token for %s (valid for %s)", self.username, left)
-        return True
+
+    def retry_delay(self, failures: int) -> float:
+        """Seconds before the next try after ``failures`` failed fetches in a row."""
+        delay = min(self.max_retry_interval, self.min_interval * 2 ** min(failures - 1, 30))
+        if self.expires_at is not None:  # a token still held: never wait past its replacement time
+            delay = min(delay, next_delay(self.expires_at, utcnow(), self.interval, self.refresh_margin, self.min_interval))
+        return delay
 
     async def _run(self) -> None:
-        failures = 0
+        failures, last_reason = 0, None
         while True:
             try:
-                ok = await self.update()
-                failures = 0 if ok else failures + 1
+                await self.update()
             except asyncio.CancelledError:
                 raise
-            except (HTTPClientError, OSError, ValueError) as e:
+            except NoToken:
+                self.log.info("Token keeper: the hub keeps no access token for %s (this login has none); "
+                              "the keeper stops", self.username)
+                return
+            except Exception as e:  # noqa: BLE001 - any failure: say what (no values) and retry
                 failures += 1
-                # HTTPClientError's text is the status and reason; no token values
-                self.log.warning("Token keeper: fetching the token failed: %s", e)
-            if failures:
-                delay = min(self.max_retry_interval, self.min_interval * 2 ** (failures - 1))
-                if self.expires_at is not None:
-                    delay = min(delay, next_delay(self.expires_at, utcnow(), self.interval, self.refresh_margin, self.min_interval))
+                reason = describe_error(e)
+                # the first failure of a kind is a warning; repeats of it are not news
+                log = self.log.warning if reason != last_reason else self.log.debug
+                delay = self.retry_delay(failures)
+                log("Token keeper: fetching %s's token from the hub failed (%s); retrying in %.0fs",
+                    self.username, reason, delay)
+                last_reason = reason
             else:
+                if failures:
+                    self.log.info("Token keeper: fetching the token works again after %d failures", failures)
+                failures, last_reason = 0, None
                 delay = next_delay(self.expires_at, utcnow(), self.interval, self.refresh_margin, self.min_interval)
             await asyncio.sleep(delay)

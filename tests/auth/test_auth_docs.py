@@ -8,7 +8,7 @@ from traitlets.config import Config
 
 from science_gateway.hub.checkin import CheckinAuthenticator
 from science_gateway.hub.cilogon import CILogonAuthenticator
-from science_gateway.hub.config import SERVER_TOKEN_SCOPES, load_site_config
+from science_gateway.hub.config import SERVER_TOKEN_SCOPES, USER_ROLE, load_site_config
 from sgtest.oidc import EXAMPLES, REPO
 
 CLASSES = {"checkin": CheckinAuthenticator, "cilogon": CILogonAuthenticator}
@@ -30,10 +30,13 @@ def test_example_loads_as_a_site_config_and_builds_the_authenticator(style):
     config = load_site_config(EXAMPLES / f"{style}.yaml")
     assert config.JupyterHub.authenticator_class == f"science-gateway-{style}"
     roles = {r["name"]: r["scopes"] for r in config.JupyterHub.load_roles}
-    # the token keeper reads the user's own auth_state: the user must hold it, and the gateway's
-    # server token asks for it (JupyterHub grants the server what the user holds)
-    assert "admin:auth_state!user" in roles["user"] and "server" not in roles
-    assert "admin:auth_state!user" in SERVER_TOKEN_SCOPES
+    # the token keeper reads the user's own access token from the gateway's route: the user must
+    # hold the scope, and the gateway's server token asks for it (JupyterHub grants what the user
+    # holds); nobody's server may read auth_state (the refresh token)
+    assert roles["user"] == USER_ROLE["scopes"] and "server" not in roles
+    assert "custom:gateway-token!user" in SERVER_TOKEN_SCOPES
+    assert not [s for s in SERVER_TOKEN_SCOPES if "auth_state" in s]
+    assert not [s for r in roles.values() for s in r if "auth_state" in s]
     cls = CLASSES[style]
     # endpoints given, so building it needs no network
     section = config[cls.__name__]

@@ -4,6 +4,10 @@ Endpoints are given explicitly here (no discovery); the real provider and hub ar
 tests/oidc/.
 """
 
+import asyncio
+import socket
+import threading
+
 import pytest
 from tornado import web
 from traitlets.config import Config
@@ -156,10 +160,132 @@ async def test_expiry_is_stamped_on_arrival_and_checked(monkeypatch):
     assert not a.expires_soon({"access_token": "t"})
 
 
-def test_discovery_needs_an_issuer():
+async def test_discovery_needs_an_issuer():
     a = CheckinAuthenticator(oidc_issuer="")
-    with pytest.raises(ValueError, match="oidc_issuer"):
+    with pytest.raises(oauth.DiscoveryError, match="oidc_issuer"):
+        await a.discover()
+    with pytest.raises(oauth.DiscoveryError, match="has not completed"):
         a.authorize_url
+
+
+class HangingServer:
+    """A real loopback TCP server that accepts connections and never answers (a hung provider)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/realms/hung"
+        self.connections = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for conn in self.connections:
+            conn.close()
+
+
+class DiscoveryServer:
+    """Serves a discovery document for ``issuer`` (set after start), counting requests."""
+
+    def __init__(self):
+        import tornado.web
+        from tornado.httpserver import HTTPServer
+        from tornado.netutil import bind_sockets
+
+        server = self
+
+        class Document(tornado.web.RequestHandler):
+            def get(self):
+                server.requests += 1
+                self.write({"issuer": server.issuer, "authorization_endpoint": f"{server.issuer}/auth",
+                            "token_endpoint": f"{server.issuer}/token", "userinfo_endpoint": f"{server.issuer}/me"})
+
+        self.requests = 0
+        sockets = bind_sockets(0, "127.0.0.1")
+        self.issuer = f"http://127.0.0.1:{sockets[0].getsockname()[1]}/realms/ok"
+        self.http = HTTPServer(tornado.web.Application([(r"/realms/ok/.well-known/openid-configuration", Document)]))
+        self.http.add_sockets(sockets)
+
+
+@pytest.fixture
+def hanging():
+    server = HangingServer()
+    yield server
+    server.close()
+
+
+async def test_a_hung_provider_does_not_block_the_loop_and_its_failure_is_remembered(hanging, monkeypatch):
+    """Before: urllib on the event loop, so nothing else ran until the timeout; and every login
+    page asked the hung provider again."""
+    now = [1000.0]
+    monkeypatch.setattr(oauth, "utcnow", lambda: now[0])
+    a = CheckinAuthenticator(oidc_issuer=hanging.url, oidc_discovery_timeout=1.0, oidc_discovery_retry_interval=30)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.ensure_future(ticker())
+    try:
+        with pytest.raises(oauth.DiscoveryError, match="failed"):
+            await a.discover()
+    finally:
+        task.cancel()
+    assert ticks > 5  # the loop ran other work during the whole wait
+    assert len(hanging.connections) == 1
+    # within the retry interval: the same answer at once, the provider not asked again
+    now[0] += 29
+    with pytest.raises(oauth.DiscoveryError, match="failed"):
+        await a.discover()
+    assert len(hanging.connections) == 1
+    # after it: asked again
+    now[0] += 2
+    with pytest.raises(oauth.DiscoveryError):
+        await a.discover()
+    assert len(hanging.connections) == 2
+
+
+async def test_discovery_sets_the_endpoints_once():
+    provider = DiscoveryServer()
+    try:
+        a = CheckinAuthenticator(oidc_issuer=provider.issuer)
+        assert a.needs_discovery()
+        await asyncio.gather(a.discover(), a.discover(), a.discover())
+        assert provider.requests == 1
+        assert (a.authorize_url, a.token_url, a.userdata_url) == (
+            f"{provider.issuer}/auth", f"{provider.issuer}/token", f"{provider.issuer}/me")
+        assert not a.needs_discovery()
+        # configured endpoints: nothing to discover
+        assert not checkin(oidc_issuer=provider.issuer).needs_discovery()
+    finally:
+        provider.http.stop()
+
+
+async def test_the_login_page_says_the_provider_is_unreachable(hanging):
+    a = CheckinAuthenticator(oidc_issuer=hanging.url, oidc_discovery_timeout=0.2)
+    login = dict((route, h) for route, h, *_ in a.get_handlers(None))["/oauth_login"]
+
+    class Handler(login):
+        authenticator = a  # only what the mixin's get uses before it fails
+
+        def __init__(self):
+            pass
+
+    with pytest.raises(web.HTTPError) as info:
+        await Handler().get()
+    assert info.value.status_code == 503
+    assert "identity provider cannot be reached" in info.value.jupyterhub_message
 
 
 class FakeUser:
@@ -216,3 +342,42 @@ async def test_failed_early_refresh_falls_back_to_oauthenticator(refresh_fakes):
     a = checkin(access_token_refresh_margin=60)
     assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "revoked", "expires_at": 1050})) is True
     assert refresh_fakes == ["refresh_token", "oauthenticator"]
+
+
+@pytest.mark.hub
+def test_a_real_hub_answers_while_its_provider_hangs(hanging, tmp_path):
+    """A real JupyterHub with Check-in pointed at a provider that never answers: its API answers
+    while a login waits for discovery; the login gets the 503 page; the next one is answered at
+    once from the remembered failure, without a new connection to the provider."""
+    import requests
+
+    from sgtest.hub import RunningHub
+
+    config = {
+        "JupyterHub": {"authenticator_class": "science-gateway-checkin"},
+        "CheckinAuthenticator": {"oidc_issuer": hanging.url, "oidc_discovery_timeout": 10,
+                                 "oidc_discovery_retry_interval": 600,
+                                 "oauth_callback_url": "http://127.0.0.1:1/hub/oauth_callback"},
+    }
+    env = {"OAUTH_CLIENT_ID": "gateway-test", "OAUTH_CLIENT_SECRET": "not-a-secret"}
+    with RunningHub(tmp_path, config=config, env=env) as hub:
+        login = {}
+
+        def sign_in():
+            login["response"] = requests.get(f"{hub.url}/hub/oauth_login", timeout=60)
+
+        waiting = threading.Thread(target=sign_in)
+        waiting.start()
+        from sgtest.hub import wait_for
+
+        wait_for(lambda: hanging.connections, 30, what="the hub's discovery request")
+        # the login is still waiting for the provider, and the hub answers other requests
+        api = requests.get(f"{hub.url}/hub/api/", timeout=30)
+        still_waiting = waiting.is_alive()
+        waiting.join(60)
+        assert api.status_code == 200 and "version" in api.json()
+        assert still_waiting, "the login finished before the API call: the test proved nothing"
+        first = login["response"]
+        assert first.status_code == 503 and "identity provider cannot be reached" in first.text
+        again = requests.get(f"{hub.url}/hub/oauth_login", timeout=30)
+        assert again.status_code == 503 and len(hanging.connections) == 1

@@ -6,8 +6,8 @@ user without an allowed membership gets the 403 page that says what is missing; 
 member opens the admin page; an entitlement from an unlisted authority counts for nothing.
 For Check-in, with 30 s access tokens: the running server's token file stays valid without any
 browser action, is mode 0600, a kernel finds a fresh token through $BEARER_TOKEN_FILE a lifetime
-later, and a server cannot read another user's auth_state. Finally the hub and server logs of the
-whole run hold none of the issued tokens.
+later, and a server gets only its own user's access token (never auth_state or the refresh
+token). Finally the hub and server logs of the whole run hold none of the issued tokens.
 """
 
 from __future__ import annotations
@@ -212,18 +212,31 @@ def server_api_token(gateway, user):
     return dict(e.decode().split("=", 1) for e in environ if b"=" in e)["JUPYTERHUB_API_TOKEN"]
 
 
-def test_server_reads_only_its_own_auth_state(gateway):
+def test_a_server_gets_its_users_access_token_and_nothing_more(gateway):
+    """The gateway's token route: the access token and its expiry, for the server's own user only;
+    the users API shows a server no auth_state at all, so no refresh token reaches a kernel."""
     alice, bob = gateway.name("alice"), gateway.name("bob")
     assert gateway.user(bob) is not None
     token = server_api_token(gateway, "alice")
-    own = gateway.api(f"/users/{alice}", token=token)
-    assert own.status_code == 200
-    assert own.json()["auth_state"]["access_token"]
-    other = gateway.api(f"/users/{bob}", token=token)
-    assert other.status_code in (403, 404)
-    assert "auth_state" not in other.text
-    listing = gateway.api("/users", token=token)
-    assert "access_token" not in listing.text
+    route = gateway.api("/gateway/token", token=token)
+    assert route.status_code == 200
+    assert set(route.json()) == {"access_token", "expires_at"}
+    assert oidc.introspect(gateway.env, gateway.style, route.json()["access_token"]).get("active") is True
+    gateway.seen_tokens.add(route.json()["access_token"])
+    assert gateway.api(f"/gateway/token/{alice}", token=token).status_code == 200
+    refresh_token = gateway.user(alice)["auth_state"]["refresh_token"]
+    for path in (f"/users/{alice}", f"/users/{bob}", "/users", "/user", f"/gateway/token/{alice}"):
+        r = gateway.api(path, token=token)
+        assert "auth_state" not in r.text and refresh_token not in r.text, path
+    assert gateway.api(f"/gateway/token/{bob}", token=token).status_code == 403
+    # bob's server may not read alice's token; nobody without a token
+    bobs = server_api_token(gateway, "bob")
+    assert gateway.api(f"/gateway/token/{alice}", token=bobs).status_code in (403, 404)
+    bobs_own = gateway.api("/gateway/token", token=bobs).json()["access_token"]
+    gateway.seen_tokens.add(bobs_own)
+    assert bobs_own != route.json()["access_token"]
+    no_token = requests.get(f"{gateway.hub.url}/hub/api/gateway/token", timeout=30)
+    assert no_token.status_code == 403
 
 
 def test_logs_hold_no_issued_tokens(gateway):

@@ -1,4 +1,4 @@
-"""The token keeper against a stand-in hub API (the real hub is exercised in tests/oidc/)."""
+"""The token keeper against a stand-in for the hub's token route (the real hub: tests/auth/test_oidc_login.py)."""
 
 import json
 import stat
@@ -41,27 +41,35 @@ def test_write_secret_file_is_0600_and_atomic(tmp_path):
 
 
 class FakeHub:
-    """Serves GET /hub/api/users/alice like a hub whose user/server roles allow auth_state."""
+    """Serves GET /hub/api/gateway/token like the gateway's hub route.
+
+    ``answers`` is a list of what to send next (a dict or raw bytes as the JSON body, or an int
+    status); when it runs out, a fresh ``{"access_token", "expires_at"}``.
+    """
 
     def __init__(self):
         self.tokens = iter(f"access-{i}" for i in range(1000))
-        self.show_auth_state = True
+        self.answers = []
         self.requests = 0
         self.seen_auth = set()
 
     def app(self):
         hub = self
 
-        class User(tornado.web.RequestHandler):
-            def get(self, name):
+        class Token(tornado.web.RequestHandler):
+            def get(self):
                 hub.requests += 1
                 hub.seen_auth.add(self.request.headers.get("Authorization"))
-                model = {"name": name}
-                if hub.show_auth_state:
-                    model["auth_state"] = {"access_token": next(hub.tokens), "expires_at": tokens.utcnow() + 30}
-                self.write(json.dumps(model))
+                answer = hub.answers.pop(0) if hub.answers else None
+                if isinstance(answer, int):
+                    self.set_status(answer)
+                    self.write(json.dumps({"status": answer, "message": "no token: secret-in-body"}))
+                elif isinstance(answer, bytes):
+                    self.write(answer)
+                else:
+                    self.write(json.dumps(answer or {"access_token": next(hub.tokens), "expires_at": tokens.utcnow() + 30}))
 
-        return tornado.web.Application([(r"/hub/api/users/([^/]+)", User)])
+        return tornado.web.Application([(r"/hub/api/gateway/token", Token)])
 
 
 @pytest.fixture
@@ -88,7 +96,7 @@ def keeper(fake_hub, tmp_path, **traits):
 
 async def test_update_writes_every_file(fake_hub, tmp_path):
     k = keeper(fake_hub, tmp_path)
-    assert await k.update() is True
+    await k.update()
     for path in k.paths:
         assert path.read_text() == "access-0"
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -96,17 +104,85 @@ async def test_update_writes_every_file(fake_hub, tmp_path):
     assert k.expires_at is not None
 
 
-async def test_no_auth_state_is_reported_not_written(fake_hub, tmp_path):
-    fake_hub.show_auth_state = False
-    k = keeper(fake_hub, tmp_path)
-    assert await k.update() is False
+SHAPES = [
+    ("not-json", b"<html>secret-value</html>", "not JSON"),
+    ("a-list", b'["secret-value"]', "JSON list"),
+    ("no-token", b'{"auth_state": {"access_token": "secret-value"}}', "no access_token"),
+    ("token-not-a-string", b'{"access_token": 12345}', "no access_token"),
+    ("empty-token", b'{"access_token": ""}', "no access_token"),
+    ("expiry-a-string", b'{"access_token": "secret-value", "expires_at": "secret-value"}', "expires_at is a str"),
+    ("expiry-a-bool", b'{"access_token": "secret-value", "expires_at": true}', "expires_at is a bool"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), [s[1:] for s in SHAPES], ids=[s[0] for s in SHAPES])
+def test_an_unexpected_answer_is_named_without_its_values(body, message):
+    with pytest.raises(tokens.BadAnswer, match=message) as info:
+        tokens.parse_token_answer(body)
+    assert "secret-value" not in str(info.value) and "12345" not in str(info.value)
+
+
+def test_a_good_answer_parses():
+    assert tokens.parse_token_answer(b'{"access_token": "t", "expires_at": 10}') == ("t", 10.0)
+    assert tokens.parse_token_answer(b'{"access_token": "t", "expires_at": null}') == ("t", None)
+
+
+def no_token_file_env(monkeypatch):
+    """start() sets BEARER_TOKEN_FILE: setenv first, so monkeypatch restores the variable's absence."""
+    monkeypatch.setenv(tokens.TOKEN_FILE_ENV, "")
+    monkeypatch.delenv(tokens.TOKEN_FILE_ENV)
+
+
+async def test_keeper_survives_bad_answers_and_errors_then_writes(fake_hub, tmp_path, caplog, monkeypatch):
+    """Before: a 500 or a shape it did not expect ended the keeper's task for good."""
+    no_token_file_env(monkeypatch)
+    fake_hub.answers = [b'["secret-value"]', b'["secret-value"]', 500, b'{"access_token": 1}']
+    k = keeper(fake_hub, tmp_path, min_interval=0.01, max_retry_interval=0.02)
+    caplog.set_level("DEBUG")
+    assert k.start() is True
+    try:
+        await async_wait_for(lambda: k.paths[0].exists(), 10, interval=0.025, what="the token file")
+        assert k.paths[0].read_text().startswith("access-")
+        assert not k._task.done()
+    finally:
+        await k.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == k.log.name]
+    # one warning per kind of failure (the repeated list is not news), none with a value
+    assert len(warnings) == 3, warnings
+    assert any("JSON list" in w for w in warnings) and any("HTTP 500" in w for w in warnings)
+    assert not [r for r in caplog.records if "secret-value" in r.getMessage() or "access-" in r.getMessage()]
+
+
+async def test_no_token_at_the_hub_stops_the_keeper_with_one_line(fake_hub, tmp_path, caplog, monkeypatch):
+    no_token_file_env(monkeypatch)
+    fake_hub.answers = [404, 404, 404]
+    k = keeper(fake_hub, tmp_path, min_interval=0.01)
+    caplog.set_level("DEBUG")
+    assert k.start() is True
+    await async_wait_for(lambda: k._task.done(), 10, interval=0.025, what="the keeper to stop")
+    await k.stop()
+    assert fake_hub.requests == 1
     assert not any(p.exists() for p in k.paths)
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and r.name == k.log.name]
+    assert [r.getMessage() for r in caplog.records if "keeps no access token" in r.getMessage()] == [
+        "Token keeper: the hub keeps no access token for alice (this login has none); the keeper stops"
+    ]
+
+
+RETRIES = [("first", 1, None, 0.5), ("doubles", 3, None, 2.0), ("capped", 20, None, 8.0),
+           ("held-token-due", 20, 1000 + 60 + 1, 1.0)]
+
+
+@pytest.mark.parametrize(("failures", "expires_at", "expected"), [r[1:] for r in RETRIES], ids=[r[0] for r in RETRIES])
+def test_retry_delay_doubles_up_to_the_cap(failures, expires_at, expected, monkeypatch):
+    monkeypatch.setattr(tokens, "utcnow", lambda: 1000.0)
+    k = TokenKeeper(min_interval=0.5, max_retry_interval=8, refresh_margin=60, interval=300)
+    k.expires_at = expires_at
+    assert k.retry_delay(failures) == expected
 
 
 async def test_keeper_replaces_token_before_expiry_and_cleans_up(fake_hub, tmp_path, monkeypatch):
-    # start() sets it: setenv first so monkeypatch records (and restores) the variable's absence
-    monkeypatch.setenv(tokens.TOKEN_FILE_ENV, "")
-    monkeypatch.delenv(tokens.TOKEN_FILE_ENV)
+    no_token_file_env(monkeypatch)
     # 30 s tokens, 29.9 s margin: the keeper fetches at min_interval
     k = keeper(fake_hub, tmp_path, refresh_margin=29.9, min_interval=0.05)
     assert k.start() is True

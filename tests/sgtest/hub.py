@@ -99,6 +99,9 @@ class RunningHub:
             "JupyterHub": {"hub_port": free_port()},
             "ConfigurableHTTPProxy": {"api_url": f"http://127.0.0.1:{free_port()}"},
         }
+        if os.geteuid() == 0:
+            # CI and this machine run tests as root; the local spawner refuses root unless told
+            base["LocalSpawner"] = {"allow_root": True}
         for cls, traits in self.extra_config.items():
             base.setdefault(cls, {}).update(traits)
         path = self.state_dir / "test-site-config.yaml"

@@ -1,0 +1,121 @@
+"""The gateway's routes in the hub's REST API (``{hub}/api/gateway/...``).
+
+- ``GET /hub/api/gateway/token``: the calling token's own user's current OIDC access token, and
+  nothing else (``{"access_token", "expires_at"}``). The hub refreshes the user's tokens on the way
+  (JupyterHub's ``refresh_auth`` for the authenticated user, which calls the authenticator's
+  ``refresh_user`` at most every ``auth_refresh_age``). It needs the custom scope
+  :data:`TOKEN_SCOPE` for that user: the ``user`` role holds it for each user's own name and
+  ``Spawner.server_token_scopes`` passes it to their servers (see ``hub/config.py``). A server's
+  token therefore never needs ``admin:auth_state``, so the refresh token never leaves the hub.
+  ``/hub/api/gateway/token/{name}`` is the same, refused (403) for any name but the caller's own.
+  404 ``{"message": "no token ..."}`` when there is none (an authenticator without auth_state,
+  like the demo login): the token keeper then stops asking.
+- ``GET /hub/api/gateway/effective-policy/{username}[?groups=a,b]``: the admin's report
+  (:mod:`.effective`) from this hub's running authenticator, spawner class and config; admins only.
+
+The routes reach the hub through the gateway authenticators' ``get_handlers`` (JupyterHub's
+documented way for an authenticator to add handlers); :func:`gateway_handlers` lists them for
+any other authenticator subclass.
+"""
+
+from __future__ import annotations
+
+import json
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.scopes import has_scope
+from jupyterhub.user import User
+from tornado import web
+
+from ..core.text import quote_prefix
+from .effective import effective_policy
+
+#: the custom scope that lets a token read its own user's access token from the route
+TOKEN_SCOPE = "custom:gateway-token"
+TOKEN_SCOPE_DESCRIPTION = "Read your current OIDC access token (not the refresh token) from the gateway."
+#: longest username or group list accepted by the effective-policy route
+MAX_NAME = 255
+MAX_GROUPS = 100
+
+
+class GatewayAPIHandler(APIHandler):
+    """JupyterHub's API handler (its JSON errors and auth) with the caller as a User or a 403."""
+
+    def caller(self) -> User:
+        user = self.current_user
+        if user is None:
+            raise web.HTTPError(403, "Missing or invalid credentials.")
+        if not isinstance(user, User):
+            raise web.HTTPError(403, "This route is for users and their servers, not services.")
+        return user
+
+    def has(self, scope: str) -> bool:
+        return has_scope(scope, self.parsed_scopes, db=self.db)
+
+
+class TokenHandler(GatewayAPIHandler):
+    """``GET /hub/api/gateway/token[/{name}]`` (see the module docstring)."""
+
+    async def get(self, name: str | None = None):
+        user = self.caller()
+        if name is not None and name != user.name:
+            raise web.HTTPError(403, f"A token may read only its own user's access token, not the one of {quote_prefix(name)}.")
+        if not self.has(f"{TOKEN_SCOPE}!user={user.name}"):
+            raise web.HTTPError(
+                403,
+                f"This token lacks the scope {TOKEN_SCOPE}: give the JupyterHub `user` role "
+                f'"{TOKEN_SCOPE}!user" and keep it in Spawner.server_token_scopes (docs/authentication.md).',
+            )
+        auth_state = await user.get_auth_state() if self.authenticator.enable_auth_state else None
+        token = auth_state.get("access_token") if isinstance(auth_state, dict) else None
+        if not isinstance(token, str) or not token:
+            raise web.HTTPError(404, f"no token: the hub holds no access token for {user.name} (this login keeps none)")
+        expires_at = auth_state.get("expires_at")
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps({
+            "access_token": token,
+            "expires_at": expires_at if isinstance(expires_at, (int, float)) else None,
+        }))
+
+
+class EffectivePolicyHandler(GatewayAPIHandler):
+    """``GET /hub/api/gateway/effective-policy/{username}[?groups=a,b]``, for admins."""
+
+    async def get(self, username: str):
+        caller = self.caller()
+        if not caller.admin:
+            raise web.HTTPError(
+                403, f"The effective-policy report is for gateway admins, and {caller.name} is not one: ask an admin."
+            )
+        if len(username) > MAX_NAME:
+            raise web.HTTPError(400, f"username {quote_prefix(username)} is longer than {MAX_NAME} characters")
+        groups_arg = self.get_argument("groups", None)
+        admin = None
+        if groups_arg is None:
+            if not self.has(f"read:users:groups!user={username}"):
+                raise web.HTTPError(403, "This token may not read users' groups (read:users:groups): "
+                                         "use an admin's server token or session, or pass ?groups=a,b.")
+            user = self.find_user(username)
+            if user is None:
+                raise web.HTTPError(
+                    404, f"The hub has no user {quote_prefix(username)}: pass ?groups=a,b to see what members "
+                         "of those groups would get."
+                )
+            groups, admin = [g.name for g in user.groups], bool(user.admin)
+        else:
+            groups = [g for g in groups_arg.split(",") if g]
+            if len(groups) > MAX_GROUPS or any(len(g) > MAX_NAME for g in groups):
+                raise web.HTTPError(400, f"groups {quote_prefix(groups_arg)}: at most {MAX_GROUPS} names "
+                                         f"of at most {MAX_NAME} characters")
+        report = await effective_policy(self.authenticator, self.spawner_class, self.config, username, groups,
+                                        admin=admin)
+        self.write(json.dumps(report.as_dict()))
+
+
+def gateway_handlers() -> list[tuple]:
+    """The routes above, for an authenticator's ``get_handlers`` (paths relative to the hub prefix)."""
+    return [
+        (r"/api/gateway/token", TokenHandler),
+        (r"/api/gateway/token/([^/]+)", TokenHandler),
+        (r"/api/gateway/effective-policy/([^/]+)", EffectivePolicyHandler),
+    ]
