@@ -54,10 +54,21 @@ exec {squeue} "$@"
 """
 
 SBATCH_WRAPPER = """#!/bin/bash
-# sbatch for tests: logs each call (run as the user, through sudo), then runs the real one
+# sbatch for tests: logs each call (run as the user, through sudo) with its argv and the names (not
+# the values) of its environment, then runs the real one
 DIR=$(dirname "$0")
 echo "$(date +%s.%N) $(id -un)" >> "$DIR/sbatch.calls"
+printf '%s\\n' "$*" >> "$DIR/sbatch.argv"
+env -0 | tr '\\0\\n' '\\n ' | cut -d= -f1 | sort | tr '\\n' ' ' >> "$DIR/sbatch.env"
+echo >> "$DIR/sbatch.env"
 exec {sbatch} "$@"
+"""
+
+SCANCEL_WRAPPER = """#!/bin/bash
+# scancel for tests: logs each call (as whom, with which arguments), then runs the real one
+DIR=$(dirname "$0")
+echo "$(date +%s.%N) $(id -un) $*" >> "$DIR/scancel.calls"
+exec {scancel} "$@"
 """
 
 
@@ -84,11 +95,12 @@ class SlurmFixture:
         for name, template, real in (
             ("squeue", SQUEUE_WRAPPER, env.get("SLURM_SQUEUE", "/usr/bin/squeue")),
             ("sbatch", SBATCH_WRAPPER, env.get("SLURM_SBATCH", "/usr/bin/sbatch")),
+            ("scancel", SCANCEL_WRAPPER, env.get("SLURM_SCANCEL", "/usr/bin/scancel")),
         ):
             path = self.dir / name
-            path.write_text(template.replace("{squeue}", real).replace("{sbatch}", real))
+            path.write_text(template.replace("{" + name + "}", real))
             os.chmod(path, 0o755)
-        for log in ("squeue.calls", "sbatch.calls"):
+        for log in ("squeue.calls", "sbatch.calls", "sbatch.argv", "sbatch.env", "scancel.calls"):
             (self.dir / log).touch()
             os.chmod(self.dir / log, 0o666)
         self.set_squeue_mode("ok")
@@ -98,6 +110,10 @@ class SlurmFixture:
 
     def calls(self, command: str) -> int:
         return len((self.dir / f"{command}.calls").read_text().splitlines())
+
+    def log(self, name: str) -> list[str]:
+        """Lines of a wrapper's log: ``sbatch.argv``, ``sbatch.env`` (names only), ``scancel.calls``."""
+        return (self.dir / name).read_text().splitlines()
 
     def jobs(self) -> dict[str, dict]:
         """Jobs of this test run as Slurm sees them: user -> fields."""
@@ -138,7 +154,8 @@ class SlurmFixture:
         self.cancel_all()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def hub_config(self, **spawner) -> dict:
+    def hub_config(self, poller: dict | None = None, **spawner) -> dict:
+        """Hub config for these tests; ``poller`` updates SlurmQueuePoller's, ``spawner`` SlurmSpawner's."""
         prefix = os.environ.get("SG_TEST_VENV") or sys.prefix
         return {
             "JupyterHub": {"spawner_class": "science-gateway-slurm", "cleanup_servers": False},
@@ -146,13 +163,16 @@ class SlurmFixture:
             "SlurmSpawner": {
                 "python_prefix": prefix,
                 "sbatch_path": str(self.dir / "sbatch"),
-                "squeue_path": str(self.dir / "squeue"),
-                "scancel_path": self.env.get("SLURM_SCANCEL", "/usr/bin/scancel"),
+                "scancel_path": str(self.dir / "scancel"),
                 "job_name": self.job_name,
-                "queue_poll_interval": 2,
-                "queue_fast_interval": 0.5,
-                "squeue_timeout": 3,
                 **spawner,
+            },
+            "SlurmQueuePoller": {
+                "squeue": str(self.dir / "squeue"),
+                "interval": 2,
+                "fast_interval": 0.5,
+                "timeout": 3,
+                **(poller or {}),
             },
             "ResourcePolicy": {"groups": POLICY},
             "DemoAuthenticator": {

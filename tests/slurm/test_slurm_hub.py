@@ -185,7 +185,7 @@ def test_a_user_in_no_policy_group_gets_403(slurm, tmp_path_factory):
 def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp_path_factory):
     state = tmp_path_factory.mktemp("restart")
     hub_port, public_port = free_port(), free_port()
-    config = slurm.hub_config(queue_poll_interval=600)  # only the start-up snapshot, no periodic calls
+    config = slurm.hub_config(poller={"interval": 600})  # only the start-up snapshot, no periodic calls
     config["JupyterHub"]["hub_port"] = hub_port
 
     def make_hub():
