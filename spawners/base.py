@@ -226,3 +226,4 @@ def _policy_options_form(spawner):
 
 def _apply_policy(spawner, user_options):
     spawner.resource_request = spawner.validated_request(dict(user_options or {}))
+    spawner.checked_account(spawner.unix_account_name())  # a refused account fails the request at once
