@@ -364,3 +364,29 @@ def test_spawner_state_is_declared():
     for cls in (SlurmSpawner, PolicySpawnerMixin):
         source = inspect.getsource(inspect.getmodule(cls))
         assert "getattr(self," not in source, cls
+
+
+async def test_batchspawners_template_settings_are_off(commands):
+    """Setting batchspawner's shell-template traits changes nothing of what runs (STYLE rule 15)."""
+    plain = make_spawner()
+    plain.resource_request = plain.validated_request({})
+    plain.job_account = "demo"
+    await plain.submit_batch_script()
+    hostile = make_spawner(
+        batch_script="#!/bin/sh\nid > /tmp/pwned\n",
+        batch_submit_cmd="/bin/sh -c 'id > /tmp/pwned'",
+        batch_cancel_cmd="/bin/sh -c 'id > /tmp/pwned'",
+        exec_prefix="/bin/sh -c 'id > /tmp/pwned'",
+        req_options="--uid=0",
+        req_prologue="id > /tmp/pwned",
+        batchspawner_singleuser_cmd="/bin/sh",
+    )
+    hostile.resource_request = hostile.validated_request({})
+    hostile.job_account = "demo"
+    await hostile.submit_batch_script()
+    hostile.job_id = "42"
+    await hostile.stop()
+    (argv, _, script), (argv2, _, script2) = commands[0], commands[1]
+    assert (argv, script) == (argv2, script2)
+    assert not any("pwned" in " ".join(c[0]) or "pwned" in (c[2] or "") for c in commands)
+    assert commands[2][0] == ["/usr/bin/sudo", "-n", "-u", "demo", "/usr/bin/scancel", "42"]
