@@ -101,11 +101,9 @@ def variant_config(variant: str, wrappers: Path, users: list[str], token: str, p
         common["JupyterHub"]["spawner_class"] = "science-gateway-slurm"
         common["SlurmSpawner"] = {
             "python_prefix": prefix,
-            "squeue_path": f"{wrappers}/squeue",
-            "queue_poll_interval": poll,
-            "queue_fast_interval": 0.5,
             "job_name": f"sgbench-{secrets.token_hex(3)}",
         }
+        common["SlurmQueuePoller"] = {"squeue": f"{wrappers}/squeue", "interval": poll, "fast_interval": 0.5}
         common["ResourcePolicy"] = {
             "groups": {"bench": {"partitions": {"cpu": {"max_cores": 1, "max_memory_gb": 1, "max_walltime_hours": 1}}}}
         }

@@ -4,7 +4,8 @@ Stock batchspawner runs one ``squeue`` per server every poll interval, and one e
 starting server. Here one :class:`SlurmQueuePoller` per hub process (per squeue command and job
 name) asks Slurm for all gateway jobs at once; every spawner's ``poll()``, ``start()`` and
 ``progress()`` read that snapshot. While some server is starting the snapshot is refreshed every
-``fast_interval`` seconds (shared by all starting servers), otherwise every ``interval``.
+``fast_interval`` seconds (shared by all starting servers), otherwise every ``interval``. These
+settings live here only: ``c.SlurmQueuePoller.interval = 30`` (the spawner has no copies of them).
 
 Failure rules: a failing or hanging ``squeue`` keeps the last good snapshot (``lookup`` answers
 from it, so no live server is dropped); before the first good snapshot, and for a job submitted
@@ -169,13 +170,16 @@ class SlurmQueuePoller(LoggingConfigurable):
         self._task = None
 
 
-_POLLERS: dict[tuple, SlurmQueuePoller] = {}
+_POLLERS: dict[str, SlurmQueuePoller] = {}
 
 
-def shared_poller(*, squeue: str, job_name: str, parent=None, **traits) -> SlurmQueuePoller:
-    """The one poller of this hub process for (squeue, job name); created on first use."""
-    key = (squeue, job_name)
-    poller = _POLLERS.get(key)
+def shared_poller(*, job_name: str, parent=None) -> SlurmQueuePoller:
+    """The one poller of this hub process for ``job_name``; created on first use.
+
+    Its settings (``squeue``, ``interval``, ``fast_interval``, ``timeout``, ...) come from the
+    config of ``SlurmQueuePoller`` only (``c.SlurmQueuePoller.interval = 30``).
+    """
+    poller = _POLLERS.get(job_name)
     if poller is None:
-        poller = _POLLERS[key] = SlurmQueuePoller(parent=parent, squeue=squeue, job_name=job_name, **traits)
+        poller = _POLLERS[job_name] = SlurmQueuePoller(parent=parent, job_name=job_name)
     return poller

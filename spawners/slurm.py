@@ -2,30 +2,46 @@
 
 What this adds to batchspawner's ``SlurmSpawner`` (entry point ``science-gateway-slurm``):
 
-- **A resource form and server-side validation from the group policy**
-  (:class:`~science_gateway.core.policy.ResourcePolicy`): ``options_form`` shows only what the user's
-  groups allow, ``options_from_form``/``options_from_query`` parse form posts and spawn URLs, and
-  ``apply_user_options`` validates every ``user_options`` (form, URL or REST API) before anything
-  runs; ``start`` validates again before ``sbatch``. Policy errors are HTTP 400/403 with a message
-  that says what is allowed.
+- **The policy, the job identity and the unix account** of :class:`~.base.PolicySpawnerMixin`: every
+  ``user_options`` is validated against the group policy (in ``apply_user_options`` and again in
+  ``start``), and the job runs as the user's unix account (``auth_state["unix_account"]``, else the
+  hub username), never as a system account.
 - **No shell.** The job script and ``sbatch`` argv are built by the pure functions of
   :mod:`.slurm_script`; commands run through :func:`science_gateway.core.commands.run_command`
   (``create_subprocess_exec``, timeouts). Jobs carry a fixed job name (:attr:`job_name`) and a
   ``--comment`` with the user's identity and the gateway's name.
+- **A minimal, explicit environment.** ``sbatch`` and ``scancel`` get only the job's environment
+  (``get_env()``) or nothing, never the hub's own; ``sudo`` runs without ``-E`` and passes just the
+  job's variable *names* (``--preserve-env=NAMES``, then ``sbatch --export=NAMES``), so values such
+  as ``JUPYTERHUB_API_TOKEN`` are never in any argv (``ps`` shows argv to everyone) nor in the logs.
 - **One squeue for all users** (:mod:`.poller`): ``poll()``, ``start()`` and ``progress()`` read a
   shared snapshot; a failing ``squeue`` keeps the last snapshot, so no live server is dropped.
+  Its settings live on :class:`~.poller.SlurmQueuePoller` only.
 - **Queue-aware progress**: the pending reason and estimated start from ``squeue``; a job that
   ends before the server answers fails the spawn with Slurm's state and reason.
 - The hub picks each server's port (unique among this hub's servers) and passes it in
-  ``JUPYTERHUB_SERVICE_URL``, so two servers starting on one node cannot race for a port.
+  ``JUPYTERHUB_SERVICE_URL``, so two servers starting on one node cannot race for a port; the port
+  is released on every path that ends a job.
 
 Override ladder (subclasses, in increasing depth): the traits; :meth:`job_identity`,
-:meth:`job_command`; :meth:`submit_batch_script`. Do not override ``start``, ``poll`` or ``stop``:
-they hold the snapshot and port bookkeeping together.
+:meth:`job_command`; :meth:`submit_batch_script`. Do not override ``start`` (the policy template of
+:class:`~.base.PolicySpawnerMixin`), :meth:`start_job`, ``poll`` or ``stop``: they hold the snapshot
+and port bookkeeping together.
 
-batchspawner settings that this class does not use: ``batch_script``, ``batch_submit_cmd``,
-``batch_query_cmd``, ``batch_cancel_cmd``, ``exec_prefix``, ``req_*``, ``batchspawner_singleuser_cmd``
-(their jobs are built from the policy and the traits below instead).
+What of batchspawner this class turns off (each is tested to be off):
+
+- **The ``/hub/api/batchspawner`` route.** Importing batchspawner appends a handler to
+  ``jupyterhub.apihandlers.default_handlers`` whose POST sets *any* attribute named in the JSON body
+  on the caller's spawner, for anyone holding the server's API token (every kernel has it). Spawner
+  objects outlive a spawn, so a user could set e.g. ``user_command_prefix`` and have the hub run a
+  program of their choosing at the next stop. Importing this module removes that handler from the
+  list (the hub then answers 404, like any unknown API path) and makes the handler class itself
+  answer 404, should anything have copied the list first. Nothing here needs the route: the hub
+  picks the port, so ``batchspawner-singleuser`` is not used.
+- Its shell-template path: ``batch_script``, ``batch_submit_cmd``, ``batch_query_cmd``,
+  ``batch_cancel_cmd``, ``exec_prefix``, the ``req_*`` traits, ``batchspawner_singleuser_cmd``,
+  ``startup_poll_interval`` and the ``state_*_re`` regexes are not used: the job is built from the
+  policy and the traits below, and its state comes from the shared poller.
 """
 
 from __future__ import annotations
@@ -34,18 +50,21 @@ import asyncio
 import os
 import pwd
 import random
-import re
 import sys
 import time
 
 import batchspawner
+import batchspawner.api
+import jupyterhub.apihandlers
+import jupyterhub.handlers
 from jupyterhub.spawner import SpawnException
+from tornado import web
 from traitlets import Float, Instance, Integer, List, Unicode, default
 
 from ..core.commands import CommandError, run_command
-from ..core.policy import PolicyError, ResourcePolicy, ResourceRequest
+from ..core.policy import ResourceRequest
 from ..core.presets import DaskPresets, dask_environment, worker_job_name
-from .form import options_from_form_data, render_form
+from .base import PolicySpawnerMixin
 from .poller import UNKNOWN, SlurmQueuePoller, shared_poller
 from .slurm_script import (
     JobInfo,
@@ -58,14 +77,34 @@ from .slurm_script import (
     parse_sbatch_output,
 )
 
-#: unix names we hand to sudo -u (no '#uid', no options, nothing odd)
-UNIX_NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-
 #: ports handed to servers of this hub process that may still be in use
 _PORTS_IN_USE: set[int] = set()
 
+#: the path batchspawner registers (relative to the hub's prefix)
+BATCHSPAWNER_API_PATH = r"/api/batchspawner"
 
-class SlurmSpawner(batchspawner.SlurmSpawner):
+
+def close_batchspawner_api() -> None:
+    """Take batchspawner's ``/hub/api/batchspawner`` route out of JupyterHub (idempotent).
+
+    The handler is removed from JupyterHub's handler lists, and its verbs answer 404 in case a
+    copy of the list was taken before this ran.
+    """
+    handler = batchspawner.api.BatchSpawnerAPIHandler
+    for handlers in (jupyterhub.apihandlers.default_handlers, jupyterhub.handlers.default_handlers):
+        handlers[:] = [h for h in handlers if not (h[1] is handler or h[0] == BATCHSPAWNER_API_PATH)]
+
+    def not_found(self, *args, **kwargs):
+        raise web.HTTPError(404)
+
+    for verb in ("get", "post", "put", "patch", "delete"):
+        setattr(handler, verb, not_found)
+
+
+close_batchspawner_api()
+
+
+class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
     """Start each user's Jupyter server as a Slurm job, within the group resource policy."""
 
     python_prefix = Unicode(
@@ -83,17 +122,27 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     sbatch_path = Unicode("/usr/bin/sbatch", help="Absolute path of sbatch (sudo's secure_path replaces PATH).").tag(
         config=True
     )
-    squeue_path = Unicode(
-        "/usr/bin/squeue", help="Absolute path of squeue, run by the hub's shared poller (no sudo)."
-    ).tag(config=True)
     scancel_path = Unicode("/usr/bin/scancel", help="Absolute path of scancel.").tag(config=True)
     user_command_prefix = List(
         Unicode(),
-        ["/usr/bin/sudo", "-E", "-u", "{username}"],
+        ["/usr/bin/sudo", "-n", "-u", "{username}", "--preserve-env={env_names}"],
         help="""
-        argv prefix that runs sbatch and scancel as the user; an element equal to ``{username}``
-        becomes the unix name. Empty when the hub already runs as the user (or submits as root
-        with site-specific means).
+        argv prefix that runs sbatch and scancel as the job's unix account. An element equal to
+        ``{username}`` becomes the account's name; an element containing ``{env_names}`` gets the
+        comma-separated names of the variables the command must receive (the job's environment,
+        for sbatch) and is left out when there are none (scancel). Values never appear in argv:
+        the command's environment holds them, and only them (never the hub's own environment).
+        A hub that is not root needs a sudoers rule with SETENV for sbatch and scancel. Empty when
+        the hub already runs as the user.
+        """,
+    ).tag(config=True)
+    command_env_keep = List(
+        Unicode(),
+        ["SLURM_CONF"],
+        help="""
+        Names of the hub's environment variables that sbatch and scancel need for themselves
+        (e.g. SLURM_CONF) and receive besides the job's environment. Nothing else of the hub's
+        environment reaches them.
         """,
     ).tag(config=True)
     job_name = Unicode(
@@ -102,14 +151,6 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     ).tag(config=True)
     gateway_name = Unicode(
         "science-gateway", help="Name of this gateway, written into each job's --comment beside the user's identity."
-    ).tag(config=True)
-    identity_keys = List(
-        Unicode(),
-        ["voperson_id", "eduperson_principal_name", "sub"],
-        help="""
-        auth_state keys (looked up at the top level and under ``oauth_user``) whose first value is
-        the user's federated identity for the job's --comment. Falls back to the hub username.
-        """,
     ).tag(config=True)
     job_output = Unicode(
         "{homedir}/.science-gateway-slurm-%j.log",
@@ -123,15 +164,6 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
         Unicode(), help="Extra sbatch arguments added by the admin for every job (e.g. --qos=interactive)."
     ).tag(config=True)
     command_timeout = Float(60, help="Seconds before sbatch or scancel is killed and the call fails.").tag(config=True)
-    queue_poll_interval = Float(
-        30, help="Seconds between the shared squeue calls while no server is starting."
-    ).tag(config=True)
-    queue_fast_interval = Float(
-        1, help="Seconds between the shared squeue calls while any server is starting."
-    ).tag(config=True)
-    squeue_timeout = Float(20, help="Seconds before a squeue call is killed (the last snapshot is kept).").tag(
-        config=True
-    )
     port_probe_interval = Float(
         0.1, help="Seconds between connection attempts to a starting server once its job runs."
     ).tag(config=True)
@@ -145,28 +177,18 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     ).tag(config=True)
     port_max = Integer(32767, help="Highest port the hub hands to a server (see port_min).").tag(config=True)
 
-    policy = Instance(ResourcePolicy, help="The group resource policy (configured as ResourcePolicy).")
-
-    @default("policy")
-    def _policy_default(self):
-        return ResourcePolicy(parent=self)
-
-    poller = Instance(SlurmQueuePoller, help="The hub's shared queue poller.")
+    poller = Instance(
+        SlurmQueuePoller,
+        help="The hub's shared queue poller (configured as SlurmQueuePoller: squeue, interval, ...).",
+    )
 
     @default("poller")
     def _poller_default(self):
-        return shared_poller(
-            squeue=self.squeue_path,
-            job_name=self.job_name,
-            parent=self,
-            interval=self.queue_poll_interval,
-            fast_interval=self.queue_fast_interval,
-            timeout=self.squeue_timeout,
-        )
+        return shared_poller(job_name=self.job_name, parent=self)
 
-    resource_request = Instance(
-        ResourceRequest, allow_none=True, help="The validated request of the current spawn."
-    )
+    # the state of the current job (not configuration)
+    _job_info = Instance(JobInfo, allow_none=True, help="The job as the last snapshot saw it.")
+    _job_output = Unicode("", help="Path of the current job's output file.")
 
     # -- defaults of JupyterHub/batchspawner traits -------------------------------------------
 
@@ -174,89 +196,23 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
     def _cmd_default(self):
         return [os.path.join(self.python_prefix, "bin", "jupyterhub-singleuser")]
 
-    @default("options_form")
-    def _options_form_default(self):
-        return _policy_options_form
-
-    @default("options_from_form")
-    def _options_from_form_default(self):
-        return options_from_form_data
-
-    @default("apply_user_options")
-    def _apply_user_options_default(self):
-        return _apply_policy
-
     @default("start_timeout")
     def _start_timeout_default(self):
         return 600
 
-    # -- policy ---------------------------------------------------------------------------
-
-    def user_groups(self) -> list[str]:
-        return sorted(g.name for g in self.user.groups)
-
-    def validated_request(self, options) -> ResourceRequest:
-        """``options`` checked against the policy for this user's groups, or a 4xx SpawnException."""
-        groups = self.user_groups()
-        try:
-            return self.policy.validate(groups, options)
-        except PolicyError as e:
-            status = 403 if not self.policy.choices(groups).partitions else 400
-            raise SpawnException(str(e), reason="resource_policy", status_code=status) from None
-
-    def options_from_query(self, query_data):
-        return options_from_form_data(query_data)
-
-    def render_options_form(self) -> str:
-        groups = self.user_groups()
-        choices = self.policy.choices(groups)
-        if not choices.partitions:
-            return (
-                "<p>None of your groups may start a server on this gateway's cluster. "
-                "Ask the gateway admins to add your group to the resource policy.</p>"
-            )
-        try:
-            current = self.policy.validate(groups, dict(self.user_options or {}))
-        except PolicyError:
-            current = self.policy.default_request(groups)
-        return render_form(choices, current)
-
-    # -- identity, account, command -------------------------------------------------------
-
-    async def run_auth_state_hook(self, auth_state):
-        self._auth_state_identity = self._identity_from(auth_state or {})
-        await super().run_auth_state_hook(auth_state)
-
-    def _identity_from(self, auth_state: dict) -> str:
-        for source in (auth_state, auth_state.get("oauth_user") or {}):
-            for key in self.identity_keys:
-                value = source.get(key) if isinstance(source, dict) else None
-                if isinstance(value, str) and value:
-                    return value
-        return ""
-
-    def job_identity(self) -> str:
-        """Who the job is for, as written to --comment: the federated identity, else the username."""
-        return getattr(self, "_auth_state_identity", "") or self.user.name
-
-    def unix_account(self) -> pwd.struct_passwd:
-        name = self.user.name
-        if not UNIX_NAME_RE.match(name):
-            raise SpawnException(
-                f"the username {name!r} cannot be a unix account on the cluster", reason="unix_account", status_code=403
-            )
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            raise SpawnException(
-                f"there is no unix account {name!r} on the cluster; ask the site admins to create it",
-                reason="unix_account",
-                status_code=403,
-            ) from None
+    # -- command, environment ---------------------------------------------------------------
 
     def job_command(self) -> list[str]:
         """What the job runs: the server command, with a fixed port (no port retries)."""
         return [*self.cmd, *self.get_args(), "--ServerApp.port_retries=0"]
+
+    def user_env(self, env):
+        """USER, HOME, SHELL of the job's unix account (batchspawner's use the hub username)."""
+        account = self.unix_account()
+        env.update(USER=account.pw_name, HOME=account.pw_dir)
+        if account.pw_shell:
+            env["SHELL"] = account.pw_shell
+        return env
 
     def get_env(self):
         env = super().get_env()
@@ -274,6 +230,18 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
         )
         return env
 
+    def command_env(self, job_env: dict | None = None) -> dict:
+        """The whole environment of sbatch/scancel: ``command_env_keep`` of the hub's, the job's."""
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        env.update({k: os.environ[k] for k in self.command_env_keep if k in os.environ})
+        env.update(job_env or {})
+        return env
+
+    def user_prefix(self, account: str, env_names=()) -> list[str]:
+        return expand_prefix(list(self.user_command_prefix), account, list(env_names))
+
+    # -- ports -----------------------------------------------------------------------------
+
     def _pick_port(self) -> int:
         free = self.port_max - self.port_min + 1 - len(_PORTS_IN_USE)
         if free <= 0:
@@ -284,23 +252,28 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
                 _PORTS_IN_USE.add(port)
                 return port
 
+    def _release_port(self):
+        """Give the job's port back (every path that ends a job comes here)."""
+        for port in (self.port, self.server.port if self.server else 0):
+            if port:
+                _PORTS_IN_USE.discard(port)
+
     # -- batchspawner's extension points ----------------------------------------------------
 
     async def run_command(self, cmd, input=None, env=None):
-        """Run ``cmd`` (an argv list; never a shell string) and return its stdout."""
-        result = await run_command(cmd, input=input, env=env, timeout=self.command_timeout)
+        """Run ``cmd`` (an argv list; never a shell string) with exactly ``env``; return stdout."""
+        result = await run_command(cmd, input=input, env=self.command_env(env), timeout=self.command_timeout)
         return result.stdout.strip()
 
     async def submit_batch_script(self):
-        request = self.validated_request(dict(self.user_options or {}))
-        self.resource_request = request
+        request = self.resource_request or self.validated_request(dict(self.user_options or {}))
         account = self.unix_account()
         output = self.job_output.replace("{homedir}", account.pw_dir).replace("{username}", account.pw_name)
         env = self.get_env()
         argv = build_sbatch_argv(
             request,
             sbatch=self.sbatch_path,
-            prefix=expand_prefix(list(self.user_command_prefix), account.pw_name),
+            prefix=self.user_prefix(account.pw_name, env),
             job_name=self.job_name,
             comment=build_comment(self.job_identity(), self.gateway_name),
             output=output,
@@ -309,7 +282,7 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
             extra=list(self.extra_sbatch_args),
         )
         script = build_job_script(self.job_command(), self.job_prologue)
-        self.log.info("Submitting Slurm job for %s: %s", self._log_name, " ".join(argv))
+        self.log.info("Submitting Slurm job for %s as %s: %s", self._log_name, account.pw_name, " ".join(argv))
         try:
             out = await self.run_command(argv, input=script, env=env)
             self.job_id = parse_sbatch_output(out)
@@ -336,44 +309,45 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
         return batchspawner.JobStatus.RUNNING if info.running else batchspawner.JobStatus.PENDING
 
     def state_ispending(self):
-        info = getattr(self, "_job_info", None)
-        return isinstance(info, JobInfo) and info.pending
+        return self._job_info is not None and self._job_info.pending
 
     def state_isrunning(self):
-        info = getattr(self, "_job_info", None)
-        return isinstance(info, JobInfo) and info.running
+        return self._job_info is not None and self._job_info.running
 
     def state_gethost(self):
-        info = getattr(self, "_job_info", None)
-        return info.host if isinstance(info, JobInfo) else ""
+        return self._job_info.host if self._job_info is not None else ""
 
     async def cancel_batch_job(self):
-        argv = build_scancel_argv(
-            self.scancel_path, expand_prefix(list(self.user_command_prefix), self.user.name), self.job_id
-        )
+        account = self.unix_account()
+        argv = build_scancel_argv(self.scancel_path, self.user_prefix(account.pw_name), self.job_id)
         await self.run_command(argv)
 
     async def cancel_dask_workers(self, job_id):
         """Cancel the Dask worker jobs the session ``job_id`` started (named after it)."""
         name = worker_job_name(DaskPresets(parent=self).job_name, job_id)
-        argv = build_cancel_workers_argv(
-            self.scancel_path, expand_prefix(list(self.user_command_prefix), self.user.name), name, self.user.name
-        )
         try:
+            account = self.unix_account()
+            argv = build_cancel_workers_argv(
+                self.scancel_path, self.user_prefix(account.pw_name), name, account.pw_name
+            )
             await self.run_command(argv)
-        except (CommandError, ValueError) as e:
+        except (CommandError, ValueError, SpawnException) as e:
             self.log.warning("cancelling Dask workers %s of %s: %s", name, self._log_name, e)
 
     # -- the spawner lifecycle -------------------------------------------------------------
 
-    async def start(self):
+    async def start_job(self, request: ResourceRequest, account: pwd.struct_passwd):
+        """Submit, wait until the job runs and its server accepts connections."""
         self._job_info = None
         self.port = self._pick_port()  # JupyterHub records it from start()'s return value
         try:
-            await self.submit_batch_script()
+            return await self._submit_and_wait()
         except BaseException:
-            _PORTS_IN_USE.discard(self.port)
+            self._release_port()
             raise
+
+    async def _submit_and_wait(self):
+        await self.submit_batch_script()
         job_id = self.job_id
         # any snapshot begun before sbatch returned may miss the job: it counts as unknown, not gone
         self.poller.watch(job_id, submitted_at=time.time(), starting=True)
@@ -384,7 +358,7 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
                     break
                 if status == batchspawner.JobStatus.NOTFOUND:
                     raise self._job_ended_error(job_id)
-                await self.poller.next_snapshot(timeout=max(5.0, 3 * self.queue_fast_interval))
+                await self.poller.next_snapshot(timeout=max(5.0, 3 * self.poller.fast_interval))
             host = self.state_gethost()
             await self._wait_for_port(job_id, host, self.port)
         finally:
@@ -404,17 +378,18 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
             else:
                 writer.close()
                 return
-            if time.monotonic() - last_check > self.queue_fast_interval:
+            if time.monotonic() - last_check > self.poller.fast_interval:
                 last_check = time.monotonic()
                 if await self.query_job_status() == batchspawner.JobStatus.NOTFOUND:
                     raise self._job_ended_error(job_id)
             await asyncio.sleep(self.port_probe_interval)
 
     def _job_ended_error(self, job_id) -> SpawnException:
-        info = getattr(self, "_job_info", None)
-        what = info.describe() if isinstance(info, JobInfo) else f"Job {job_id} left the queue"
-        log = getattr(self, "_job_output", "")
+        info = self._job_info
+        what = info.describe() if info is not None else f"Job {job_id} left the queue"
+        log = self._job_output
         self.poller.unwatch(job_id)
+        self._release_port()
         self.clear_state()
         return SpawnException(
             f"Your server's Slurm job ended before Jupyter started. {what}."
@@ -433,32 +408,33 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
             if self.server and self.server.port:
                 _PORTS_IN_USE.add(self.server.port)
             return None
-        self.log.info("Slurm job %s of %s is gone: %s", self.job_id, self._log_name, getattr(self, "_job_info", None))
+        self.log.info("Slurm job %s of %s is gone: %s", self.job_id, self._log_name, self._job_info)
         self.poller.unwatch(self.job_id)
+        self._release_port()
         self.clear_state()
         return 1
 
     async def stop(self, now=False):
         job_id = self.job_id
-        if not job_id:
-            return
-        self.log.info("Cancelling Slurm job %s of %s", job_id, self._log_name)
         try:
-            await self.cancel_batch_job()
-        except (CommandError, ValueError) as e:
-            # A job that already ended (e.g. while the hub was down) cannot be cancelled: that is fine.
-            self.log.warning("scancel %s: %s", job_id, e)
-        await self.cancel_dask_workers(job_id)
-        self.poller.unwatch(job_id)
-        _PORTS_IN_USE.discard(self.port)
-        if self.server:
-            _PORTS_IN_USE.discard(self.server.port)
+            if not job_id:
+                return
+            self.log.info("Cancelling Slurm job %s of %s", job_id, self._log_name)
+            try:
+                await self.cancel_batch_job()
+            except (CommandError, ValueError, SpawnException) as e:
+                # A job that already ended (e.g. while the hub was down) cannot be cancelled: that is fine.
+                self.log.warning("scancel %s: %s", job_id, e)
+            await self.cancel_dask_workers(job_id)
+            self.poller.unwatch(job_id)
+        finally:
+            self._release_port()
 
     async def progress(self):
         last = None
         while True:
-            info = getattr(self, "_job_info", None)
-            if isinstance(info, JobInfo):
+            info = self._job_info
+            if info is not None:
                 message = info.describe()
             elif self.job_id:
                 message = f"Job {self.job_id} submitted to Slurm; waiting for the queue to answer"
@@ -467,7 +443,7 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
             if message != last:
                 yield {"message": message}
                 last = message
-            if isinstance(info, JobInfo) and info.running:
+            if info is not None and info.running:
                 return
             await asyncio.sleep(1)
 
@@ -490,12 +466,5 @@ class SlurmSpawner(batchspawner.SlurmSpawner):
 
     def clear_state(self):
         super().clear_state()
-        self.resource_request = None
-
-
-def _policy_options_form(spawner):
-    return spawner.render_options_form()
-
-
-def _apply_policy(spawner, user_options):
-    spawner.resource_request = spawner.validated_request(dict(user_options or {}))
+        self._job_info = None
+        self._job_output = ""

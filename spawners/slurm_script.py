@@ -93,8 +93,8 @@ def build_sbatch_argv(
 ) -> list[str]:
     """The full ``sbatch`` argv (run with the script on stdin): one element per option.
 
-    ``prefix`` is the command that switches to the user (e.g. ``sudo -E -u NAME``), already
-    expanded. ``export`` names the environment variables the job receives (values travel in the
+    ``prefix`` is the command that switches to the user (e.g. ``sudo -n -u NAME
+    --preserve-env=NAMES``), already expanded. ``export`` names the environment variables the job receives (values travel in the
     environment, never in argv).
     """
     argv = [*prefix, sbatch, "--parsable"]
@@ -130,9 +130,24 @@ def build_scancel_argv(scancel: str, prefix: list[str], job_id: str) -> list[str
     return [*prefix, scancel, job_id]
 
 
-def expand_prefix(prefix: list[str], username: str) -> list[str]:
-    """Replace the ``{username}`` element(s) of a command prefix (a whole argv element each)."""
-    return [username if part == "{username}" else part for part in prefix]
+def expand_prefix(prefix: list[str], username: str, env_names: list[str] = ()) -> list[str]:
+    """Expand a command prefix (e.g. ``sudo -n -u {username} --preserve-env={env_names}``).
+
+    An element equal to ``{username}`` becomes ``username``; an element containing
+    ``{env_names}`` gets the comma-separated, sorted ``env_names`` (the names of the variables the
+    command must receive; never their values) and is dropped when there are none.
+    """
+    names = ",".join(sorted(env_names))
+    expanded = []
+    for part in prefix:
+        if part == "{username}":
+            expanded.append(username)
+        elif "{env_names}" in part:
+            if names:
+                expanded.append(part.replace("{env_names}", names))
+        else:
+            expanded.append(part)
+    return expanded
 
 
 def parse_sbatch_output(output: str) -> str:

@@ -68,14 +68,16 @@ class SlurmFixture:
         self.dir.mkdir(mode=0o755)
         os.chmod(self.dir, 0o755)
         self.squeue = FakeCommand(self.dir, "squeue", real=env.get("SLURM_SQUEUE", "/usr/bin/squeue"))
-        self.sbatch = FakeCommand(self.dir, "sbatch", real=env.get("SLURM_SBATCH", "/usr/bin/sbatch"))
+        # sbatch runs as the user through sudo: its log has the argv, its .env the names (never values)
+        self.sbatch = FakeCommand(self.dir, "sbatch", real=env.get("SLURM_SBATCH", "/usr/bin/sbatch"), env_names=True)
+        self.scancel = FakeCommand(self.dir, "scancel", real=env.get("SLURM_SCANCEL", "/usr/bin/scancel"))
 
     def set_squeue_mode(self, mode: str):
         self.squeue.set(mode=mode)
 
     def calls(self, command: str) -> int:
-        """Calls of the wrapped ``squeue`` or ``sbatch`` so far."""
-        return {"squeue": self.squeue, "sbatch": self.sbatch}[command].calls()
+        """Calls of the wrapped ``squeue``, ``sbatch`` or ``scancel`` so far."""
+        return getattr(self, command).calls()
 
     def jobs(self) -> dict[str, dict]:
         """Jobs of this test run as Slurm sees them: user -> fields."""
@@ -116,7 +118,8 @@ class SlurmFixture:
         self.cancel_all()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def hub_config(self, **spawner) -> dict:
+    def hub_config(self, poller: dict | None = None, **spawner) -> dict:
+        """Hub config for these tests; ``poller`` updates SlurmQueuePoller's, ``spawner`` SlurmSpawner's."""
         prefix = os.environ.get("SG_TEST_VENV") or sys.prefix
         return {
             "JupyterHub": {"spawner_class": "science-gateway-slurm", "cleanup_servers": False},
@@ -124,13 +127,16 @@ class SlurmFixture:
             "SlurmSpawner": {
                 "python_prefix": prefix,
                 "sbatch_path": str(self.dir / "sbatch"),
-                "squeue_path": str(self.dir / "squeue"),
-                "scancel_path": self.env.get("SLURM_SCANCEL", "/usr/bin/scancel"),
+                "scancel_path": str(self.dir / "scancel"),
                 "job_name": self.job_name,
-                "queue_poll_interval": 2,
-                "queue_fast_interval": 0.5,
-                "squeue_timeout": 3,
                 **spawner,
+            },
+            "SlurmQueuePoller": {
+                "squeue": str(self.dir / "squeue"),
+                "interval": 2,
+                "fast_interval": 0.5,
+                "timeout": 3,
+                **(poller or {}),
             },
             "ResourcePolicy": {"groups": POLICY},
             "DemoAuthenticator": {

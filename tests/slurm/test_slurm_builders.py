@@ -36,7 +36,7 @@ def argv_for(groups, options, **overrides):
     request = ResourcePolicy(config=site_config()).validate(groups, options)
     kwargs = dict(
         sbatch="/usr/bin/sbatch",
-        prefix=expand_prefix(["/usr/bin/sudo", "-E", "-u", "{username}"], "demo"),
+        prefix=expand_prefix(["/usr/bin/sudo", "-n", "-u", "{username}"], "demo"),
         job_name="science-gateway-jupyter",
         comment=build_comment("demo@example.org", "science-gateway"),
         output="/home/demo/.sg-%j.log",
@@ -48,7 +48,7 @@ def argv_for(groups, options, **overrides):
 
 
 COMMON = [
-    "/usr/bin/sudo", "-E", "-u", "demo", "/usr/bin/sbatch", "--parsable",
+    "/usr/bin/sudo", "-n", "-u", "demo", "/usr/bin/sbatch", "--parsable",
     "--job-name=science-gateway-jupyter",
     "--comment=science-gateway=science-gateway user=demo@example.org",
 ]
@@ -161,6 +161,24 @@ def test_form_shows_only_allowed_choices():
     astro = render_form(policy.choices(["astro"]), policy.validate(["astro"], {"cores": 3}))
     assert 'name="cores" value="3" min="1" max="4"' in astro
     assert 'name="gpus"' in astro and '<option value="astro-2024" selected>' in astro
+
+
+@pytest.mark.parametrize(
+    "prefix, names, expected",
+    [
+        pytest.param(
+            ["sudo", "-n", "-u", "{username}", "--preserve-env={env_names}"], ["PATH", "JUPYTERHUB_API_TOKEN"],
+            ["sudo", "-n", "-u", "alice", "--preserve-env=JUPYTERHUB_API_TOKEN,PATH"], id="names-not-values",
+        ),
+        pytest.param(
+            ["sudo", "-n", "-u", "{username}", "--preserve-env={env_names}"], [],
+            ["sudo", "-n", "-u", "alice"], id="no-names-no-option",
+        ),
+        pytest.param([], ["PATH"], [], id="hub-runs-as-the-user"),
+    ],
+)
+def test_expand_prefix(prefix, names, expected):
+    assert expand_prefix(prefix, "alice", names) == expected
 
 
 def test_options_from_form_data():

@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 from sgtest.slurm import USERS, SlurmFixture
 from sgtest.hub import HubSession, RunningHub, free_port, wait_for
 
@@ -185,7 +186,7 @@ def test_a_user_in_no_policy_group_gets_403(slurm, tmp_path_factory):
 def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp_path_factory):
     state = tmp_path_factory.mktemp("restart")
     hub_port, public_port = free_port(), free_port()
-    config = slurm.hub_config(queue_poll_interval=600)  # only the start-up snapshot, no periodic calls
+    config = slurm.hub_config(poller={"interval": 600})  # only the start-up snapshot, no periodic calls
     config["JupyterHub"]["hub_port"] = hub_port
 
     def make_hub():
@@ -239,3 +240,148 @@ def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp
                     stop_server(login(hub, name), name)
     wait_for(lambda: not set(names) & set(slurm.jobs()), 60, what="the jobs to leave the queue")
 
+
+
+# -- batchspawner's route: closed on the real hub -------------------------------------------------
+
+KERNEL_POST = """
+import json, os, urllib.error, urllib.request
+body = json.dumps({payload}).encode()
+req = urllib.request.Request(os.environ["JUPYTERHUB_API_URL"] + "/batchspawner", data=body, method="POST",
+                             headers={{"Authorization": "token " + os.environ["JUPYTERHUB_API_TOKEN"],
+                                      "Content-Type": "application/json"}})
+try:
+    print(urllib.request.urlopen(req, timeout=30).status)
+except urllib.error.HTTPError as e:
+    print(e.code)
+"""
+
+
+def hostile_payload(marker) -> dict:
+    """What a user's kernel would post to make the hub run a program of theirs at the next stop/start."""
+    run = ["/bin/sh", "-c", f"id > {marker}", "x"]
+    return {
+        "user_command_prefix": run,
+        "scancel_path": "/bin/sh",
+        "sbatch_path": "/bin/sh",
+        "cmd": run,
+        "min_uid": 0,
+        "job_account": "root",
+        "port": 1,
+    }
+
+
+async def test_batchspawner_route_is_closed_and_a_payload_never_runs(slurm, slurm_hub):
+    from sgtest.kernel import RemoteKernel
+    from sgtest.notebooks import api_token
+
+    marker = slurm.dir / "marker-batchspawner-api"
+    payload = hostile_payload(marker)
+    demo, astro1 = login(slurm_hub, "demo"), login(slurm_hub, "astro1")
+    ensure_stopped(demo, "demo")
+    demo.start_server("demo", options={"memory_gb": 1}, timeout=120)
+    job_id = slurm.jobs()["demo"]["job_id"]
+    try:
+        kernel = RemoteKernel(demo, "demo")
+        kernel.start()
+        # the reproduction: the user's own kernel posts with its own server token
+        out = await kernel.execute(KERNEL_POST.format(payload=repr(payload)))
+        assert out.strip() == "404", out
+        token = (await kernel.execute("import os; print(os.environ['JUPYTERHUB_API_TOKEN'])")).strip()
+        assert token
+        url = f"{slurm_hub.url}/hub/api/batchspawner"
+        other = api_token(astro1, "astro1", note="another user's token")
+        for who, headers in [
+            ("the server's own token", {"Authorization": f"token {token}"}),
+            ("another user's token", {"Authorization": f"token {other}"}),
+            ("no token", {}),
+        ]:
+            for method in ("POST", "GET", "PUT", "PATCH", "DELETE"):
+                r = requests.request(method, url, json=payload, headers=headers, timeout=30)
+                assert r.status_code == 404, (who, method, r.status_code, r.text[:200])
+        # the token travelled to the job in the environment, never in sbatch's argv
+        assert slurm.sbatch.lines() and not any(token in " ".join(call) for call in slurm.sbatch.lines())
+    finally:
+        stop_server(demo, "demo")
+    # the stop cancelled the job, as demo, with the configured scancel, and ran nothing else
+    wait_for(lambda: "demo" not in slurm.jobs(), 60, what="demo's job to leave the queue")
+    assert ["demo", job_id] in slurm.scancel.lines(), slurm.scancel.lines()
+    assert not marker.exists()
+    # and the next start is a normal one
+    demo.start_server("demo", options={"memory_gb": 1}, timeout=120)
+    assert demo.identity("demo") == "demo" and slurm.jobs()["demo"]["state"] == "RUNNING"
+    stop_server(demo, "demo")
+    assert not marker.exists()
+    wait_for(lambda: "demo" not in slurm.jobs(), 60, what="demo's job to leave the queue")
+
+
+def test_commands_get_no_environment_of_the_hub(slurm, slurm_hub):
+    """What reached sbatch (run as the user, who can read its /proc/PID/environ): the job's
+    variables only, none of the hub's own (its crypt key, its config)."""
+    session = login(slurm_hub, "astro2")
+    ensure_stopped(session, "astro2")
+    session.start_server("astro2", options={"memory_gb": 1}, timeout=120)
+    stop_server(session, "astro2")
+    names = slurm.sbatch.env_names()[-1]
+    assert "JUPYTERHUB_API_TOKEN" in names
+    # set in the hub's own environment by RunningHub: none may reach a command run as the user
+    hub_only = {"JUPYTERHUB_CRYPT_KEY", "SCIENCE_GATEWAY_CONFIG", "SCIENCE_GATEWAY_BIND_URL"}
+    assert not names & hub_only, names & hub_only
+    assert not {n for n in names if n.startswith("CONFIGPROXY_")}, names
+    assert "-E" not in slurm.sbatch.lines()[-1]
+
+
+# -- the unix account from auth_state, and the floor ------------------------------------------------
+
+MAPPED_AUTH = '''
+from science_gateway.hub.demo_auth import DemoAuthenticator
+
+UNIX = {"astro1": "astro2", "admin": "root", "student": "daemon"}
+
+
+class MappedDemoAuthenticator(DemoAuthenticator):
+    """The demo login plus auth_state["unix_account"], as the OIDC authenticators record it."""
+
+    async def authenticate(self, handler, data):
+        model = await super().authenticate(handler, data)
+        if model:
+            model["auth_state"] = {"unix_account": UNIX.get(model["name"], model["name"])}
+        return model
+
+
+c = get_config()  # noqa: F821
+c.JupyterHub.authenticator_class = MappedDemoAuthenticator
+c.Authenticator.enable_auth_state = True
+'''
+
+
+def test_jobs_run_as_the_auth_state_account_never_as_a_system_account(slurm, tmp_path_factory):
+    state = tmp_path_factory.mktemp("unixaccount")
+    auth = state / "mapped_auth.py"
+    auth.write_text(MAPPED_AUTH)
+    env = {"SCIENCE_GATEWAY_CONFIG": f"{state / 'test-site-config.yaml'}:{auth}"}
+    with RunningHub(state, config=slurm.hub_config(), env=env) as hub:
+        astro1 = login(hub, "astro1")
+        astro1.start_server("astro1", options={"memory_gb": 1}, timeout=120)
+        try:
+            jobs = slurm.jobs()
+            # hub user astro1's job is unix account astro2's, and it answers for astro1
+            assert "astro1" not in jobs and jobs["astro2"]["state"] == "RUNNING"
+            assert jobs["astro2"]["comment"] == "science-gateway=science-gateway user=astro1"
+            assert astro1.identity("astro1") == "astro1"
+            job_id = jobs["astro2"]["job_id"]
+        finally:
+            stop_server(astro1, "astro1")
+        wait_for(lambda: "astro2" not in slurm.jobs(), 60, what="astro2's job to leave the queue")
+        assert ["astro2", job_id] in slurm.scancel.lines(), slurm.scancel.lines()
+
+        # root and daemon: refused before sudo, with a message that says what to do
+        for name in ("admin", "student"):
+            session = login(hub, name)
+            before = slurm.calls("sbatch")
+            options = {"partition": "debug"} if name == "student" else {}
+            r = hub_api(session, f"/users/{name}/server", method="POST", json=options)
+            assert r.status_code == 403, (name, r.status_code, r.text)
+            assert "system account" in r.json()["message"] and "map" in r.json()["message"]
+            assert slurm.calls("sbatch") == before
+            assert not server_of(session, name)

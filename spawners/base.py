@@ -1,0 +1,229 @@
+"""What every Science Gateway spawner does, whatever the scheduler: policy, identity, unix account.
+
+:class:`PolicySpawnerMixin` is what all our spawners share (Slurm today, Kubernetes and HTCondor
+next). It is a mixin listed before a JupyterHub ``Spawner`` class (``class S(PolicySpawnerMixin,
+batchspawner.SlurmSpawner)``; a mixin, because JupyterHub refuses a ``Spawner`` subclass that
+does not define ``stop`` and ``poll``) and puts in front of the scheduler backend:
+
+- **The group resource policy** (:class:`~science_gateway.core.policy.ResourcePolicy`):
+  ``options_form`` shows only what the user's groups allow, ``options_from_form`` and
+  ``options_from_query`` parse form posts and spawn URLs, ``apply_user_options`` validates every
+  ``user_options`` (form, URL or REST API), and :meth:`start` validates again before the backend
+  runs anything. Policy errors are HTTP 400 (403 when none of the user's groups may start servers)
+  with a message that says what is allowed.
+- **The job's identity**: the first of :attr:`identity_keys` in the user's ``auth_state`` (the
+  federated identity, for the job's accounting comment or labels), else the hub username.
+- **The user's unix account**: ``auth_state["unix_account"]`` as the authenticator recorded it
+  (``science_gateway.hub.oauth``), else the hub username (e.g. the demo login). It must exist, be a
+  plain unix name and have a uid of at least :attr:`min_uid` (so never ``root`` or ``daemon``):
+  otherwise the spawn fails with HTTP 403 before any command runs. The account a job was started
+  for is kept in the spawner's state (:attr:`job_account`), so a stop after a hub restart acts as
+  the same account.
+
+Override ladder (subclasses, in increasing depth):
+
+1. the traits (``@default`` for a backend's own defaults);
+2. :meth:`job_identity`, :meth:`render_options_form`;
+3. :meth:`start_job` (**required**): start the backend's job for a request that is already
+   validated, as an account that is already checked; return ``(ip, port)`` like ``start``.
+
+Do not override :meth:`start`: it is the template that validates and then calls :meth:`start_job`,
+so no backend can skip the policy or the account floor. A backend built on another library's
+spawner (batchspawner, KubeSpawner) lists this class first (``class S(PolicySpawnerMixin,
+KubeSpawner)``), implements ``stop`` and ``poll`` (or inherits the library's) and calls the
+library's ``start`` from :meth:`start_job` when it needs it (``await KubeSpawner.start(self)``).
+"""
+
+from __future__ import annotations
+
+import pwd
+
+from jupyterhub.spawner import SpawnException
+from traitlets import HasTraits, Instance, Integer, List, Unicode, default
+
+from ..core.names import is_unix_name
+from ..core.policy import PolicyError, ResourcePolicy, ResourceRequest
+from ..core.text import quote_prefix
+from .form import options_from_form_data, render_form
+
+#: the ``auth_state`` key where the authenticator records the user's unix account
+UNIX_ACCOUNT_KEY = "unix_account"
+
+
+class PolicySpawnerMixin(HasTraits):
+    """Makes a Spawner check every start against the group policy and the account floor."""
+
+    policy = Instance(ResourcePolicy, help="The group resource policy (configured as ResourcePolicy).")
+
+    @default("policy")
+    def _policy_default(self):
+        return ResourcePolicy(parent=self)
+
+    identity_keys = List(
+        Unicode(),
+        ["voperson_id", "eduperson_principal_name", "sub"],
+        help="""
+        auth_state keys (looked up at the top level and under ``oauth_user``) whose first value is
+        the user's federated identity for the job (e.g. Slurm's --comment). Falls back to the hub
+        username.
+        """,
+    ).tag(config=True)
+
+    min_uid = Integer(
+        1000,
+        help="""
+        Lowest uid a job may run as. Accounts below it (``root``, ``daemon`` and the other system
+        accounts) are refused with HTTP 403 before any command runs, whatever the authenticator
+        mapped the user to.
+        """,
+    ).tag(config=True)
+
+    resource_request = Instance(
+        ResourceRequest, allow_none=True, help="The validated request of the current spawn."
+    )
+
+    auth_identity = Unicode("", help="The federated identity found in auth_state at the last spawn.")
+    auth_unix_account = Unicode("", help="auth_state['unix_account'] at the last spawn ('' when absent).")
+    job_account = Unicode("", help="The unix account the current job was started as (kept in the state).")
+
+    # -- defaults of JupyterHub's traits ------------------------------------------------------
+
+    @default("options_form")
+    def _options_form_default(self):
+        return _policy_options_form
+
+    @default("options_from_form")
+    def _options_from_form_default(self):
+        return options_from_form_data
+
+    @default("apply_user_options")
+    def _apply_user_options_default(self):
+        return _apply_policy
+
+    def options_from_query(self, query_data):
+        return options_from_form_data(query_data)
+
+    # -- policy -------------------------------------------------------------------------------
+
+    def user_groups(self) -> list[str]:
+        return sorted(g.name for g in self.user.groups)
+
+    def validated_request(self, options) -> ResourceRequest:
+        """``options`` checked against the policy for this user's groups, or a 4xx SpawnException."""
+        groups = self.user_groups()
+        try:
+            return self.policy.validate(groups, options)
+        except PolicyError as e:
+            status = 403 if not self.policy.choices(groups).partitions else 400
+            raise SpawnException(str(e), reason="resource_policy", status_code=status) from None
+
+    def render_options_form(self) -> str:
+        groups = self.user_groups()
+        choices = self.policy.choices(groups)
+        if not choices.partitions:
+            return (
+                "<p>None of your groups may start a server on this gateway's cluster. "
+                "Ask the gateway admins to add your group to the resource policy.</p>"
+            )
+        try:
+            current = self.policy.validate(groups, dict(self.user_options or {}))
+        except PolicyError:
+            current = self.policy.default_request(groups)
+        return render_form(choices, current)
+
+    # -- identity and account -------------------------------------------------------------------
+
+    async def run_auth_state_hook(self, auth_state):
+        auth_state = auth_state if isinstance(auth_state, dict) else {}
+        self.auth_identity = self._identity_from(auth_state)
+        account = auth_state.get(UNIX_ACCOUNT_KEY)
+        self.auth_unix_account = account if isinstance(account, str) else ""
+        await super().run_auth_state_hook(auth_state)
+
+    def _identity_from(self, auth_state: dict) -> str:
+        for source in (auth_state, auth_state.get("oauth_user") or {}):
+            for key in self.identity_keys:
+                value = source.get(key) if isinstance(source, dict) else None
+                if isinstance(value, str) and value:
+                    return value
+        return ""
+
+    def job_identity(self) -> str:
+        """Who the job is for: the federated identity, else the username."""
+        return self.auth_identity or self.user.name
+
+    def unix_account_name(self) -> str:
+        """The account a new job runs as: auth_state's ``unix_account``, else the hub username."""
+        return self.auth_unix_account or self.user.name
+
+    def checked_account(self, name: str) -> pwd.struct_passwd:
+        """The passwd entry of ``name``, or a 403 SpawnException: not a plain unix name, no such
+        account, or a system account (uid below :attr:`min_uid`)."""
+        if not is_unix_name(name):
+            raise SpawnException(
+                f"the unix account {quote_prefix(name)} of {self.user.name} is not a plain unix name; "
+                "ask the gateway admins to fix the account mapping",
+                reason="unix_account",
+                status_code=403,
+            )
+        try:
+            account = pwd.getpwnam(name)
+        except KeyError:
+            raise SpawnException(
+                f"there is no unix account {name!r} on the cluster; ask the site admins to create it",
+                reason="unix_account",
+                status_code=403,
+            ) from None
+        if account.pw_uid < self.min_uid:
+            raise SpawnException(
+                f"the unix account {name!r} is a system account (uid {account.pw_uid} is below "
+                f"{self.min_uid}); servers never run as system accounts: ask the gateway admins to map "
+                f"{self.user.name} to a personal account",
+                reason="unix_account",
+                status_code=403,
+            )
+        return account
+
+    def unix_account(self) -> pwd.struct_passwd:
+        """The checked account of the current job (or, with no job, of the next one)."""
+        return self.checked_account(self.job_account or self.unix_account_name())
+
+    # -- the template -----------------------------------------------------------------------
+
+    async def start(self):
+        """Validate the request and the account, then :meth:`start_job`. Do not override."""
+        request = self.validated_request(dict(self.user_options or {}))
+        self.resource_request = request
+        account = self.checked_account(self.unix_account_name())
+        self.job_account = account.pw_name
+        return await self.start_job(request, account)
+
+    async def start_job(self, request: ResourceRequest, account: pwd.struct_passwd):
+        """Start the backend's job; return ``(ip, port)``. Subclasses must implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement start_job")
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self.job_account:
+            state["job_account"] = self.job_account
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self.job_account = state.get("job_account", "")
+
+    def clear_state(self):
+        super().clear_state()
+        self.resource_request = None
+        self.job_account = ""
+
+
+def _policy_options_form(spawner):
+    return spawner.render_options_form()
+
+
+def _apply_policy(spawner, user_options):
+    spawner.resource_request = spawner.validated_request(dict(user_options or {}))
+    spawner.checked_account(spawner.unix_account_name())  # a refused account fails the request at once
