@@ -49,6 +49,25 @@ def _request_id(request) -> str:
     return request.id if isinstance(request, StageRequest) else str(request)
 
 
+class _Waiting:
+    """What :meth:`Catalog.wait` and :meth:`Catalog.wait_async` share: progress, done, deadline."""
+
+    def __init__(self, timeout: float | None, on_progress):
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.on_progress = on_progress
+
+    def finished(self, current: StageRequest) -> bool:
+        """True once ``current`` is done; TimeoutError past the deadline."""
+        if self.on_progress is not None:
+            self.on_progress(current)
+        if current.done:
+            return True
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TimeoutError(f"{current.did}: {current.message} after {self.timeout} s")
+        return False
+
+
 class Catalog:
     """The gateway's catalogue, through the user's own Jupyter server."""
 
@@ -121,15 +140,11 @@ class Catalog:
 
     def wait(self, request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
         """Poll until the request is ready or failed; ``on_progress(request)`` sees each update."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = _Waiting(timeout, on_progress)
         while True:
             current = self.status(request)
-            if on_progress is not None:
-                on_progress(current)
-            if current.done:
+            if waiting.finished(current):
                 return current
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{current.did}: {current.message} after {timeout} s")
             time.sleep(interval)
 
     # -- async twins ---------------------------------------------------------------------------
@@ -157,15 +172,11 @@ class Catalog:
 
     async def wait_async(self, request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
         """Like :meth:`wait`, without blocking the event loop (use it from widgets and ``await``)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = _Waiting(timeout, on_progress)
         while True:
             current = await self.status_async(request)
-            if on_progress is not None:
-                on_progress(current)
-            if current.done:
+            if waiting.finished(current):
                 return current
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{current.did}: {current.message} after {timeout} s")
             await asyncio.sleep(interval)
 
 

@@ -75,16 +75,22 @@ async def test_search_builtin_and_freeform_metadata(alice):
         await alice.search(alice.query("*", "datatype=RAW, target=crab", scope="astro"))
 
 
-async def test_search_without_details_is_one_call(alice):
-    await alice.search(alice.query("*", scope="astro", limit=1))  # logs in, once
+def count_calls(catalog) -> list[str]:
+    """From now on, the name of each rucio-clients call ``catalog`` makes (``del catalog._call`` ends it)."""
     calls = []
-    real_call = alice._call
+    real_call = catalog._call
 
     async def counting(what, *args, **kwargs):
         calls.append(what)
         return await real_call(what, *args, **kwargs)
 
-    alice._call = counting
+    catalog._call = counting
+    return calls
+
+
+async def test_search_without_details_is_one_call(alice):
+    await alice.search(alice.query("*", scope="astro", limit=1))  # logs in, once
+    calls = count_calls(alice)
     page = await alice.search(alice.query("run2024*", "datatype=RAW", scope="astro", details=False))
     assert calls == ["search"]
     first = next(d for d in page.datasets if d.name == "run2024.raw.0001")
@@ -92,7 +98,7 @@ async def test_search_without_details_is_one_call(alice):
     await alice.search(alice.query("run2024*", "datatype=RAW", scope="astro"))
     await alice.search(alice.query("run2024*", "datatype=RAW", scope="astro"))
     assert calls.count("metadata") == 1  # the second page of details came from the cache
-    alice._call = real_call
+    del alice._call  # the class's own _call again
 
 
 async def test_search_pages_and_scopes_follow_policy(alice):
@@ -177,18 +183,11 @@ async def test_status_calls_do_not_grow_with_files(env, admin, alice):
     small, large = rt.make_dataset(admin, env, n_files=2), rt.make_dataset(admin, env, n_files=40)
     requests = [await alice.stage(small), await alice.stage(large)]
     await alice.status()  # learns each new request's file list once
-    calls = []
-    real_call = alice._call
-
-    async def counting(what, *args, **kwargs):
-        calls.append(what)
-        return await real_call(what, *args, **kwargs)
-
-    alice._call = counting
+    calls = count_calls(alice)
     statuses = await alice.status()
     assert calls == ["list rules"]
     assert {r.id for r in requests} <= {r.id for r in statuses}
-    alice._call = real_call
+    del alice._call  # the class's own _call again
     for request in requests:
         assert await alice.cancel(request.id)
 
