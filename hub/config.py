@@ -15,6 +15,7 @@ from traitlets.config import Config, PyFileConfigLoader
 
 from ..core.policy import ResourcePolicy
 from ..core.presets import DaskPresets
+from ..core.typed import check_settings
 from .api import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
 from .passwords import hash_password
 
@@ -132,6 +133,7 @@ def private_state(state_dir: Path, config: Config) -> None:
 def check_policy(config: Config) -> None:
     """Build the resource policy and Dask presets once, so a typo stops the hub at start-up with
     the key named (not at the first spawn). Raises ValueError saying where."""
+    check_settings(config, (ResourcePolicy, DaskPresets), "Science Gateway config")
     for cls in (ResourcePolicy, DaskPresets):
         try:
             cls(config=config)

@@ -9,6 +9,7 @@ from traitlets import Instance, Type, Unicode, default
 
 from ..core import __version__
 from . import proxy_guard
+from ..core.typed import check_settings
 from .catalog.base import CatalogBackend
 from .catalog.demo import DemoCatalog
 from .handlers import handlers
@@ -70,6 +71,13 @@ class GatewayExtension(ExtensionApp):
         proxy_guard.install(self.serverapp.web_app)
 
     def initialize_settings(self):
+        # A misspelt setting stops the server with the key named: traitlets only warns, and
+        # jupyter_server would go on without the extension (users would meet a 404 much later).
+        try:
+            check_settings(self.config, (type(self), self.catalog_class, TokenKeeper), "Science Gateway server config")
+        except ValueError as e:
+            self.log.critical("%s", e)
+            raise SystemExit(1) from None
         self.log.info("Science Gateway %s: catalogue %s", __version__, self.catalog.display_name)
         self.copy_examples(self.serverapp.root_dir)
 

@@ -86,6 +86,9 @@ BAD_SITE = {
     "policy-key": ("ResourcePolicy:\n  groups:\n    astro:\n      partitions:\n        cpu: {max_corez: 4}\n", "max_corez"),
     "policy-group-key": ("ResourcePolicy:\n  groups:\n    astro: {acounts: [a]}\n", "acounts"),
     "preset-key": ("DaskPresets:\n  presets:\n    small: {cores: 1, memory_gb: 2, max_wrkers: 4}\n", "max_wrkers"),
+    # a misspelt setting itself: traitlets would only warn and leave the policy empty
+    "policy-setting": ("ResourcePolicy:\n  grups: {astro: {}}\n", r"ResourcePolicy\.grups \(did you mean groups\?\)"),
+    "presets-setting": ("DaskPresets:\n  job_nmae: x\n", r"DaskPresets\.job_nmae"),
 }
 
 
