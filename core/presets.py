@@ -213,9 +213,11 @@ class DaskPresets(LoggingConfigurable):
     submit_command = Unicode("sbatch", help="The sbatch command the kernel runs (a name on PATH or an absolute path).").tag(
         config=True
     )
-    cancel_command = Unicode("scancel", help="The scancel command the kernel and the hub run for worker jobs.").tag(
-        config=True
-    )
+    cancel_command = Unicode(
+        "scancel",
+        help="""The scancel command the kernel runs for its worker jobs. When a session stops, the hub
+        cancels the session's leftover workers with the Slurm spawner's own ``scancel_path``.""",
+    ).tag(config=True)
 
     #: site settings that travel to the kernel with the presets
     SITE_SETTINGS = (
