@@ -3,7 +3,7 @@
 All servers run as the hub's own unix user, with a home directory per hub user under
 :attr:`LocalSpawner.home_dir_template`. So **every user can read every other user's files and the
 hub's own state (its database and cookie secret)**: right for one person trying the gateway on a
-laptop or a test machine, not for a shared one. Production gateways spawn on Slurm or Kubernetes,
+laptop or a test machine, not for a shared one. Production gateways spawn on Slurm (Kubernetes is next),
 where each user's server runs as that user.
 
 What it refuses:
