@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from html import escape
 from inspect import isawaitable
 
@@ -40,16 +39,12 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Callable, Dict, Float, Integer, Unicode, default
 
+from ..core.clock import utcnow  # the one clock (tests patch it here)
 from .api import gateway_handlers
 from .entitlements import safe_username
 
 #: unix account names the mapping may produce (the same rule as :func:`safe_username`'s output)
 UNIX_ACCOUNT = re.compile(r"^[a-z_][a-z0-9._-]{0,31}$")
-
-
-def utcnow() -> float:
-    """Seconds since the epoch; the one seam for time in this module."""
-    return time.time()
 
 
 class DiscoveryError(RuntimeError):

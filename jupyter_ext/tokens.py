@@ -21,13 +21,14 @@ import asyncio
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_runtime_dir
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Bool, Float, List, Unicode, default
 from traitlets.config import LoggingConfigurable
+
+from ..core.clock import utcnow  # the one clock (tests patch it here)
 
 TOKEN_FILE_ENV = "BEARER_TOKEN_FILE"
 #: the hub API route of the gateway that hands a server its user's access token
@@ -68,11 +69,6 @@ def describe_error(error: BaseException) -> str:
     if isinstance(error, BadAnswer):
         return str(error)
     return type(error).__name__
-
-
-def utcnow() -> float:
-    """Seconds since the epoch; the one seam for time in this module."""
-    return time.time()
 
 
 def write_secret_file(path: Path, content: str) -> None:

@@ -37,6 +37,7 @@ from ...core.catalog import (
     parse_did,
     progress_message,
 )
+from ...core.clock import utcnow
 from ...core.text import format_bytes, quote_prefix
 from .base import CatalogBackend
 
@@ -107,7 +108,7 @@ class DemoCatalog(CatalogBackend):
 
     def now(self) -> float:
         """The clock (a seam for tests)."""
-        return time.time()
+        return utcnow()
 
     # -- the read side --------------------------------------------------------------------------
 

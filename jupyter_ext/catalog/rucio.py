@@ -56,6 +56,7 @@ from ...core.catalog import (
     StageRequest,
     progress_message,
 )
+from ...core.clock import utcnow_datetime
 from ...core.text import format_bytes, quote_prefix
 from .base import CatalogBackend
 
@@ -664,7 +665,7 @@ class RucioCatalog(CatalogBackend):
 
     def utcnow(self) -> datetime.datetime:
         """The clock (a seam for tests); naive UTC, as rucio-clients returns dates."""
-        return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        return utcnow_datetime().replace(tzinfo=None)
 
     async def _my_rules(self, **filters) -> list[dict]:
         """This account's live rules on the notebook's RSE (a cancelled rule expires at once)."""
