@@ -67,18 +67,28 @@ def hub_login(page, hub_url: str, username: str, password: str):
 # -- JupyterLab notebooks ------------------------------------------------------------------------
 
 
+def accept_kernel_dialog(page):
+    """Take JupyterLab's preferred kernel when it asks (a notebook reopened after its kernel ended)."""
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if dialog.count():
+        dialog.get_by_role("button", name="Select").click()
+        dialog.wait_for(state="detached", timeout=30_000)
+
+
 def run_cell_containing(page, text: str, attempts: int = 4):
     """Run the code cell whose source contains ``text`` (Shift+Enter) and wait until it ran.
 
     JupyterLab can drop a run sent right after the kernel starts (SERVICES.md), so a run whose
-    prompt is still ``[ ]`` after a while is sent again.
+    prompt is still ``[ ]`` after a while is sent again; a "Select Kernel" dialog (the notebook
+    was reopened after its kernel ended) is answered with the preferred kernel.
     """
     cell = page.locator(".jp-CodeCell", has=page.locator(".jp-InputArea-editor", has_text=text)).first
     prompt = cell.locator(".jp-InputPrompt")
     for _ in range(attempts):
-        cell.locator(".jp-InputArea-editor").click()
-        page.keyboard.press("Shift+Enter")
+        accept_kernel_dialog(page)
         try:
+            cell.locator(".jp-InputArea-editor").click(timeout=10_000)  # a dialog may cover it
+            page.keyboard.press("Shift+Enter")
             page.wait_for_function(
                 "el => /\\[(\\*|\\d+)\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=10_000
             )
