@@ -274,14 +274,28 @@ def supervise(run_dir):
 def exec_container(run_dir):
     """Inside the new mount namespace: bind-mount the volumes, drop to the user, exec."""
     spec = read_json(os.path.join(run_dir, "spec.json"))
+    created = []   # mount points made on the host's file system: removed with the pod
+
+    def make_dirs(path):
+        missing = []
+        while path and not os.path.exists(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for path in reversed(missing):
+            os.mkdir(path)
+            os.chmod(path, 0o755)
+            created.append(path)
+
     try:
         for mount in spec["mounts"]:
             src, dst = mount["source"], mount["target"]
             if os.path.isdir(src):
-                os.makedirs(dst, exist_ok=True)
+                make_dirs(dst)
             elif not os.path.exists(dst):
-                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                make_dirs(os.path.dirname(dst))
                 open(dst, "a").close()
+                created.append(dst)
+            write_json(os.path.join(run_dir, "created.json"), created)
             subprocess.run(["mount", "--bind", src, dst], check=True)
             if mount.get("readOnly"):
                 subprocess.run(["mount", "-o", "remount,bind,ro", dst], check=True)
@@ -584,7 +598,7 @@ class PodWorker(threading.Thread):
             elif "emptyDir" in volume:
                 if not os.path.isdir(target):
                     os.makedirs(target)
-                    os.chmod(target, 0o777)
+                os.chmod(target, 0o777)
                 paths[name] = target
             elif "secret" in volume or "configMap" in volume or "projected" in volume:
                 files = {}
@@ -623,7 +637,8 @@ class PodWorker(threading.Thread):
                             if "fieldRef" in item:
                                 files[item["path"]] = (str(self.field(item["fieldRef"])).encode(), mode)
                 shutil.rmtree(target, ignore_errors=True)
-                os.makedirs(target, mode=0o755)
+                os.makedirs(target)
+                os.chmod(target, 0o755)
                 for rel, (content, file_mode) in files.items():
                     path = os.path.join(target, rel)
                     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -693,7 +708,7 @@ class PodWorker(threading.Thread):
             status["state"] = {"waiting": st["waiting"]}
             status["ready"] = False
             status["started"] = False
-        elif st.get("last") and "state" in status and "running" in status["state"]:
+        elif st.get("last"):
             status["lastState"] = st["last"]
         if "state" not in status:
             status["state"] = {"waiting": {"reason": "ContainerCreating"}}
@@ -810,6 +825,7 @@ class PodWorker(threading.Thread):
                     log.warning("delete %s/%s: %s", self.ns, self.name, e)
         else:
             self.kill(0)
+        remove_mount_points(self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def run(self):
@@ -1207,6 +1223,7 @@ class Agent:
         for uid in os.listdir(self.pods_dir):
             if uid not in known and os.path.isdir(os.path.join(self.pods_dir, uid)):
                 kill_pod_dir(os.path.join(self.pods_dir, uid))
+                remove_mount_points(os.path.join(self.pods_dir, uid))
                 shutil.rmtree(os.path.join(self.pods_dir, uid), ignore_errors=True)
                 log.info("removed the leftovers of pod %s", uid)
 
@@ -1223,6 +1240,35 @@ def pod_runs(pod_dir):
     if os.path.isdir(runs):
         for entry in os.listdir(runs):
             yield Run(os.path.join(runs, entry))
+
+
+def remove_mount_points(pod_dir):
+    """The empty directories and files a pod's mounts made on the host, newest first."""
+    made = set()
+    for run in pod_runs(pod_dir):
+        made.update(read_json(os.path.join(run.dir, "created.json"), []) or [])
+    if not made:
+        return
+    # removing a directory that is a mount point in another pod's namespace would unmount it
+    # there: keep those another pod mounts on (or under)
+    in_use = set()
+    pods_dir = os.path.dirname(pod_dir.rstrip("/"))
+    for other in os.listdir(pods_dir):
+        if os.path.join(pods_dir, other) == pod_dir.rstrip("/"):
+            continue
+        for run in pod_runs(os.path.join(pods_dir, other)):
+            for mount in (read_json(os.path.join(run.dir, "spec.json"), {}) or {}).get("mounts", []):
+                in_use.add(mount["target"].rstrip("/"))
+    for path in sorted(made, key=len, reverse=True):
+        if any(t == path or t.startswith(path + "/") for t in in_use):
+            continue
+        try:
+            if os.path.isdir(path):
+                os.rmdir(path)
+            elif os.path.getsize(path) == 0:
+                os.remove(path)
+        except OSError:
+            pass   # in use by another pod, or not empty: left as it is
 
 
 def kill_pod_dir(pod_dir, grace=3):
@@ -1264,6 +1310,7 @@ def main(argv):
         sys.exit(__doc__)
     if os.geteuid() != 0:
         sys.exit("the node agent runs as root (it starts each pod as the pod's user)")
+    os.umask(0o022)
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     signal.signal(signal.SIGINT, lambda *_: STOP.set())
     Agent(read_json(argv[1])).run()
