@@ -440,7 +440,11 @@ class PodWorker(threading.Thread):
         }
         try:
             self.api.request("POST", f"/api/v1/namespaces/{self.ns}/events", body)
-        except (ApiError, OSError) as e:
+        except ApiError as e:
+            # a namespace being deleted takes no new events: expected, not worth a warning
+            level = logging.DEBUG if e.status == 403 and "being terminated" in str(e) else logging.WARNING
+            log.log(level, "event %s for %s/%s: %s", reason, self.ns, self.name, e)
+        except OSError as e:
             log.warning("event %s for %s/%s: %s", reason, self.ns, self.name, e)
 
     def get_object(self, kind, name, optional=False):
