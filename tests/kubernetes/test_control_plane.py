@@ -242,6 +242,15 @@ def test_restart_policy_never_does_not_restart(kube, ns):
     assert pod["status"]["phase"] == "Failed"
 
 
+def test_active_deadline_ends_the_pod(kube, ns):
+    kube.create("pods", pod_manifest("deadline", ["sh", "-c", "echo $$$$; exec sleep 600"],
+                                     activeDeadlineSeconds=2), ns)
+    pod = kube.wait("pods", "deadline", ns, until=lambda p: p and p["status"].get("phase") == "Failed",
+                    timeout=60, what="Failed")
+    assert pod["status"]["reason"] == "DeadlineExceeded"
+    assert not pid_alive(int(kube.pod_log(pod).split()[0]))
+
+
 def test_env_secret_and_configmap_volumes(kube, ns):
     kube.create("secrets", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
                             "stringData": {"password": "s3cret", "token": "tkn"}}, ns)
