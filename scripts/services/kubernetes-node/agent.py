@@ -1216,15 +1216,20 @@ class Agent:
         self.provisioner = Provisioner(self, config["provisioner_token"])
         self.synced = {}
         self.lock = threading.Lock()
+        self.leftovers = set(os.listdir(self.pods_dir))
 
     def orphans(self, node, seen):
-        """After both nodes listed their pods: end the processes of pods no node has any more."""
+        """Once, when both nodes first listed their pods: end the processes of the pods the agent
+        found on disk at its start that no node has any more (deleted while it was down)."""
         with self.lock:
+            if self.leftovers is None:
+                return
             self.synced[node.name] = seen
             if len(self.synced) < len(self.nodes):
                 return
             known = set().union(*self.synced.values())
-        for uid in os.listdir(self.pods_dir):
+            leftovers, self.leftovers = self.leftovers, None
+        for uid in leftovers:
             if uid not in known and os.path.isdir(os.path.join(self.pods_dir, uid)):
                 kill_pod_dir(os.path.join(self.pods_dir, uid))
                 remove_mount_points(os.path.join(self.pods_dir, uid))
