@@ -820,6 +820,7 @@ class PodWorker(threading.Thread):
                         self.event("Killing", f"Stopping container {c['name']}", container=c["name"])
             self.kill(grace)
             self.report()
+            remove_mount_points(self.dir)
             try:
                 self.api.request("DELETE", self.path, {"kind": "DeleteOptions", "apiVersion": "v1",
                                                        "gracePeriodSeconds": 0,
