@@ -23,7 +23,7 @@ DEMO_UID = 1001
 @pytest.fixture(scope="module")
 def kube():
     cluster = KubeCluster()
-    cluster.register_image(SHELL_IMAGE, "/usr/bin")
+    cluster.register_image(SHELL_IMAGE, "/usr/bin", env={"SG_IMAGE_MARK": "shell-image"})
     return cluster
 
 
@@ -69,18 +69,20 @@ def test_both_nodes_ready_with_pools_taint_and_capacity(kube):
 
 
 def test_pod_runs_as_its_user_and_reports_the_exit_code(kube, ns):
-    body = pod_manifest("whoami", ["sh", "-c", "id -u; id -G; pwd; echo HOME=$HOME; exit 3"], uid=DEMO_UID,
+    body = pod_manifest("whoami", ["sh", "-c", "id -u; id -G; pwd; echo HOME=$HOME; echo $SG_IMAGE_MARK $PATH; exit 3"], uid=DEMO_UID,
                         workingDir="/tmp")
     body["spec"]["securityContext"]["fsGroup"] = 100
     pod = run_to_end(kube, ns, body)
     state = container_state(pod)["terminated"]
     assert state["exitCode"] == 3 and state["reason"] == "Error"
     assert pod["status"]["phase"] == "Failed"
-    uid_line, groups_line, cwd, home = kube.pod_log(pod).splitlines()[:4]
+    uid_line, groups_line, cwd, home, image = kube.pod_log(pod).splitlines()[:5]
     assert uid_line == str(DEMO_UID)
     assert "100" in groups_line.split()
     assert cwd == "/tmp"
     assert home == "HOME=/home/demo"
+    # the images file gave the image's environment and PATH
+    assert image == "shell-image /usr/bin:/usr/local/bin:/usr/bin:/bin"
     reasons = [e["reason"] for e in kube.events(ns, "whoami")]
     assert "Scheduled" in reasons and "Started" in reasons
 
