@@ -225,10 +225,15 @@ class KubeCluster:
         paths = sorted(self.audit_log.parent.glob(self.audit_log.stem + "-*" + self.audit_log.suffix))
         for path in [*paths, self.audit_log]:
             try:
+                if since is not None and path.stat().st_mtime < since.timestamp() - 1:
+                    continue   # a rotated file that ended before ``since``
                 lines = path.read_text().splitlines()
             except FileNotFoundError:
                 continue
+            needle = f'"username":{json.dumps(username)}' if username is not None else ""
             for line in lines:
+                if needle not in line:
+                    continue   # cheaper than parsing the other users' lines
                 try:
                     event = json.loads(line)
                 except ValueError:
