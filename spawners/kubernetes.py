@@ -236,7 +236,9 @@ class KubernetesSpawner(PolicySpawnerMixin, KubeSpawner):
             return pwd.struct_passwd((name, "x", self.image_uid, self.image_gid, "", self.image_home, "/bin/bash"))
         return super().account_entry(name)
 
-    def user_env(self, env):
+    def get_env(self):
+        """KubeSpawner's environment plus USER, HOME and SHELL of the account the pod runs as."""
+        env = super().get_env()
         account = self.unix_account()
         env.update(USER=account.pw_name, HOME=account.pw_dir)
         if account.pw_shell:
