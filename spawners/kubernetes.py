@@ -196,6 +196,11 @@ class KubernetesSpawner(PolicySpawnerMixin, KubeSpawner):
     def _guard_modify_pod_hook(self, proposal):
         return _guarded(proposal.value)
 
+    @default("cmd")
+    def _cmd_default(self):
+        # as Zero to JupyterHub's singleuser.cmd: the server, whatever the image's CMD, with our args
+        return ["jupyterhub-singleuser"]
+
     @default("storage_pvc_ensure")
     def _storage_pvc_ensure_default(self):
         return True

@@ -9,7 +9,7 @@ import pytest
 from jupyterhub.objects import Hub
 from jupyterhub.spawner import SpawnException
 from kubespawner import KubeSpawner
-from sgtest.hostile import HOSTILE
+from sgtest.hostile import HOSTILE, KUBESPAWNER_OPTIONS
 from traitlets import TraitError
 from traitlets.config import Config
 
@@ -42,19 +42,6 @@ NODE_POOLS = {
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     },
 }
-
-#: KubeSpawner's own user_options paths: a profile, its options, unlisted choices, trait names
-KUBESPAWNER_OPTIONS = [
-    pytest.param({"profile": "gpu"}, id="profile"),
-    pytest.param({"profile": "x", "profile-option-x--image": "evil"}, id="profile-option"),
-    pytest.param({"image--unlisted-choice": "evil/image:latest"}, id="unlisted-choice"),
-    pytest.param({"image": "evil/image:latest"}, id="trait-image"),
-    pytest.param({"uid": 0}, id="trait-uid"),
-    pytest.param({"cpu_limit": 64}, id="trait-cpu-limit"),
-    pytest.param({"node_selector": {"kubernetes.io/hostname": "x"}}, id="trait-node-selector"),
-    pytest.param({"kubespawner_override": {"privileged": True}}, id="kubespawner-override"),
-]
-
 
 class Group:
     def __init__(self, name):

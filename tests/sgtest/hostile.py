@@ -19,3 +19,15 @@ HOSTILE = [
     pytest.param({"account": "teaching"}, id="account-of-another-group"),
     pytest.param({"cores": [1, 2]}, id="list-value"),
 ]
+
+#: KubeSpawner's own user_options paths: a profile, its options, unlisted choices, trait names
+KUBESPAWNER_OPTIONS = [
+    pytest.param({"profile": "gpu"}, id="profile"),
+    pytest.param({"profile": "x", "profile-option-x--image": "evil"}, id="profile-option"),
+    pytest.param({"image--unlisted-choice": "evil/image:latest"}, id="unlisted-choice"),
+    pytest.param({"image": "evil/image:latest"}, id="trait-image"),
+    pytest.param({"uid": 0}, id="trait-uid"),
+    pytest.param({"cpu_limit": 64}, id="trait-cpu-limit"),
+    pytest.param({"node_selector": {"kubernetes.io/hostname": "x"}}, id="trait-node-selector"),
+    pytest.param({"kubespawner_override": {"privileged": True}}, id="kubespawner-override"),
+]
