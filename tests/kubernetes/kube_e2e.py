@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -145,6 +146,30 @@ class KubeAPI:
         tmp.replace(path)
 
 
+class AuditLog:
+    """The API server's audit log (JSON lines) from now on: the requests one user made."""
+
+    def __init__(self, env: dict):
+        self.path = Path(env["KUBE_AUDIT_LOG"])
+        self.offset = self.path.stat().st_size
+
+    def requests(self, username: str, namespace: str) -> list[dict]:
+        """Completed requests by ``username`` about ``namespace`` since this object was made."""
+        found = []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for line in f:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # a line still being written
+                ref = event.get("objectRef") or {}
+                if (event.get("stage") == "ResponseComplete" and event.get("user", {}).get("username") == username
+                        and ref.get("namespace") == namespace):
+                    found.append(event)
+        return found
+
+
 def _ready(node) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
@@ -152,6 +177,22 @@ def _ready(node) -> bool:
 def venv_bin() -> str:
     """The bin dir of the test venv (it has the gateway installed): the test image's PATH."""
     return str(Path(os.environ.get("SG_TEST_VENV") or sys.prefix) / "bin")
+
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "science-gateway"
+
+
+def gateway_yaml_for(state: Path) -> Path:
+    """The hub's gateway.yaml: the chart's own render (tests/kubernetes/data/e2e-values.yaml
+    through sgtest.chart) whenever the chart is in the tree, so chart and code cannot drift; the
+    same settings written by :func:`write_gateway_yaml` only in a tree without the chart."""
+    if CHART.is_dir():
+        from sgtest.chart import E2E_VALUES, render_gateway_config
+
+        out = Path(tempfile.mkdtemp(prefix="chart-render-", dir=state))  # a fresh one per hub start
+        return render_gateway_config(out, "-f", E2E_VALUES)
+    return write_gateway_yaml(state / "gateway.yaml")
 
 
 def write_gateway_yaml(path: Path) -> Path:
@@ -215,7 +256,7 @@ def make_kube_hub(state: Path, api: KubeAPI, namespace: str, hub_port: int | Non
     reuses them), KUBECONFIG the hub's (user sg-hub)."""
     state.mkdir(parents=True, exist_ok=True)
     hub_port = hub_port or free_port()
-    gateway_yaml = write_gateway_yaml(state / "gateway.yaml")
+    gateway_yaml = gateway_yaml_for(state)
     config, py = kube_hub_config(gateway_yaml, namespace, hub_port, api.env, **spawner)
     env = {
         "KUBECONFIG": api.env["KUBECONFIG_HUB"],

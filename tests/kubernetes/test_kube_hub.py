@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from kube_e2e import IMAGE, USERS, KubeAPI, make_kube_hub, venv_bin, wait_pods_gone
+from kube_e2e import IMAGE, USERS, AuditLog, KubeAPI, make_kube_hub, venv_bin, wait_pods_gone
 from sgtest.hostile import HOSTILE, KUBESPAWNER_OPTIONS
 from sgtest.hub import HubSession, free_port, wait_for
 
@@ -123,6 +123,27 @@ def test_a_gpu_request_lands_on_the_gpu_pool(kube, namespace, kube_hub):
         assert astro1.identity("astro1") == "astro1"
     finally:
         stop_server(astro1, "astro1")
+
+
+def test_polls_read_the_shared_watch_no_request_is_about_one_pod(kube, namespace, kube_hub):
+    """With servers running, the hub polls each every 2 s: from KubeSpawner's reflectors (one
+    list+watch of pods and one of events for the namespace), never with a request per server."""
+    sessions = {name: login(kube_hub, name) for name in ("demo", "astro1")}
+    for name, session in sessions.items():
+        session.start_server(name, timeout=150, options={"memory_gb": 1})
+    try:
+        audit = AuditLog(kube.env)
+        time.sleep(15)  # several hub polls of both servers, and at least one reflector cycle
+        steady = audit.requests(kube.env.get("KUBE_HUB_USER", "sg-hub"), namespace)
+        assert steady, "the hub's reflectors made no request at all (is the audit log written?)"
+        about_one = [(e["verb"], e["objectRef"]) for e in steady if e["objectRef"].get("name")]
+        assert about_one == [], about_one
+        assert {(e["verb"], e["objectRef"]["resource"]) for e in steady} <= {
+            ("list", "pods"), ("watch", "pods"), ("list", "events"), ("watch", "events"),
+        }
+    finally:
+        for name, session in sessions.items():
+            stop_server(session, name)
 
 
 @pytest.mark.parametrize("options", HOSTILE + KUBESPAWNER_OPTIONS)
