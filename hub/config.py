@@ -60,6 +60,16 @@ def default_state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or Path.cwd() / ".gateway-state")
 
 
+def gateway_pieces() -> Config:
+    """What every gateway hub needs, wherever it runs: the gateway's token scope, the `user` role
+    that holds it (:data:`USER_ROLE`) and the servers' token scopes (:data:`SERVER_TOKEN_SCOPES`)."""
+    c = Config()
+    c.JupyterHub.custom_scopes = {TOKEN_SCOPE: {"description": TOKEN_SCOPE_DESCRIPTION}}
+    c.JupyterHub.load_roles = [USER_ROLE]
+    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+    return c
+
+
 def embedded_default(state_dir: Path, second_user: bool = False) -> Config:
     """No root, no services, no network: everything a first run needs, on loopback.
 
@@ -80,9 +90,7 @@ def embedded_default(state_dir: Path, second_user: bool = False) -> Config:
     }
     c.LocalSpawner.home_dir_template = str(state_dir / "home" / "{username}")
     c.Spawner.default_url = "/lab"
-    c.JupyterHub.custom_scopes = {TOKEN_SCOPE: {"description": TOKEN_SCOPE_DESCRIPTION}}
-    c.JupyterHub.load_roles = [USER_ROLE]
-    c.Spawner.server_token_scopes = SERVER_TOKEN_SCOPES
+    c.merge(gateway_pieces())
     # The state dir travels to the servers so their extension keeps per-user state beside the hub's.
     c.Spawner.environment = {STATE_DIR_ENV: str(state_dir)}
     return c
@@ -154,3 +162,73 @@ def build_config(environ=os.environ) -> Config:
     return config
 
 
+
+
+KUBERNETES_SPAWNER = "science-gateway-kubernetes"
+#: the keys of one KubernetesSpawner.node_pools entry (spawners.kube_pod.NodePool)
+NODE_POOL_KEYS = ("node_selector", "tolerations")
+PROFILE_LIST_REFUSED = (
+    "KubeSpawner.profile_list is not used by the Science Gateway's Kubernetes spawner (a profile's "
+    "kubespawner_override would let a form choice set any spawner setting): describe what each group may "
+    "use in ResourcePolicy.groups and map each partition to a node pool in KubernetesSpawner.node_pools "
+    "(docs/kubernetes.md)"
+)
+
+
+def check_kubernetes(config: Config) -> None:
+    """Start-up checks of a Kubernetes gateway: no ``profile_list``, a node pool for every policy
+    partition, node pools with known keys. Raises ValueError saying what to change."""
+    for section in ("KubeSpawner", "KubernetesSpawner"):
+        if config.get(section, {}).get("profile_list"):
+            raise ValueError(f"Science Gateway config: {section}.profile_list is set. {PROFILE_LIST_REFUSED}")
+    if config.get("JupyterHub", {}).get("spawner_class") != KUBERNETES_SPAWNER:
+        return
+    pools = config.get("KubernetesSpawner", {}).get("node_pools", {}) or {}
+    if not isinstance(pools, dict):
+        raise ValueError("Science Gateway config: KubernetesSpawner.node_pools must be a mapping of partition -> pool")
+    for name, pool in pools.items():
+        unknown = sorted(set(pool) - set(NODE_POOL_KEYS)) if isinstance(pool, dict) else None
+        if unknown is None or unknown:
+            raise ValueError(
+                f"Science Gateway config: KubernetesSpawner.node_pools[{name!r}] must be a mapping with the keys "
+                f"{', '.join(NODE_POOL_KEYS)}" + (f"; unknown: {', '.join(map(str, unknown))}" if unknown else "")
+            )
+    partitions = sorted(
+        {p for group in ResourcePolicy(config=config).groups.values() for p in group.partitions} - set(pools)
+    )
+    if partitions:
+        raise ValueError(
+            f"Science Gateway config: the partitions {', '.join(partitions)} of ResourcePolicy.groups have no node "
+            "pool: add each to KubernetesSpawner.node_pools ({} runs on any node)"
+        )
+
+
+def kubernetes_config(environ=os.environ) -> Config:
+    """What a hub inside the Zero to JupyterHub chart merges (the hub image's
+    ``jupyterhub_config.d`` file, through :func:`merge_hub_config`): :func:`gateway_pieces`, the
+    Kubernetes spawner, then each file of ``$SCIENCE_GATEWAY_CONFIG`` (the chart's
+    ``gateway.yaml``) in order; checked like :func:`build_config` (:func:`check_policy`) and by
+    :func:`check_kubernetes`. None of the embedded default's local parts (demo login, sqlite path,
+    bind URL, local spawner, state dir): the chart and Zero to JupyterHub own those."""
+    c = gateway_pieces()
+    c.JupyterHub.spawner_class = KUBERNETES_SPAWNER
+    for path in filter(None, environ.get(CONFIG_ENV, "").split(os.pathsep)):
+        c.merge(load_site_config(path))
+    check_policy(c)
+    check_kubernetes(c)
+    return c
+
+
+def merge_hub_config(c: Config, extra: Config) -> Config:
+    """``c.merge(extra)``, except that ``JupyterHub.load_roles`` and ``custom_scopes`` are combined:
+    Zero to JupyterHub's own roles (its services') stay, a role of ``extra`` with the same name
+    replaces it. Returns ``c``."""
+    hub = c.get("JupyterHub", {})
+    roles = list(hub.get("load_roles", []) or [])
+    scopes = dict(hub.get("custom_scopes", {}) or {})
+    c.merge(extra)
+    extra_roles = extra.get("JupyterHub", {}).get("load_roles", []) or []
+    names = {role.get("name") for role in extra_roles}
+    c.JupyterHub.load_roles = [r for r in roles if r.get("name") not in names] + list(extra_roles)
+    c.JupyterHub.custom_scopes = {**scopes, **(extra.get("JupyterHub", {}).get("custom_scopes", {}) or {})}
+    return c

@@ -23,7 +23,10 @@ does not define ``stop`` and ``poll``) and puts in front of the scheduler backen
 Override ladder (subclasses, in increasing depth):
 
 1. the traits (``@default`` for a backend's own defaults);
-2. :meth:`job_identity`, :meth:`render_options_form`;
+2. :meth:`job_identity`, :meth:`render_options_form`, :meth:`unix_account_name` (which account a
+   job runs as) and :meth:`account_entry` (where that account's entry comes from: the hub's
+   passwd by default; e.g. a container image's fixed user on Kubernetes). The floor
+   (:attr:`min_uid`) applies to whatever entry it returns;
 3. :meth:`start_job` (**required**): start the backend's job for a request that is already
    validated, as an account that is already checked; return ``(ip, port)`` like ``start``.
 
@@ -156,6 +159,12 @@ class PolicySpawnerMixin(HasTraits):
         """The account a new job runs as: auth_state's ``unix_account``, else the hub username."""
         return self.auth_unix_account or self.user.name
 
+    def account_entry(self, name: str) -> pwd.struct_passwd:
+        """The passwd entry of the account ``name`` (KeyError: there is none). Default: the hub's
+        passwd, right when jobs run on machines that share it (Slurm). :meth:`checked_account`
+        applies the name check and the :attr:`min_uid` floor to what this returns."""
+        return pwd.getpwnam(name)
+
     def checked_account(self, name: str) -> pwd.struct_passwd:
         """The passwd entry of ``name``, or a 403 SpawnException: not a plain unix name, no such
         account, or a system account (uid below :attr:`min_uid`)."""
@@ -167,7 +176,7 @@ class PolicySpawnerMixin(HasTraits):
                 status_code=403,
             )
         try:
-            account = pwd.getpwnam(name)
+            account = self.account_entry(name)
         except KeyError:
             raise SpawnException(
                 f"there is no unix account {name!r} on the cluster; ask the site admins to create it",

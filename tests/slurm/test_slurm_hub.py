@@ -10,6 +10,7 @@ import time
 import pytest
 import requests
 from sgtest.slurm import USERS, SlurmFixture
+from sgtest.hostile import HOSTILE
 from sgtest.hub import HubSession, RunningHub, free_port, wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]
@@ -95,20 +96,6 @@ def check_two_servers(slurm, slurm_hub, demo, astro1):
 
 
 
-HOSTILE = [
-    pytest.param({"cores": "1; touch /tmp/pwned"}, id="shell-metacharacters"),
-    pytest.param({"partition": "cpu\n#SBATCH --uid=0"}, id="newline-in-partition"),
-    pytest.param({"account": "astro-2024 --uid=0"}, id="option-in-account"),
-    pytest.param({"cores": 64}, id="too-many-cores"),
-    pytest.param({"memory_gb": -1}, id="negative-memory"),
-    pytest.param({"walltime_hours": 10**9}, id="huge-walltime"),
-    pytest.param({"gpus": 1}, id="gpus-not-allowed"),
-    pytest.param({"batch_script": "#!/bin/sh\nid"}, id="unknown-key-batch-script"),
-    pytest.param({"req_options": "--uid=0"}, id="unknown-key-req-options"),
-    pytest.param({"partition": "debug"}, id="partition-of-another-group"),
-    pytest.param({"account": "teaching"}, id="account-of-another-group"),
-    pytest.param({"cores": [1, 2]}, id="list-value"),
-]
 
 
 @pytest.mark.parametrize("options", HOSTILE)

@@ -1,0 +1,272 @@
+"""What the real-hub Kubernetes tests share: a small client of the real API server, a fresh
+namespace per module, the test image, the test policy, and the hub config built from one
+``gateway.yaml`` (:func:`kube_hub_config`), the file the chart renders into its Secret.
+
+(tests/sgtest/kube.py, the control plane's own helpers, may replace the client here at merge:
+only :class:`KubeAPI`'s methods below are used by the tests.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+import yaml
+from sgtest.hub import RunningHub, free_port, wait_for
+from sgtest.services import missing, service_env
+
+#: the gateway's single-user image (contract: chart default); the node agent maps it to a PATH
+IMAGE = "ghcr.io/science-gateway/singleuser"
+IMAGE_TAG = "0.1.0"
+
+#: the same groups as the Slurm tests (sgtest.slurm.POLICY), plus a GPU pool and a partition
+#: asking more CPU than any node has (4 cores each)
+POLICY = {
+    "astro": {
+        "accounts": ["astro-2024", "astro-dev"],
+        "partitions": {
+            "cpu": {"max_cores": 2, "max_memory_gb": 4, "max_walltime_hours": 24},
+            "long": {"max_cores": 1, "max_memory_gb": 2, "max_walltime_hours": 168},
+            "gpu": {"max_cores": 1, "max_memory_gb": 2, "max_gpus": 1, "max_walltime_hours": 8},
+            "huge": {"max_cores": 64, "max_memory_gb": 2, "max_walltime_hours": 1},
+        },
+    },
+    "students": {
+        "accounts": ["teaching"],
+        "partitions": {"debug": {"max_cores": 1, "max_memory_gb": 1, "max_walltime_hours": 1}},
+    },
+}
+CPU_POOL = {"node_selector": {"science-gateway.io/pool": "cpu"}}
+NODE_POOLS = {
+    "cpu": CPU_POOL,
+    "long": CPU_POOL,
+    "debug": CPU_POOL,
+    "huge": CPU_POOL,
+    "gpu": {
+        "node_selector": {"science-gateway.io/pool": "gpu"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+#: hub users: name -> (password, groups)
+USERS = {
+    "demo": ("demo", ["astro"]),
+    "admin": ("admin", ["astro", "gateway-admins"]),
+    "student": ("student", ["students"]),
+    "astro1": ("astro1", ["astro"]),
+    "astro2": ("astro2", ["astro"]),
+    "astro3": ("astro3", ["astro"]),
+}
+
+
+class KubeAPI:
+    """requests against the real API server, as system:masters (the admin kubeconfig)."""
+
+    def __init__(self, env: dict):
+        self.env = env
+        self.url = env["KUBE_API_URL"]
+        kubeconfig = yaml.safe_load(Path(env["KUBECONFIG_ADMIN"]).read_text())
+        user = kubeconfig["users"][0]["user"]
+        self.http = requests.Session()
+        # per request: requests lets $REQUESTS_CA_BUNDLE override a session's verify
+        self.ca_file = env["KUBE_CA_FILE"]
+        if "token" in user:
+            self.http.headers["Authorization"] = f"Bearer {user['token']}"
+        else:
+            self.http.cert = (user["client-certificate"], user["client-key"])
+
+    @classmethod
+    def from_services(cls, timeout: float = 90) -> KubeAPI:
+        """The control plane of scripts/services/kubernetes (skip-or-fail when absent); waits for
+        it to answer (its service may be restarting) and for both nodes to be Ready."""
+        env = service_env("kubernetes")
+        api = cls(env)
+
+        def ready():
+            nodes = api.get("/api/v1/nodes").get("items", [])
+            return {n["metadata"]["name"] for n in nodes if _ready(n)} >= set(env.get("KUBE_NODES", "").split())
+
+        try:
+            wait_for(ready, timeout, interval=1, what="the Kubernetes API server and its Ready nodes")
+        except TimeoutError as e:
+            missing("kubernetes", str(e))
+        return api
+
+    def request(self, method, path, **kwargs):
+        kwargs.setdefault("timeout", 30)
+        kwargs.setdefault("verify", self.ca_file)
+        return self.http.request(method, self.url + path, **kwargs)
+
+    def get(self, path, **kwargs) -> dict:
+        r = self.request("GET", path, **kwargs)
+        r.raise_for_status()
+        return r.json()
+
+    def pods(self, namespace, selector: str = "") -> list[dict]:
+        params = {"labelSelector": selector} if selector else {}
+        return self.get(f"/api/v1/namespaces/{namespace}/pods", params=params)["items"]
+
+    def user_pods(self, namespace, username) -> list[dict]:
+        return self.pods(namespace, f"hub.jupyter.org/username={username}")
+
+    def pvcs(self, namespace) -> list[dict]:
+        return self.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")["items"]
+
+    def delete_pod(self, namespace, name, grace: int | None = None):
+        body = {} if grace is None else {"gracePeriodSeconds": grace}
+        r = self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", json=body)
+        assert r.status_code in (200, 202, 404), r.text
+
+    @contextmanager
+    def namespace(self, prefix="sgtest-kube"):
+        """A fresh namespace, deleted (with all it holds) afterwards."""
+        name = f"{prefix}-{secrets.token_hex(3)}"
+        r = self.request("POST", "/api/v1/namespaces", json={"metadata": {"name": name}})
+        assert r.status_code == 201, r.text
+        try:
+            yield name
+        finally:
+            # pods first, without grace, so the namespace controller has nothing to wait for
+            self.request("DELETE", f"/api/v1/namespaces/{name}/pods", params={"gracePeriodSeconds": 0})
+            self.request("DELETE", f"/api/v1/namespaces/{name}")
+
+    def register_image(self, name: str, bin_dir: str):
+        """The node agent runs ``name`` (any tag) with ``bin_dir`` first on PATH."""
+        path = Path(self.env["KUBE_IMAGES_FILE"])
+        images = json.loads(path.read_text()) if path.exists() else {}
+        images[name] = {"path": os.pathsep.join([bin_dir, "/usr/local/bin", "/usr/bin", "/bin"])}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(images, indent=2))
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)
+
+
+class AuditLog:
+    """The API server's audit log (JSON lines) from now on: the requests one user made."""
+
+    def __init__(self, env: dict):
+        self.path = Path(env["KUBE_AUDIT_LOG"])
+        self.offset = self.path.stat().st_size
+
+    def requests(self, username: str, namespace: str) -> list[dict]:
+        """Completed requests by ``username`` about ``namespace`` since this object was made."""
+        found = []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            for line in f:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # a line still being written
+                ref = event.get("objectRef") or {}
+                if (event.get("stage") == "ResponseComplete" and event.get("user", {}).get("username") == username
+                        and ref.get("namespace") == namespace):
+                    found.append(event)
+        return found
+
+
+def _ready(node) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+
+
+def venv_bin() -> str:
+    """The bin dir of the test venv (it has the gateway installed): the test image's PATH."""
+    return str(Path(os.environ.get("SG_TEST_VENV") or sys.prefix) / "bin")
+
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "science-gateway"
+
+
+def gateway_yaml_for(state: Path) -> Path:
+    """The hub's gateway.yaml: the chart's own render (tests/kubernetes/data/e2e-values.yaml
+    through sgtest.chart) whenever the chart is in the tree, so chart and code cannot drift; the
+    same settings written by :func:`write_gateway_yaml` only in a tree without the chart."""
+    if CHART.is_dir():
+        from sgtest.chart import E2E_VALUES, render_gateway_config
+
+        out = Path(tempfile.mkdtemp(prefix="chart-render-", dir=state))  # a fresh one per hub start
+        return render_gateway_config(out, "-f", E2E_VALUES)
+    return write_gateway_yaml(state / "gateway.yaml")
+
+
+def write_gateway_yaml(path: Path) -> Path:
+    """The test's gateway.yaml, in the shape the chart renders (``{ClassName: {trait: value}}``)."""
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "JupyterHub": {"spawner_class": "science-gateway-kubernetes"},
+                "ResourcePolicy": {"groups": POLICY},
+                "KubernetesSpawner": {"node_pools": NODE_POOLS},
+            }
+        )
+    )
+    return path
+
+
+#: the hub image's jupyterhub_config.d file does the same with the chart's gateway.yaml
+KUBE_HUB_PY = """
+from science_gateway.hub.config import kubernetes_config, merge_hub_config
+
+c = get_config()  # noqa: F821
+merge_hub_config(c, kubernetes_config({{"SCIENCE_GATEWAY_CONFIG": {gateway_yaml!r}}}))
+"""
+
+
+def kube_hub_config(gateway_yaml: Path, namespace: str, hub_port: int, env: dict, **spawner) -> tuple[dict, Path]:
+    """The test-only hub settings (demo login, the namespace, image, hub address) and a Python
+    config file that loads ``gateway_yaml`` through kubernetes_config(), as the chart's hub does.
+    Returns (config for RunningHub, the .py file to append to SCIENCE_GATEWAY_CONFIG)."""
+    from science_gateway.hub.passwords import hash_password
+
+    config = {
+        "JupyterHub": {"cleanup_servers": False, "hub_port": hub_port, "hub_connect_url": f"http://127.0.0.1:{hub_port}"},
+        # nothing of the hub's local state travels into pods (the embedded default passes its state dir)
+        "Spawner": {"http_timeout": 90, "poll_interval": 2, "environment": {}},
+        "KubeSpawner": {
+            "namespace": namespace,
+            "image": f"{IMAGE}:{IMAGE_TAG}",
+            "storage_class": env.get("KUBE_STORAGE_CLASS", "sg-local"),
+            "storage_capacity": "1Gi",
+            "start_timeout": 120,
+            "k8s_api_request_timeout": 10,
+        },
+        # many test servers on two 4-core test nodes: requests are a quarter of the limits
+        "KubernetesSpawner": {"guarantee_ratio": 0.25, **spawner},
+        "DemoAuthenticator": {
+            "users": {
+                name: {"password": hash_password(password), "groups": groups, "admin": name == "admin"}
+                for name, (password, groups) in USERS.items()
+            }
+        },
+    }
+    py = gateway_yaml.with_name("kube_hub_config.py")
+    py.write_text(KUBE_HUB_PY.format(gateway_yaml=str(gateway_yaml)))
+    return config, py
+
+
+def make_kube_hub(state: Path, api: KubeAPI, namespace: str, hub_port: int | None = None, port: int | None = None,
+                  **spawner) -> RunningHub:
+    """A RunningHub on the Kubernetes spawner (not started): its own ports unless given (a restart
+    reuses them), KUBECONFIG the hub's (user sg-hub)."""
+    state.mkdir(parents=True, exist_ok=True)
+    hub_port = hub_port or free_port()
+    gateway_yaml = gateway_yaml_for(state)
+    config, py = kube_hub_config(gateway_yaml, namespace, hub_port, api.env, **spawner)
+    env = {
+        "KUBECONFIG": api.env["KUBECONFIG_HUB"],
+        "SCIENCE_GATEWAY_CONFIG": f"{state / 'test-site-config.yaml'}{os.pathsep}{py}",
+    }
+    hub = RunningHub(state, config=config, env=env)
+    if port:
+        hub.port, hub.url = port, f"http://127.0.0.1:{port}"
+    return hub
+
+
+def wait_pods_gone(api: KubeAPI, namespace: str, username: str, timeout: float = 60):
+    wait_for(lambda: not api.user_pods(namespace, username), timeout, interval=0.5, what=f"{username}'s pod to go")
