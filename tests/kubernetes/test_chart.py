@@ -18,7 +18,7 @@ import pytest
 import requests
 import yaml
 from sgtest.chart import (
-    CHART, DEPENDENCY_OFF, EXAMPLE_VALUES, HUB_CONFIG_SECRET, gateway_yaml, helm, render,
+    CHART, DEPENDENCY_OFF, E2E_VALUES, EXAMPLE_VALUES, HUB_CONFIG_SECRET, gateway_yaml, helm, render,
     render_gateway_config, staged_chart, z2jh_overlay_schema,
 )
 from sgtest.services import missing, service_env
@@ -28,7 +28,7 @@ from traitlets.config.loader import KVArgParseConfigLoader
 from science_gateway.core.typed import check_settings
 from science_gateway.hub import config as hub_config
 
-VALUE_SETS = {"defaults": (), "example": ("-f", EXAMPLE_VALUES)}
+VALUE_SETS = {"defaults": (), "example": ("-f", EXAMPLE_VALUES), "e2e": ("-f", E2E_VALUES)}
 #: the oldest Kubernetes the issue names and the newest schema kubernetes-validate ships
 KUBE_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 
@@ -185,13 +185,25 @@ def test_gateway_yaml_loads_and_passes_the_gateways_checks(tmp_path, values):
         assert "change-me" not in path.read_text()   # the client secret has its own key
 
 
-def test_kubernetes_config_loads_the_rendered_file(tmp_path):
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_kubernetes_config_loads_the_rendered_file(tmp_path, values):
+    """What the hub image's config.d file does with the Secret's gateway.yaml (checks included)."""
     if not hasattr(hub_config, "kubernetes_config"):
         pytest.skip("science_gateway.hub.config.kubernetes_config is not on this branch yet (the spawner's)")
-    path = render_gateway_config(tmp_path, "-f", EXAMPLE_VALUES)
+    path = render_gateway_config(tmp_path, *VALUE_SETS[values])
     config = hub_config.kubernetes_config({hub_config.CONFIG_ENV: str(path)})
     assert config.JupyterHub.spawner_class == "science-gateway-kubernetes"
-    assert "vo.astro.example" in config.ResourcePolicy.groups
+    assert dict(config.ResourcePolicy.groups) == yaml.safe_load(path.read_text())["ResourcePolicy"]["groups"]
+
+
+def test_e2e_values_are_the_e2e_policy(tmp_path):
+    """The end-to-end tests' values: the test nodes' pools, GPUs tolerated, a pool for every partition."""
+    config = hub_config.load_site_config(render_gateway_config(tmp_path, "-f", E2E_VALUES))
+    pools = config.KubernetesSpawner.node_pools
+    assert set(pools) == {"cpu", "long", "debug", "huge", "gpu"}
+    assert pools["gpu"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert {p["node_selector"]["science-gateway.io/pool"] for p in pools.values()} == {"cpu", "gpu"}
+    assert set(config.ResourcePolicy.groups) == {"astro", "students"}
 
 
 def test_a_misspelt_dask_setting_stops_the_hub(tmp_path):

@@ -73,7 +73,7 @@ def test_hub_image_loads_the_gateway_config_through_config_d():
     source, target = copy.split()
     assert target.startswith(CONFIG_D) and target.endswith(".py")   # z2jh runs config.d/*.py
     assert (REPO / source).is_file()
-    assert "kubernetes_config()" in (REPO / source).read_text()
+    assert "merge_hub_config(c, kubernetes_config())" in (REPO / source).read_text()
 
 
 def test_config_d_file_merges_the_rendered_gateway_yaml(tmp_path, monkeypatch):
@@ -86,9 +86,11 @@ def test_config_d_file_merges_the_rendered_gateway_yaml(tmp_path, monkeypatch):
     source = REPO / "images/hub/jupyterhub_config.d/science_gateway.py"
     c = Config()
     c.KubeSpawner.image = "set-by-z2jh"
+    c.JupyterHub.load_roles = [{"name": "jupyterhub-idle-culler", "scopes": ["list:users"], "services": ["jupyterhub-idle-culler"]}]
     exec(compile(source.read_text(), source.name, "exec"), {"c": c})
     assert c.JupyterHub.spawner_class == "science-gateway-kubernetes"
     assert c.KubeSpawner.image == "set-by-z2jh"   # what z2jh set before stays
+    assert {"jupyterhub-idle-culler", "user"} <= {role["name"] for role in c.JupyterHub.load_roles}
     assert "vo.astro.example" in c.ResourcePolicy.groups
 
 

@@ -25,6 +25,8 @@ from .services import missing, service_env
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "science-gateway"
 EXAMPLE_VALUES = REPO / "helm" / "examples" / "gateway-values.yaml"
+#: the values the end-to-end Kubernetes tests render their hub's gateway.yaml from
+E2E_VALUES = REPO / "tests" / "kubernetes" / "data" / "e2e-values.yaml"
 Z2JH_SCHEMA = REPO / "tests" / "kubernetes" / "data" / "z2jh-4.3.5-values.schema.json"
 HUB_CONFIG_SECRET = "science-gateway-hub-config"
 #: what every render in the tests passes: the subchart off (it is not here)
