@@ -58,16 +58,11 @@ from sgtest.hub import RunningHub, free_port, wait_for  # noqa: E402
 
 SERVICES_DIR = Path(os.environ.get("SG_SERVICES_DIR", "/var/tmp/science-gateway-services"))
 KUBECONFIG_OF = {"stock": "KUBECONFIG_BENCH_STOCK", "ours": "KUBECONFIG_BENCH_OURS"}
-#: the user each kubeconfig authenticates as (scripts/services/kubernetes makes them)
-API_USER = {"stock": "sg-bench-stock", "ours": "sg-bench-ours"}
+#: the env key of the user each kubeconfig authenticates as (scripts/services/kubernetes makes them)
+API_USER_OF = {"stock": "KUBE_BENCH_STOCK_USER", "ours": "KUBE_BENCH_OURS_USER"}
+HOME = "/home/jovyan"
+GIB = 1024**3
 SPAWNER_CLASS = {"stock": "kubespawner.KubeSpawner", "ours": "science-gateway-kubernetes"}
-#: what a Zero to JupyterHub hub may do in its namespace (its chart's hub Role), granted to both
-#: bench users in the benchmark's namespaces whatever the control plane gave them elsewhere
-HUB_RULES = [
-    {"apiGroups": [""], "resources": ["pods", "persistentvolumeclaims", "secrets", "services"],
-     "verbs": ["get", "watch", "list", "create", "delete"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "watch", "list"]},
-]
 
 
 def kube_env() -> dict[str, str]:
@@ -93,6 +88,7 @@ class Kube:
         user = next(u["user"] for u in conf["users"] if context is None or u["name"] == context["user"])
         self.url = cluster["server"].rstrip("/")
         self.http = requests.Session()
+        self.http.trust_env = False  # REQUESTS_CA_BUNDLE would replace the cluster's CA
 
         def file_of(key):
             if user.get(key):
@@ -125,15 +121,9 @@ class Kube:
     def exists(self, path) -> bool:
         return self.http.get(self.url + path, timeout=30).status_code == 200
 
-    def make_namespace(self, name: str, users: list[str]):
+    def make_namespace(self, name: str):
+        """A namespace (the control plane's ClusterRole lets both bench users spawn into any)."""
         self.request("POST", "/api/v1/namespaces", json={"metadata": {"name": name, "labels": {"sg-bench": "1"}}})
-        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}"
-        self.request("POST", f"{rbac}/roles", json={"metadata": {"name": "sg-bench-hub"}, "rules": HUB_RULES})
-        self.request("POST", f"{rbac}/rolebindings", json={
-            "metadata": {"name": "sg-bench-hub"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sg-bench-hub"},
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": u} for u in users],
-        })
 
     def delete_namespace(self, name: str, timeout: float = 120):
         self.request("DELETE", f"/api/v1/namespaces/{name}", ok=(200, 202, 404))
@@ -208,8 +198,11 @@ def tally(events: list[dict]) -> dict[str, int]:
     return dict(sorted(collections.Counter(kind_of(e) for e in events).items()))
 
 
-def variant_config(variant, args, users, token, namespace, home) -> dict:
-    cores, memory_gb = args.cores, args.memory_gb
+def variant_config(variant, args, users, token, namespace) -> dict:
+    """The hub config of one variant. Both get what a Zero to JupyterHub hub gets by default for
+    storage and the user (a per-user PVC of the default class mounted at /home/jovyan, uid 1000,
+    gid 100): stock through KubeSpawner's traits, ours from its own defaults (the same values)."""
+    cores, memory_gb, ratio = args.cores, args.memory_gb, args.guarantee_ratio
     pool = {"science-gateway.io/pool": "cpu"}
     config = {
         "JupyterHub": {
@@ -230,32 +223,36 @@ def variant_config(variant, args, users, token, namespace, home) -> dict:
             "image": args.image,
             "image_pull_policy": "IfNotPresent",
             "cmd": ["jupyterhub-singleuser"],
-            "uid": args.uid,
-            "gid": args.uid,
-            "fs_gid": args.uid,
-            "environment": {"HOME": home},
-            "working_dir": home,
             "k8s_api_request_timeout": 30,
         },
     }
     if variant == "stock":
-        config["KubeSpawner"]["profile_list"] = [{
-            "display_name": f"cpu: {cores} core(s), {memory_gb} GiB",
-            "slug": "cpu",
-            "default": True,
-            "kubespawner_override": {
-                "cpu_limit": cores, "cpu_guarantee": cores * args.guarantee_fraction,
-                "mem_limit": f"{memory_gb}G", "mem_guarantee": f"{memory_gb * args.guarantee_fraction}G",
-                "node_selector": pool,
-            },
-        }]
+        config["KubeSpawner"].update({
+            "uid": 1000, "gid": 100, "fs_gid": 100,
+            "storage_pvc_ensure": True, "storage_capacity": "10Gi",
+            "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}],
+            "volume_mounts": [{"name": "home", "mountPath": HOME}],
+            "working_dir": HOME,
+            "environment": {"HOME": HOME, "USER": "jovyan"},  # the jupyter/docker-stacks images' ENV
+            "profile_list": [{
+                "display_name": f"cpu: {cores} core(s), {memory_gb} GiB",
+                "slug": "cpu",
+                "default": True,
+                "kubespawner_override": {
+                    # the same values ours derives from the request (spawners/kube_pod.py)
+                    "cpu_limit": float(cores), "cpu_guarantee": round(cores * ratio, 3),
+                    "mem_limit": memory_gb * GIB, "mem_guarantee": int(memory_gb * GIB * ratio),
+                    "node_selector": pool,
+                },
+            }],
+        })
     else:
         config["ResourcePolicy"] = {
             "groups": {"bench": {"partitions": {"cpu": {
                 "max_cores": cores, "max_memory_gb": memory_gb, "default_cores": cores,
                 "default_memory_gb": memory_gb, "max_walltime_hours": 8}}}}
         }
-        config["KubernetesSpawner"] = {"node_pools": {"cpu": {"node_selector": pool}}}
+        config["KubernetesSpawner"] = {"node_pools": {"cpu": {"node_selector": pool}}, "guarantee_ratio": ratio}
         config["KubernetesSpawner"].update(args.ours_config)
     return config
 
@@ -305,20 +302,51 @@ class Bench:
         return time.time()
 
 
-def run_variant(variant, args, env, users, workdir: Path) -> dict:
+def sequential(bench: Bench, names: list[str], pause: float) -> list[dict]:
+    """Spawn and stop each of ``names`` in turn; the epochs of each phase (audit windows)."""
+    spawns = []
+    for name in names:
+        start, seconds = bench.spawn(name)
+        stopping = time.time()
+        stopped = bench.stop(name)
+        spawns.append({"user": name, "seconds": seconds, "start": start, "ready": start + seconds,
+                       "stop_start": stopping, "stopped": stopped})
+        time.sleep(pause)
+    return spawns
+
+
+def summarize_spawns(spawns: list[dict], audit: Audit, username: str) -> dict:
+    for spawn in spawns:
+        spawn_events = audit.requests(username, spawn["start"], spawn["ready"])
+        stop_events = audit.requests(username, spawn["stop_start"], spawn["stopped"])
+        spawn.update(spawn_requests=len(spawn_events), spawn_own=tally(own(spawn_events)),
+                     spawn_all=tally(spawn_events), stop_requests=len(stop_events), stop_own=tally(own(stop_events)))
+    median = statistics.median
+    return {
+        "seconds": [s["seconds"] for s in spawns],
+        "median": median(s["seconds"] for s in spawns),
+        "requests_median": median(s["spawn_requests"] for s in spawns),
+        "own_median": median(sum(s["spawn_own"].values()) for s in spawns),
+        "own_max": max(sum(s["spawn_own"].values()) for s in spawns),
+        "stop_own_median": median(sum(s["stop_own"].values()) for s in spawns),
+        "own_kinds": dict(collections.Counter(k for s in spawns for k in s["spawn_own"] for _ in range(s["spawn_own"][k]))),
+        "stop_own_kinds": dict(collections.Counter(k for s in spawns for k in s["stop_own"] for _ in range(s["stop_own"][k]))),
+        "spawns": spawns,
+    }
+
+
+def run_variant(variant, args, env, users, fresh, workdir: Path) -> dict:
     kubeconfig = env[KUBECONFIG_OF[variant]]
-    username = API_USER[variant]
+    username = env[API_USER_OF[variant]]
     audit = Audit(env["KUBE_AUDIT_LOG"])
     admin = Kube(env["KUBECONFIG_ADMIN"], workdir)
     namespace = f"sgbench-{variant}-{secrets.token_hex(3)}"
-    admin.make_namespace(namespace, list(API_USER.values()))
+    admin.make_namespace(namespace)
     token = secrets.token_hex(16)
-    home = workdir / f"home-{variant}"
-    home.mkdir()
-    os.chown(home, args.uid, args.uid)
-    config = variant_config(variant, args, users, token, namespace, str(home))
+    config = variant_config(variant, args, users + fresh, token, namespace)
     hub_env = {"KUBECONFIG": kubeconfig}
-    result = {"variant": variant, "namespace": namespace, "api_user": username, "load": {}, "spawns": []}
+    result = {"variant": variant, "namespace": namespace, "api_user": username, "load": {}}
+    windows = {}
     print(f"{variant}: namespace {namespace}, API user {username}", flush=True)
     try:
         with RunningHub(workdir / f"hub-{variant}", config=config, env=hub_env) as hub:
@@ -334,51 +362,39 @@ def run_variant(variant, args, env, users, workdir: Path) -> dict:
                 time.sleep(args.settle)
                 start = time.time()
                 time.sleep(args.window)
-                end = time.time()
-                time.sleep(2)  # the last requests' audit lines
-                events = audit.requests(username, start, end)
-                if not events:
-                    raise RuntimeError(f"no requests of {username} in {audit.path} for {args.window} s: "
-                                       "is it the user of " + env[KUBECONFIG_OF[variant]] + "?")
+                windows[target] = (start, time.time())
+                pods = admin.pods(namespace)
                 result["load"][target] = {
-                    "requests_per_min": len(events) * 60 / (end - start),
-                    "by_kind_per_min": {k: n * 60 / (end - start) for k, n in tally(events).items()},
-                    "pods_running": sum(1 for p in admin.pods(namespace) if p["status"].get("phase") == "Running"),
+                    "fill_spawn_seconds": times,
+                    "pods_running": sum(1 for p in pods if p["status"].get("phase") == "Running"),
                 }
-                print(f"{variant} @{target} servers:", json.dumps(result["load"][target]), flush=True)
             with ThreadPoolExecutor(args.parallel) as pool:
                 list(pool.map(bench.stop, users[:running]))
             time.sleep(args.pause)
-            for i in range(args.spawns):
-                name = users[i % len(users)]
-                start, seconds = bench.spawn(name)
-                ready = start + seconds
-                stopping = time.time()
-                stopped = bench.stop(name)
-                result["spawns"].append(
-                    {"user": name, "seconds": seconds, "start": start, "ready": ready,
-                     "stop_start": stopping, "stopped": stopped}
-                )
-                time.sleep(args.pause)
-            time.sleep(2)
-            for spawn in result["spawns"]:
-                spawn_events = audit.requests(username, spawn["start"], spawn["ready"])
-                stop_events = audit.requests(username, spawn["stop_start"], spawn["stopped"])
-                spawn.update(
-                    spawn_requests=len(spawn_events), spawn_own=tally(own(spawn_events)),
-                    spawn_all=tally(spawn_events),
-                    stop_requests=len(stop_events), stop_own=tally(own(stop_events)),
-                )
-            times = [s["seconds"] for s in result["spawns"]]
-            result["spawn_median"] = statistics.median(times)
-            result["spawn_requests_median"] = statistics.median(s["spawn_requests"] for s in result["spawns"])
-            result["spawn_own_median"] = statistics.median(sum(s["spawn_own"].values()) for s in result["spawns"])
-            result["stop_own_median"] = statistics.median(sum(s["stop_own"].values()) for s in result["spawns"])
-            result["spawn_own_kinds"] = result["spawns"][-1]["spawn_own"]
-            result["stop_own_kinds"] = result["spawns"][-1]["stop_own"]
-            print(f"{variant} spawn times:", [round(t, 2) for t in times], flush=True)
-            print(f"{variant} per spawn (own):", result["spawn_own_kinds"], "per stop (own):",
-                  result["stop_own_kinds"], flush=True)
+            returning = sequential(bench, [users[i % len(users)] for i in range(args.spawns)], args.pause)
+            first = sequential(bench, fresh, args.pause)
+        # The API server logs a watch when it ends: read the log once the hub (and its watches) stopped.
+        time.sleep(3)
+        for target, (start, end) in windows.items():
+            events = audit.requests(username, start, end)
+            if not events:
+                raise RuntimeError(f"no requests of {username} in {audit.path} for {args.window} s: "
+                                   f"is it the user of {kubeconfig}?")
+            result["load"][target].update(
+                requests_per_min=len(events) * 60 / (end - start),
+                by_kind_per_min={k: n * 60 / (end - start) for k, n in tally(events).items()},
+            )
+        result["returning"] = summarize_spawns(returning, audit, username)
+        if first:
+            result["first"] = summarize_spawns(first, audit, username)
+        for target, load in result["load"].items():
+            print(f"{variant} @{target} servers ({load['pods_running']} pods running): "
+                  f"{load['requests_per_min']:.1f} requests/min", flush=True)
+        for phase in ("returning", "first"):
+            if phase in result:
+                res = result[phase]
+                print(f"{variant} {phase} spawns:", [round(t, 2) for t in res["seconds"]],
+                      "own requests:", res["own_kinds"], "stops:", res["stop_own_kinds"], flush=True)
     finally:
         if not args.keep:
             admin.delete_namespace(namespace)
@@ -391,17 +407,19 @@ def main(argv=None):
     parser.add_argument("--window", type=float, default=60, help="seconds to count requests at each count")
     parser.add_argument("--settle", type=float, default=15, help="seconds to wait after spawns before counting")
     parser.add_argument("--spawns", type=int, default=10, help="sequential spawns for the spawn-time median")
+    parser.add_argument("--first-spawns", type=int, default=5,
+                        help="then sequential spawns of users who never spawned (their PVC is made first)")
     parser.add_argument("--pause", type=float, default=3, help="seconds between sequential spawns")
     parser.add_argument("--parallel", type=int, default=5, help="spawns requested at once when filling up")
     parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=["stock", "ours"])
     parser.add_argument("--cores", type=int, default=1, help="cores (limit) per server")
     parser.add_argument("--memory-gb", type=int, default=1, help="memory (GiB, limit) per server")
-    parser.add_argument("--guarantee-fraction", type=float, default=0.1,
-                        help="stock's guarantee as a fraction of the limit (match ours)")
+    parser.add_argument("--guarantee-ratio", type=float, default=0.1,
+                        help="requests as a share of the limits, both variants (ours: KubernetesSpawner.guarantee_ratio); "
+                             "0.1 fits 20 servers of 1 core and 1 GiB on the 4-core, 8 GiB test node")
     parser.add_argument("--ours-config", type=json.loads, default={},
                         help="extra KubernetesSpawner traits for ours (JSON)")
     parser.add_argument("--image", default="sgbench/singleuser:bench", help="image name registered for the venv")
-    parser.add_argument("--uid", type=int, default=1000, help="runAsUser (and group) of the servers")
     parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
                         help="world-readable venv holding jupyterhub-singleuser")
     parser.add_argument("--json", help="write the results here")
@@ -409,15 +427,22 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     env = kube_env()
+    proxy_bin = Path(args.prefix) / "share/science-gateway/proxy/node_modules/.bin"
+    if not shutil.which("configurable-http-proxy") and proxy_bin.is_dir():
+        os.environ["PATH"] = f"{proxy_bin}{os.pathsep}{os.environ['PATH']}"  # where scripts/test puts it
     register_image(env["KUBE_IMAGES_FILE"], args.image, f"{args.prefix}/bin")
-    users = [f"sgbench{i:02d}" for i in range(1, max(max(args.servers), args.spawns) + 1)]
+    # the servers of the steady state, then spawned again one by one (their PVCs exist: a returning
+    # user); then --first-spawns users who never spawned (KubeSpawner creates their PVC first)
+    count = max(max(args.servers), args.spawns)
+    users = [f"sgbench{i:02d}" for i in range(1, count + 1)]
+    fresh = [f"sgbench{i:02d}" for i in range(count + 1, count + 1 + args.first_spawns)]
     results = {"args": vars(args), "variants": {}}
     workdir = Path(tempfile.mkdtemp(prefix="sgbench-kube-", dir="/var/tmp"))
     os.chmod(workdir, 0o755)
     print("hub state and logs in", workdir, flush=True)
     try:
         for variant in args.variants:
-            results["variants"][variant] = run_variant(variant, args, env, users, workdir)
+            results["variants"][variant] = run_variant(variant, args, env, users, fresh, workdir)
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=2))
     finally:
@@ -430,22 +455,28 @@ def main(argv=None):
 
 def report(results, args):
     counts = sorted(args.servers)
-    print("\n| variant | " + " | ".join(f"requests/min @{n}" for n in counts)
-          + " | spawn median (s) | requests per spawn: own (all) | per stop: own |")
-    print("|---|" + "---|" * (len(counts) + 3))
+    phases = [p for p in ("returning", "first") if all(p in r for r in results["variants"].values())]
+    print("\n| variant | " + " | ".join(f"requests/min @{n} servers" for n in counts)
+          + "".join(f" | {p} spawn: median s | {p} spawn: own requests (all)" for p in phases) + " | stop: own requests |")
+    print("|---|" + "---|" * (len(counts) + 2 * len(phases) + 1))
     for variant, res in results["variants"].items():
-        loads = " | ".join(f"{res['load'][n]['requests_per_min']:.1f}" for n in counts)
-        print(f"| {variant} | {loads} | {res['spawn_median']:.2f} | {res['spawn_own_median']:g} "
-              f"({res['spawn_requests_median']:g}) | {res['stop_own_median']:g} |")
+        row = [variant] + [f"{res['load'][n]['requests_per_min']:.1f}" for n in counts]
+        for p in phases:
+            row += [f"{res[p]['median']:.2f}", f"{res[p]['own_median']:g} ({res[p]['requests_median']:g})"]
+        row.append(f"{res['returning']['stop_own_median']:g}")
+        print("| " + " | ".join(row) + " |")
     variants = results["variants"]
     if "stock" in variants and "ours" in variants:
         s, o = variants["stock"], variants["ours"]
-        print(f"\nours / stock: spawn time {o['spawn_median'] / s['spawn_median']:.2f}, "
-              f"own requests per spawn {o['spawn_own_median']:g} vs {s['spawn_own_median']:g}")
-    for variant, res in results["variants"].items():
+        for p in phases:
+            print(f"ours / stock, {p} spawns: time {o[p]['median'] / s[p]['median']:.2f}, "
+                  f"own requests {o[p]['own_median']:g} vs {s[p]['own_median']:g} (max {o[p]['own_max']} vs {s[p]['own_max']})")
+    for variant, res in variants.items():
         for n in counts:
-            print(f"{variant} @{n}: " + ", ".join(f"{k} {v:.1f}" for k, v in res["load"][n]["by_kind_per_min"].items()))
-        print(f"{variant} spawn: {res['spawn_own_kinds']}; stop: {res['stop_own_kinds']}")
+            kinds = ", ".join(f"{k} {v:.1f}" for k, v in res["load"][n]["by_kind_per_min"].items())
+            print(f"{variant} @{n}/min: {kinds}")
+        for p in phases:
+            print(f"{variant} {p} spawns, own requests (all spawns): {res[p]['own_kinds']}; stops: {res[p]['stop_own_kinds']}")
 
 
 if __name__ == "__main__":
