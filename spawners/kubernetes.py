@@ -17,8 +17,8 @@ What users get, from the same :class:`~science_gateway.core.policy.ResourcePolic
   limit, and the requests are :attr:`guarantee_ratio` of them (1, the default: the same); GPUs
   an ``nvidia.com/gpu`` limit, the walltime the pod's ``activeDeadlineSeconds`` (Kubernetes ends
   the pod when it is over, as Slurm ends a job), and the account and partition labels
-  (``science-gateway.io/account``, ``.../partition``) beside annotations with the user's federated identity. The mapping is the pure
-  :func:`~.kube_pod.spawner_values`.
+  (``science-gateway.io/account``, ``.../partition``) beside annotations with the user's
+  federated identity. The mapping is the pure :func:`~.kube_pod.spawner_values`.
 - **Never root.** The pod runs as the account of :meth:`account_entry`: with
   ``account_source = "image"`` (the default) the image's fixed user (:attr:`image_user`,
   :attr:`image_uid` 1000, :attr:`image_gid` 100: Zero to JupyterHub's ``jovyan``); with
