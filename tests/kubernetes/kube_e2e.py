@@ -81,7 +81,7 @@ class KubeAPI:
             self.http.cert = (user["client-certificate"], user["client-key"])
 
     @classmethod
-    def from_services(cls, timeout: float = 90) -> KubeAPI:
+    def from_services(cls, timeout: float = 180) -> KubeAPI:
         """The control plane of scripts/services/kubernetes (skip-or-fail when absent); waits for
         it to answer (its service may be restarting) and for both nodes to be Ready."""
         env = service_env("kubernetes")

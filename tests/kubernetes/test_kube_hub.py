@@ -252,3 +252,15 @@ def check_restart(kube, namespace, state):
             stop_server(sessions[name], name)
     for name in names:
         wait_pods_gone(kube, namespace, name)
+
+
+def test_a_root_image_uid_is_refused_before_any_pod(kube, tmp_path_factory):
+    """An admin who sets the pods' uid to 0 gets a 403 at the first spawn, and nothing reaches
+    the API server: no pod, no claim."""
+    with kube.namespace() as namespace:
+        with make_kube_hub(tmp_path_factory.mktemp("kuberoot"), kube, namespace, image_uid=0) as hub:
+            session = login(hub, "demo")
+            r = hub_api(session, "/users/demo/server", method="POST", json={})
+            assert r.status_code == 403, r.text
+            assert "system account" in r.json()["message"]
+            assert kube.pods(namespace) == [] and kube.pvcs(namespace) == []
