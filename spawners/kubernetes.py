@@ -13,12 +13,12 @@ What users get, from the same :class:`~science_gateway.core.policy.ResourcePolic
   ``user_options`` (form, spawn URL, REST API) is validated against the policy, and again in
   ``start`` before anything reaches the API server. A refused request creates no pod and no PVC.
 - **A partition is a node pool**: :attr:`KubernetesSpawner.node_pools` maps each policy partition
-  to a node selector and tolerations. Cores become the pod's cpu request and limit, memory (GiB)
-  its memory request and limit (requests are :attr:`guarantee_ratio` of the limits, 1 by default), GPUs an ``nvidia.com/gpu`` limit, the walltime the pod's
-  ``activeDeadlineSeconds`` (Kubernetes ends the pod when it is over, as Slurm ends a job), and the
-  account and partition labels (``science-gateway.io/account``, ``.../partition``) beside
-  annotations with the user's federated identity. The mapping is the pure
-  :func:`~.kube_pod.spawner_values`.
+  to a node selector and tolerations. Cores become the pod's cpu limit, memory (GiB) its memory
+  limit, and the requests are :attr:`guarantee_ratio` of them (1, the default: the same); GPUs
+  an ``nvidia.com/gpu`` limit, the walltime the pod's ``activeDeadlineSeconds`` (Kubernetes ends
+  the pod when it is over, as Slurm ends a job), and the account and partition labels
+  (``science-gateway.io/account``, ``.../partition``) beside annotations with the user's
+  federated identity. The mapping is the pure :func:`~.kube_pod.spawner_values`.
 - **Never root.** The pod runs as the account of :meth:`account_entry`: with
   ``account_source = "image"`` (the default) the image's fixed user (:attr:`image_user`,
   :attr:`image_uid` 1000, :attr:`image_gid` 100: Zero to JupyterHub's ``jovyan``); with
@@ -36,6 +36,9 @@ What users get, from the same :class:`~science_gateway.core.policy.ResourcePolic
   reflector (one list+watch per namespace for the whole hub, no per-user API calls). After a hub
   restart running pods are re-adopted from the saved state; a pod deleted behind the hub's back
   is noticed at the next poll and the user can start again.
+- **The server command** is ``jupyterhub-singleuser`` (KubeSpawner's ``cmd``, as Zero to
+  JupyterHub's ``singleuser.cmd``) with the hub's ``args``, so server-side settings passed as
+  ``KubernetesSpawner.args`` (the chart's catalogue settings) reach it whatever the image's CMD.
 - In the pod the server reaches the hub at ``JupyterHub.hub_connect_url`` (``JUPYTERHUB_API_URL``),
   so the token keeper, the catalogue API and the widgets work as elsewhere; the image must have
   the gateway installed (the gateway's singleuser image does).

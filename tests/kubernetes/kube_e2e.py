@@ -2,23 +2,22 @@
 namespace per module, the test image, the test policy, and the hub config built from one
 ``gateway.yaml`` (:func:`kube_hub_config`), the file the chart renders into its Secret.
 
-(tests/sgtest/kube.py, the control plane's own helpers, may replace the client here at merge:
-only :class:`KubeAPI`'s methods below are used by the tests.)
+The client is sgtest.kube's :class:`~sgtest.kube.KubeCluster` (the control plane's own helpers)
+with a few conveniences.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 import yaml
 from sgtest.hub import RunningHub, free_port, wait_for
+from sgtest.kube import KubeCluster, token_of
 from sgtest.services import missing, service_env
 
 #: the gateway's single-user image (contract: chart default); the node agent maps it to a PATH
@@ -64,86 +63,40 @@ USERS = {
 }
 
 
-class KubeAPI:
-    """requests against the real API server, as system:masters (the admin kubeconfig)."""
-
-    def __init__(self, env: dict):
-        self.env = env
-        self.url = env["KUBE_API_URL"]
-        kubeconfig = yaml.safe_load(Path(env["KUBECONFIG_ADMIN"]).read_text())
-        user = kubeconfig["users"][0]["user"]
-        self.http = requests.Session()
-        # per request: requests lets $REQUESTS_CA_BUNDLE override a session's verify
-        self.ca_file = env["KUBE_CA_FILE"]
-        if "token" in user:
-            self.http.headers["Authorization"] = f"Bearer {user['token']}"
-        else:
-            self.http.cert = (user["client-certificate"], user["client-key"])
+class KubeAPI(KubeCluster):
+    """sgtest.kube's admin client of the control plane, plus what these tests ask of it."""
 
     @classmethod
-    def from_services(cls, timeout: float = 90) -> KubeAPI:
+    def from_services(cls, timeout: float = 180) -> KubeAPI:
         """The control plane of scripts/services/kubernetes (skip-or-fail when absent); waits for
-        it to answer (its service may be restarting) and for both nodes to be Ready."""
+        it to answer (its service may be restarting) and for its nodes to be Ready."""
         env = service_env("kubernetes")
-        api = cls(env)
 
         def ready():
-            nodes = api.get("/api/v1/nodes").get("items", [])
+            r = requests.get(env["KUBE_API_URL"] + "/readyz", verify=env["KUBE_CA_FILE"], timeout=5,
+                             headers={"Authorization": f"Bearer {token_of(env['KUBECONFIG_ADMIN'])}"})
+            if r.status_code != 200:
+                return False
+            nodes = cls(env).list("nodes")
             return {n["metadata"]["name"] for n in nodes if _ready(n)} >= set(env.get("KUBE_NODES", "").split())
 
         try:
             wait_for(ready, timeout, interval=1, what="the Kubernetes API server and its Ready nodes")
         except TimeoutError as e:
             missing("kubernetes", str(e))
-        return api
-
-    def request(self, method, path, **kwargs):
-        kwargs.setdefault("timeout", 30)
-        kwargs.setdefault("verify", self.ca_file)
-        return self.http.request(method, self.url + path, **kwargs)
-
-    def get(self, path, **kwargs) -> dict:
-        r = self.request("GET", path, **kwargs)
-        r.raise_for_status()
-        return r.json()
+        return cls(env)
 
     def pods(self, namespace, selector: str = "") -> list[dict]:
-        params = {"labelSelector": selector} if selector else {}
-        return self.get(f"/api/v1/namespaces/{namespace}/pods", params=params)["items"]
+        return self.list("pods", namespace, **({"labelSelector": selector} if selector else {}))
 
     def user_pods(self, namespace, username) -> list[dict]:
         return self.pods(namespace, f"hub.jupyter.org/username={username}")
 
     def pvcs(self, namespace) -> list[dict]:
-        return self.get(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims")["items"]
+        return self.list("persistentvolumeclaims", namespace)
 
     def delete_pod(self, namespace, name, grace: int | None = None):
-        body = {} if grace is None else {"gracePeriodSeconds": grace}
-        r = self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", json=body)
-        assert r.status_code in (200, 202, 404), r.text
-
-    @contextmanager
-    def namespace(self, prefix="sgtest-kube"):
-        """A fresh namespace, deleted (with all it holds) afterwards."""
-        name = f"{prefix}-{secrets.token_hex(3)}"
-        r = self.request("POST", "/api/v1/namespaces", json={"metadata": {"name": name}})
-        assert r.status_code == 201, r.text
-        try:
-            yield name
-        finally:
-            # pods first, without grace, so the namespace controller has nothing to wait for
-            self.request("DELETE", f"/api/v1/namespaces/{name}/pods", params={"gracePeriodSeconds": 0})
-            self.request("DELETE", f"/api/v1/namespaces/{name}")
-
-    def register_image(self, name: str, bin_dir: str):
-        """The node agent runs ``name`` (any tag) with ``bin_dir`` first on PATH."""
-        path = Path(self.env["KUBE_IMAGES_FILE"])
-        images = json.loads(path.read_text()) if path.exists() else {}
-        images[name] = {"path": os.pathsep.join([bin_dir, "/usr/local/bin", "/usr/bin", "/bin"])}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(images, indent=2))
-        os.chmod(tmp, 0o644)
-        tmp.replace(path)
+        self.delete("pods", name, namespace, grace=grace)
 
 
 class AuditLog:

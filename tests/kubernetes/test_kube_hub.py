@@ -6,7 +6,9 @@ the control plane's node agent, which runs the test image as processes of the te
 """
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 from kube_e2e import IMAGE, USERS, AuditLog, KubeAPI, make_kube_hub, venv_bin, wait_pods_gone
@@ -252,3 +254,44 @@ def check_restart(kube, namespace, state):
             stop_server(sessions[name], name)
     for name in names:
         wait_pods_gone(kube, namespace, name)
+
+
+def test_a_root_image_uid_is_refused_before_any_pod(kube, tmp_path_factory):
+    """An admin who sets the pods' uid to 0 gets a 403 at the first spawn, and nothing reaches
+    the API server: no pod, no claim."""
+    with kube.namespace() as namespace:
+        with make_kube_hub(tmp_path_factory.mktemp("kuberoot"), kube, namespace, image_uid=0) as hub:
+            session = login(hub, "demo")
+            r = hub_api(session, "/users/demo/server", method="POST", json={})
+            assert r.status_code == 403, r.text
+            assert "system account" in r.json()["message"]
+            assert kube.pods(namespace) == [] and kube.pvcs(namespace) == []
+
+
+def test_the_users_claim_is_home_and_outlives_the_server(kube, namespace, kube_hub):
+    """What is in the user's PVC is in the server's home (the notebook root) and is there again
+    after a stop and a new start."""
+    session = login(kube_hub, "astro1")
+    ensure_stopped(session, "astro1")
+    session.start_server("astro1", timeout=150, options={"memory_gb": 1})
+    try:
+        claim = next(v for v in the_pod(kube, namespace, "astro1")["spec"]["volumes"] if v["name"] == "home")
+        pvc = kube.get("persistentvolumeclaims", claim["persistentVolumeClaim"]["claimName"], namespace)
+        volume = kube.get("persistentvolumes", pvc["spec"]["volumeName"])
+        host_dir = Path(volume["spec"]["hostPath"]["path"])
+        marker = host_dir / "kept.txt"
+        marker.write_text("still here")
+        os.chown(marker, 1000, 100)
+        # the server itself wrote to its home, as uid 1000
+        assert any(p.stat().st_uid == 1000 for p in host_dir.iterdir() if p.name != "kept.txt"), list(host_dir.iterdir())
+        r = session.get("/user/astro1/api/contents/kept.txt", params={"content": "1"})
+        assert r.status_code == 200 and r.json()["content"] == "still here", r.text[:300]
+    finally:
+        stop_server(session, "astro1")
+    wait_pods_gone(kube, namespace, "astro1")
+    session.start_server("astro1", timeout=150, options={"memory_gb": 1})
+    try:
+        r = session.get("/user/astro1/api/contents/kept.txt", params={"content": "1"})
+        assert r.status_code == 200 and r.json()["content"] == "still here", r.text[:300]
+    finally:
+        stop_server(session, "astro1")
