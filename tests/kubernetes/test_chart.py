@@ -245,8 +245,9 @@ def test_network_policy_lets_servers_reach_only_the_listed_services(chart):
     # every rule names its peers: a rule without `to`/`from` would allow everything
     assert all(rule.get("to") for rule in spec["egress"]) and all(rule.get("from") for rule in spec["ingress"])
     peers = [peer for rule in spec["egress"] for peer in rule["to"]] + [peer for rule in spec["ingress"] for peer in rule["from"]]
-    # nothing of each other: no peer selects users' server pods, no peer selects every pod
-    assert all(peer.get("podSelector", {"matchLabels": {"x": "y"}}).get("matchLabels") for peer in peers)
+    # nothing of each other: no peer selects users' server pods, no peer is an empty podSelector
+    # (which would select every pod of the namespace)
+    assert all(peer["podSelector"].get("matchLabels") for peer in peers if "podSelector" in peer)
     assert not [p for p in peers if p.get("podSelector", {}).get("matchLabels", {}).get("component") == "singleuser-server"]
     blocks = {(peer["ipBlock"]["cidr"], port["port"]) for rule in spec["egress"] for peer in rule["to"]
               if "ipBlock" in peer for port in rule["ports"]}
