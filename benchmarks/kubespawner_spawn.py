@@ -319,7 +319,8 @@ def pod_sample(pod: dict) -> dict:
         "resources": container.get("resources"),
         "nodeSelector": spec.get("nodeSelector"),
         "tolerations": [t for t in spec.get("tolerations") or [] if not t.get("key", "").startswith("node.kubernetes.io/")],
-        "runAsUser": (spec.get("securityContext") or {}).get("runAsUser"),
+        "runAsUser": (container.get("securityContext") or {}).get("runAsUser",
+                                                               (spec.get("securityContext") or {}).get("runAsUser")),
         "fsGroup": (spec.get("securityContext") or {}).get("fsGroup"),
         "volumeMounts": [m["mountPath"] for m in container.get("volumeMounts") or []],
         "command": container.get("command") or container.get("args"),
@@ -476,7 +477,12 @@ def main(argv=None):
                         help="world-readable venv holding jupyterhub-singleuser")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs, logs and namespaces")
+    parser.add_argument("--report", metavar="JSON", help="only print the tables of a saved --json file")
     args = parser.parse_args(argv)
+    if args.report:
+        results = json.loads(Path(args.report).read_text())
+        args.servers = results["args"]["servers"]
+        return report(results, args)
 
     env = kube_env()
     proxy_bin = Path(args.prefix) / "share/science-gateway/proxy/node_modules/.bin"
@@ -521,6 +527,8 @@ def save(results, args):
 
 def report(results, args):
     counts = sorted(args.servers)
+    for res in results["variants"].values():  # from a saved JSON file: its keys are strings
+        res["load"] = {int(n): load for n, load in res["load"].items()}
     phases = [p for p in ("returning", "first") if all(p in r for r in results["variants"].values())]
     print("\n| variant | " + " | ".join(f"requests/min @{n} servers" for n in counts)
           + "".join(f" | {p} spawn: median s | {p} spawn: own requests (all)" for p in phases) + " | stop: own requests |")
@@ -535,7 +543,9 @@ def report(results, args):
     if "stock" in variants and "ours" in variants:
         s, o = variants["stock"], variants["ours"]
         for p in phases:
-            print(f"ours / stock, {p} spawns: time {o[p]['median'] / s[p]['median']:.2f}, "
+            pairs = [b["seconds"] / a["seconds"] for a, b in zip(s["spawns"][p], o["spawns"][p])]
+            print(f"ours / stock, {p} spawns: median time {o[p]['median'] / s[p]['median']:.2f} "
+                  f"(median of the {len(pairs)} same-user pairs {statistics.median(pairs):.2f}), "
                   f"own requests {o[p]['own_median']:g} vs {s[p]['own_median']:g} (max {o[p]['own_max']} vs {s[p]['own_max']})")
     for variant, res in variants.items():
         print(f"{variant} pod: {json.dumps(res.get('pod_sample'))}")
