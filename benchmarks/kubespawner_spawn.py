@@ -1,31 +1,40 @@
 """Stock KubeSpawner vs Science Gateway's KubernetesSpawner on the same control plane: spawn time, API requests.
 
 Run as root on a machine where ``scripts/services/kubernetes start`` has run, with the package
-(extra ``kubernetes``) installed in a world-readable venv and configurable-http-proxy on PATH::
+(extra ``kubernetes``) installed in a world-readable venv (configurable-http-proxy on PATH, or
+where ``scripts/test`` puts it in that venv)::
 
-    /var/tmp/venv-kube/bin/python benchmarks/kubespawner_spawn.py --servers 5 20 --spawns 10
+    /var/tmp/sg-venv-kube/bin/python benchmarks/kubespawner_spawn.py --servers 5 20 --spawns 10
 
-Both variants are real JupyterHub processes (``jupyterhub_config.py`` plus a variant config, as in
-``sgtest.hub.RunningHub``) with the same KubeSpawner version, image, command, user and node, one
-after the other on the same API server, each in a fresh namespace of its own:
+Both variants are real JupyterHub processes (``jupyterhub_config.py`` plus a variant config,
+through ``sgtest.hub.RunningHub``) with the same KubeSpawner, image, command, user, storage and
+node, one after the other on the same API server, each in a fresh namespace of its own:
 
-- **stock**: ``kubespawner.KubeSpawner`` with a plain one-entry ``profile_list`` (the pool's node
-  selector, the same cores and memory);
-- **ours**: ``science-gateway-kubernetes`` with a ``ResourcePolicy`` allowing the same partition
-  (a node pool, ``KubernetesSpawner.node_pools``) and the same cores and memory.
+- **stock**: ``kubespawner.KubeSpawner`` with a plain one-entry ``profile_list`` (the cpu pool's node
+  selector, the same cpu/memory limits and requests) and Zero to JupyterHub's default storage and
+  user (a per-user PVC of the default class at /home/jovyan, uid 1000, gid 100) set as traits;
+- **ours**: ``science-gateway-kubernetes`` with a ``ResourcePolicy`` allowing that partition (a node
+  pool, ``KubernetesSpawner.node_pools``) and the same cores, memory and ``guarantee_ratio``; its
+  storage and user are its own defaults (the same values).
 
 Each hub talks to the API server with a kubeconfig of its own (``KUBECONFIG_BENCH_STOCK``,
 ``KUBECONFIG_BENCH_OURS``), so the API server's audit log (``KUBE_AUDIT_LOG``) tells their
-requests apart by ``user.username``: every request is one ``auditID``. Measured for each variant:
+requests apart by ``user.username``; one request is one ``auditID``, counted when the API server
+received it. A watch is logged when it ends, so the windows are counted after the hub stopped.
+Measured for each variant:
 
-- **steady state**: N servers started at once (``--servers``, e.g. 5 then 20), then every request
-  the hub makes for ``--window`` seconds, per minute, by verb and resource;
-- **spawn time**: ``--spawns`` spawns one after another (each a different user), from
+- **steady state**, one hub at a time: N servers started (``--servers``, 5 then 20; ``--parallel``
+  requests at once), then every request of the hub for ``--window`` seconds, per minute, by verb
+  and resource; then the servers are stopped and the hub with them;
+- **spawn time**, both hubs up again at once with no server running, each user spawned and
+  stopped on one hub, then the other, the order alternating (so both sides meet the same moments
+  of a shared machine): ``--spawns`` users whose PVC exists (returning users), then
+  ``--first-spawns`` users who never spawned (the PVC is created first); each from
   ``POST /hub/api/users/NAME/server`` to ``/user/NAME/api/status`` answering 200 through the proxy;
-  and the requests the hub made from that POST until the server answered (**per spawn**) and from
-  the DELETE until the hub said it stopped (**per stop**). The watch renewals of the hub's
-  reflectors run on their own clock and fall into these windows too, so the table gives the
-  spawn's own requests (everything but ``list``/``watch``) next to all of them.
+  with the requests the hub made from that POST until the server answered (**per spawn**) and from
+  the DELETE until the hub said it stopped (**per stop**). The reflectors' list+watch renewals run
+  on their own clock and fall into these windows too, so the spawn's own requests (all but
+  ``list``/``watch``) are given next to all of them.
 
 The pods run on the control plane's node agent (``scripts/services/kubernetes-node/agent.py``) as
 local processes: the image name ``--image`` is registered in ``KUBE_IMAGES_FILE`` with the venv's
@@ -37,6 +46,7 @@ from __future__ import annotations
 import argparse
 import base64
 import collections
+import contextlib
 import json
 import os
 import secrets
@@ -302,26 +312,50 @@ class Bench:
         return time.time()
 
 
-def sequential(bench: Bench, names: list[str], pause: float) -> list[dict]:
-    """Spawn and stop each of ``names`` in turn; the epochs of each phase (audit windows)."""
-    spawns = []
-    for name in names:
-        start, seconds = bench.spawn(name)
-        stopping = time.time()
-        stopped = bench.stop(name)
-        spawns.append({"user": name, "seconds": seconds, "start": start, "ready": start + seconds,
-                       "stop_start": stopping, "stopped": stopped})
-        time.sleep(pause)
-    return spawns
+def pod_sample(pod: dict) -> dict:
+    """What both variants' pods should share: resources, placement, user, volumes, command."""
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    return {
+        "resources": container.get("resources"),
+        "nodeSelector": spec.get("nodeSelector"),
+        "tolerations": [t for t in spec.get("tolerations") or [] if not t.get("key", "").startswith("node.kubernetes.io/")],
+        "runAsUser": (container.get("securityContext") or {}).get("runAsUser",
+                                                               (spec.get("securityContext") or {}).get("runAsUser")),
+        "fsGroup": (spec.get("securityContext") or {}).get("fsGroup"),
+        "volumeMounts": [m["mountPath"] for m in container.get("volumeMounts") or []],
+        "command": container.get("command") or container.get("args"),
+        "nodeName": spec.get("nodeName"),
+    }
 
 
-def summarize_spawns(spawns: list[dict], audit: Audit, username: str) -> dict:
+def spawn_and_stop(bench: Bench, name: str) -> dict:
+    """Spawn ``name``'s server, then stop it; the epochs of both (the audit windows)."""
+    start, seconds = bench.spawn(name)
+    stopping = time.time()
+    stopped = bench.stop(name)
+    return {"user": name, "seconds": seconds, "start": start, "ready": start + seconds,
+            "stop_start": stopping, "stopped": stopped}
+
+
+def count_spawns(spawns: list[dict], audit: Audit, username: str) -> list[dict]:
+    """Add each spawn's and stop's requests (from the audit log) to its record."""
     for spawn in spawns:
         spawn_events = audit.requests(username, spawn["start"], spawn["ready"])
         stop_events = audit.requests(username, spawn["stop_start"], spawn["stopped"])
         spawn.update(spawn_requests=len(spawn_events), spawn_own=tally(own(spawn_events)),
                      spawn_all=tally(spawn_events), stop_requests=len(stop_events), stop_own=tally(own(stop_events)))
+    return spawns
+
+
+def summarize_spawns(spawns: list[dict]) -> dict:
     median = statistics.median
+
+    def kinds(key):
+        total = collections.Counter()
+        for s in spawns:
+            total.update(s[key])
+        return dict(sorted(total.items()))
+
     return {
         "seconds": [s["seconds"] for s in spawns],
         "median": median(s["seconds"] for s in spawns),
@@ -329,76 +363,95 @@ def summarize_spawns(spawns: list[dict], audit: Audit, username: str) -> dict:
         "own_median": median(sum(s["spawn_own"].values()) for s in spawns),
         "own_max": max(sum(s["spawn_own"].values()) for s in spawns),
         "stop_own_median": median(sum(s["stop_own"].values()) for s in spawns),
-        "own_kinds": dict(collections.Counter(k for s in spawns for k in s["spawn_own"] for _ in range(s["spawn_own"][k]))),
-        "stop_own_kinds": dict(collections.Counter(k for s in spawns for k in s["stop_own"] for _ in range(s["stop_own"][k]))),
-        "spawns": spawns,
+        "own_kinds": kinds("spawn_own"),
+        "stop_own_kinds": kinds("stop_own"),
+        "count": len(spawns),
     }
 
 
-def run_variant(variant, args, env, users, fresh, workdir: Path) -> dict:
-    kubeconfig = env[KUBECONFIG_OF[variant]]
-    username = env[API_USER_OF[variant]]
-    audit = Audit(env["KUBE_AUDIT_LOG"])
-    admin = Kube(env["KUBECONFIG_ADMIN"], workdir)
-    namespace = f"sgbench-{variant}-{secrets.token_hex(3)}"
-    admin.make_namespace(namespace)
-    token = secrets.token_hex(16)
-    config = variant_config(variant, args, users + fresh, token, namespace)
-    hub_env = {"KUBECONFIG": kubeconfig}
-    result = {"variant": variant, "namespace": namespace, "api_user": username, "load": {}}
+class Variant:
+    """One side of the comparison: its namespace, API user, hub config and hub state dir."""
+
+    def __init__(self, name: str, args, env: dict, users: list[str], workdir: Path):
+        self.name = name
+        self.kubeconfig = env[KUBECONFIG_OF[name]]
+        self.username = env[API_USER_OF[name]]
+        self.namespace = f"sgbench-{name}-{secrets.token_hex(3)}"
+        self.token = secrets.token_hex(16)
+        self.config = variant_config(name, args, users, self.token, self.namespace)
+        self.body = spawn_body(name, args)
+        self.state_dir = workdir / f"hub-{name}"
+        self.result = {"namespace": self.namespace, "api_user": self.username, "load": {}}
+
+    def hub(self) -> RunningHub:
+        """The variant's hub (the same state dir each time: a restart keeps users and PVC names)."""
+        return RunningHub(self.state_dir, config=self.config, env={"KUBECONFIG": self.kubeconfig})
+
+
+def steady_state(v: Variant, args, admin: Kube, users: list[str], audit: Audit) -> None:
+    """Start servers up to each of ``--servers``, count the hub's requests for ``--window`` s."""
     windows = {}
-    print(f"{variant}: namespace {namespace}, API user {username}", flush=True)
-    try:
-        with RunningHub(workdir / f"hub-{variant}", config=config, env=hub_env) as hub:
-            bench = Bench(hub, token, spawn_body(variant, args))
-            running = 0
-            for target in sorted(args.servers):
-                batch = users[running:target]
-                with ThreadPoolExecutor(args.parallel) as pool:
-                    times = [t for _, t in pool.map(bench.spawn, batch)]
-                running = target
-                print(f"{variant}: {target} servers up (batch of {len(batch)}: "
-                      f"median {statistics.median(times):.2f} s, max {max(times):.2f} s)", flush=True)
-                time.sleep(args.settle)
-                start = time.time()
-                time.sleep(args.window)
-                windows[target] = (start, time.time())
-                pods = admin.pods(namespace)
-                result["load"][target] = {
-                    "fill_spawn_seconds": times,
-                    "pods_running": sum(1 for p in pods if p["status"].get("phase") == "Running"),
-                }
+    with v.hub() as hub:
+        bench = Bench(hub, v.token, v.body)
+        running = 0
+        for target in sorted(args.servers):
+            batch = users[running:target]
             with ThreadPoolExecutor(args.parallel) as pool:
-                list(pool.map(bench.stop, users[:running]))
-            time.sleep(args.pause)
-            returning = sequential(bench, [users[i % len(users)] for i in range(args.spawns)], args.pause)
-            first = sequential(bench, fresh, args.pause)
-        # The API server logs a watch when it ends: read the log once the hub (and its watches) stopped.
-        time.sleep(3)
-        for target, (start, end) in windows.items():
-            events = audit.requests(username, start, end)
-            if not events:
-                raise RuntimeError(f"no requests of {username} in {audit.path} for {args.window} s: "
-                                   f"is it the user of {kubeconfig}?")
-            result["load"][target].update(
-                requests_per_min=len(events) * 60 / (end - start),
-                by_kind_per_min={k: n * 60 / (end - start) for k, n in tally(events).items()},
-            )
-        result["returning"] = summarize_spawns(returning, audit, username)
-        if first:
-            result["first"] = summarize_spawns(first, audit, username)
-        for target, load in result["load"].items():
-            print(f"{variant} @{target} servers ({load['pods_running']} pods running): "
-                  f"{load['requests_per_min']:.1f} requests/min", flush=True)
-        for phase in ("returning", "first"):
-            if phase in result:
-                res = result[phase]
-                print(f"{variant} {phase} spawns:", [round(t, 2) for t in res["seconds"]],
-                      "own requests:", res["own_kinds"], "stops:", res["stop_own_kinds"], flush=True)
-    finally:
-        if not args.keep:
-            admin.delete_namespace(namespace)
-    return result
+                times = [t for _, t in pool.map(bench.spawn, batch)]
+            running = target
+            print(f"{v.name}: {target} servers up (batch of {len(batch)}: "
+                  f"median {statistics.median(times):.2f} s, max {max(times):.2f} s)", flush=True)
+            time.sleep(args.settle)
+            start = time.time()
+            time.sleep(args.window)
+            windows[target] = (start, time.time())
+            pods = admin.pods(v.namespace)
+            v.result.setdefault("pod_sample", pod_sample(pods[0]) if pods else {})
+            v.result["load"][target] = {
+                "fill_spawn_seconds": times,
+                "pods_running": sum(1 for p in pods if p["status"].get("phase") == "Running"),
+            }
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(bench.stop, users[:running]))
+    # The API server logs a watch when it ends: read the log once the hub (and its watches) stopped.
+    time.sleep(3)
+    for target, (start, end) in windows.items():
+        events = audit.requests(v.username, start, end)
+        if not events:
+            raise RuntimeError(f"no requests of {v.username} in {audit.path} for {args.window} s: "
+                               f"is it the user of {v.kubeconfig}?")
+        load = v.result["load"][target]
+        load.update(
+            requests_per_min=len(events) * 60 / (end - start),
+            by_kind_per_min={k: n * 60 / (end - start) for k, n in tally(events).items()},
+        )
+        print(f"{v.name} @{target} servers ({load['pods_running']} pods running): "
+              f"{load['requests_per_min']:.1f} requests/min", flush=True)
+
+
+def paired_spawns(variants: list[Variant], args, phases: dict[str, list[str]], audit: Audit) -> None:
+    """All hubs up at once (no servers running), each user spawned and stopped on each hub in
+    turn, the order alternating, so both sides see the same moments of a shared machine."""
+    with contextlib.ExitStack() as stack:
+        benches = {v.name: Bench(stack.enter_context(v.hub()), v.token, v.body) for v in variants}
+        spawns = {v.name: {phase: [] for phase in phases} for v in variants}
+        turn = 0
+        for phase, names in phases.items():
+            for name in names:
+                order = variants if turn % 2 == 0 else variants[::-1]
+                for v in order:
+                    spawns[v.name][phase].append(spawn_and_stop(benches[v.name], name))
+                    time.sleep(args.pause)
+                turn += 1
+            print(f"{phase} spawns (s): " + "; ".join(
+                f"{v.name} {[round(s['seconds'], 2) for s in spawns[v.name][phase]]}" for v in variants), flush=True)
+    time.sleep(3)
+    for v in variants:
+        v.result["spawns"] = {}
+        for phase, records in spawns[v.name].items():
+            v.result["spawns"][phase] = count_spawns(records, audit, v.username)
+            if records:
+                v.result[phase] = summarize_spawns(records)
 
 
 def main(argv=None):
@@ -424,7 +477,12 @@ def main(argv=None):
                         help="world-readable venv holding jupyterhub-singleuser")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs, logs and namespaces")
+    parser.add_argument("--report", metavar="JSON", help="only print the tables of a saved --json file")
     args = parser.parse_args(argv)
+    if args.report:
+        results = json.loads(Path(args.report).read_text())
+        args.servers = results["args"]["servers"]
+        return report(results, args)
 
     env = kube_env()
     proxy_bin = Path(args.prefix) / "share/science-gateway/proxy/node_modules/.bin"
@@ -440,21 +498,37 @@ def main(argv=None):
     workdir = Path(tempfile.mkdtemp(prefix="sgbench-kube-", dir="/var/tmp"))
     os.chmod(workdir, 0o755)
     print("hub state and logs in", workdir, flush=True)
+    audit = Audit(env["KUBE_AUDIT_LOG"])
+    admin = Kube(env["KUBECONFIG_ADMIN"], workdir)
+    variants = [Variant(name, args, env, users + fresh, workdir) for name in args.variants]
     try:
-        for variant in args.variants:
-            results["variants"][variant] = run_variant(variant, args, env, users, fresh, workdir)
-            if args.json:
-                Path(args.json).write_text(json.dumps(results, indent=2))
+        for v in variants:
+            admin.make_namespace(v.namespace)
+            print(f"{v.name}: namespace {v.namespace}, API user {v.username}", flush=True)
+            results["variants"][v.name] = v.result
+        for v in variants:  # one after the other: 20 servers of one hub at a time
+            steady_state(v, args, admin, users, audit)
+            save(results, args)
+        paired_spawns(variants, args, {"returning": [users[i % len(users)] for i in range(args.spawns)],
+                                       "first": fresh}, audit)
+        save(results, args)
     finally:
         if not args.keep:
+            for v in variants:
+                admin.delete_namespace(v.namespace)
             shutil.rmtree(workdir, ignore_errors=True)
     report(results, args)
+
+
+def save(results, args):
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 
 def report(results, args):
     counts = sorted(args.servers)
+    for res in results["variants"].values():  # from a saved JSON file: its keys are strings
+        res["load"] = {int(n): load for n, load in res["load"].items()}
     phases = [p for p in ("returning", "first") if all(p in r for r in results["variants"].values())]
     print("\n| variant | " + " | ".join(f"requests/min @{n} servers" for n in counts)
           + "".join(f" | {p} spawn: median s | {p} spawn: own requests (all)" for p in phases) + " | stop: own requests |")
@@ -469,8 +543,12 @@ def report(results, args):
     if "stock" in variants and "ours" in variants:
         s, o = variants["stock"], variants["ours"]
         for p in phases:
-            print(f"ours / stock, {p} spawns: time {o[p]['median'] / s[p]['median']:.2f}, "
+            pairs = [b["seconds"] / a["seconds"] for a, b in zip(s["spawns"][p], o["spawns"][p])]
+            print(f"ours / stock, {p} spawns: median time {o[p]['median'] / s[p]['median']:.2f} "
+                  f"(median of the {len(pairs)} same-user pairs {statistics.median(pairs):.2f}), "
                   f"own requests {o[p]['own_median']:g} vs {s[p]['own_median']:g} (max {o[p]['own_max']} vs {s[p]['own_max']})")
+    for variant, res in variants.items():
+        print(f"{variant} pod: {json.dumps(res.get('pod_sample'))}")
     for variant, res in variants.items():
         for n in counts:
             kinds = ", ".join(f"{k} {v:.1f}" for k, v in res["load"][n]["by_kind_per_min"].items())
