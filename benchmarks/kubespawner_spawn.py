@@ -1,10 +1,10 @@
 """Stock KubeSpawner vs Science Gateway's KubernetesSpawner on the same control plane: spawn time, API requests.
 
 Run as root on a machine where ``scripts/services/kubernetes start`` has run, with the package
-(extra ``kubernetes``) installed in a world-readable venv (configurable-http-proxy on PATH, or
-where ``scripts/test`` puts it in that venv)::
+(extras ``kubernetes,test``) installed in a world-readable venv (configurable-http-proxy on PATH,
+or where ``scripts/test`` puts it in that venv)::
 
-    /var/tmp/sg-venv-kube/bin/python benchmarks/kubespawner_spawn.py --servers 5 20 --spawns 10
+    /var/tmp/venv-kube/bin/python benchmarks/kubespawner_spawn.py --servers 5 20 --spawns 10
 
 Both variants are real JupyterHub processes (``jupyterhub_config.py`` plus a variant config,
 through ``sgtest.hub.RunningHub``) with the same KubeSpawner, image, command, user, storage and
