@@ -51,7 +51,8 @@ SECOND_USER_ENV = "SCIENCE_GATEWAY_DEMO_SECOND_USER"
 ONE_UNIX_USER_NOTICE = (
     "Demo gateway: every user's server runs as the same unix user on this machine, so any user can "
     "read every other user's files and the hub's secrets. Use it alone, on your own machine; "
-    "production gateways start each user's server as that user's own account, on Slurm."
+    "production gateways start each user's server as that user's own account on Slurm, or in its own pod "
+    "on Kubernetes."
 )
 LOCAL_SPAWNER = "science-gateway-local"
 
