@@ -8,14 +8,13 @@ with a few conveniences.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 import requests
-import yaml
+from sgtest.chart import E2E_VALUES, render_gateway_config
 from sgtest.hub import RunningHub, free_port, wait_for
 from sgtest.kube import KubeCluster, token_of
 from sgtest.services import missing, service_env
@@ -24,34 +23,7 @@ from sgtest.services import missing, service_env
 IMAGE = "ghcr.io/science-gateway/singleuser"
 IMAGE_TAG = "0.1.0"
 
-#: the same groups as the Slurm tests (sgtest.slurm.POLICY), plus a GPU pool and a partition
-#: asking more CPU than any node has (4 cores each)
-POLICY = {
-    "astro": {
-        "accounts": ["astro-2024", "astro-dev"],
-        "partitions": {
-            "cpu": {"max_cores": 2, "max_memory_gb": 4, "max_walltime_hours": 24},
-            "long": {"max_cores": 1, "max_memory_gb": 2, "max_walltime_hours": 168},
-            "gpu": {"max_cores": 1, "max_memory_gb": 2, "max_gpus": 1, "max_walltime_hours": 8},
-            "huge": {"max_cores": 64, "max_memory_gb": 2, "max_walltime_hours": 1},
-        },
-    },
-    "students": {
-        "accounts": ["teaching"],
-        "partitions": {"debug": {"max_cores": 1, "max_memory_gb": 1, "max_walltime_hours": 1}},
-    },
-}
-CPU_POOL = {"node_selector": {"science-gateway.io/pool": "cpu"}}
-NODE_POOLS = {
-    "cpu": CPU_POOL,
-    "long": CPU_POOL,
-    "debug": CPU_POOL,
-    "huge": CPU_POOL,
-    "gpu": {
-        "node_selector": {"science-gateway.io/pool": "gpu"},
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-    },
-}
+#: the policy and node pools are the chart's render of tests/kubernetes/data/e2e-values.yaml
 #: hub users: name -> (password, groups)
 USERS = {
     "demo": ("demo", ["astro"]),
@@ -99,30 +71,6 @@ class KubeAPI(KubeCluster):
         self.delete("pods", name, namespace, grace=grace)
 
 
-class AuditLog:
-    """The API server's audit log (JSON lines) from now on: the requests one user made."""
-
-    def __init__(self, env: dict):
-        self.path = Path(env["KUBE_AUDIT_LOG"])
-        self.offset = self.path.stat().st_size
-
-    def requests(self, username: str, namespace: str) -> list[dict]:
-        """Completed requests by ``username`` about ``namespace`` since this object was made."""
-        found = []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            for line in f:
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # a line still being written
-                ref = event.get("objectRef") or {}
-                if (event.get("stage") == "ResponseComplete" and event.get("user", {}).get("username") == username
-                        and ref.get("namespace") == namespace):
-                    found.append(event)
-        return found
-
-
 def _ready(node) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
@@ -132,43 +80,12 @@ def venv_bin() -> str:
     return str(Path(os.environ.get("SG_TEST_VENV") or sys.prefix) / "bin")
 
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "science-gateway"
-
-
 def gateway_yaml_for(state: Path) -> Path:
-    """The hub's gateway.yaml: the chart's own render (tests/kubernetes/data/e2e-values.yaml
-    through sgtest.chart) whenever the chart is in the tree, so chart and code cannot drift; the
-    same settings written by :func:`write_gateway_yaml` only in a tree without the chart."""
-    if CHART.is_dir():
-        from sgtest.chart import E2E_VALUES, render_gateway_config
-
-        out = Path(tempfile.mkdtemp(prefix="chart-render-", dir=state))  # a fresh one per hub start
-        return render_gateway_config(out, "-f", E2E_VALUES)
-    return write_gateway_yaml(state / "gateway.yaml")
-
-
-def write_gateway_yaml(path: Path) -> Path:
-    """The test's gateway.yaml, in the shape the chart renders (``{ClassName: {trait: value}}``)."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "JupyterHub": {"spawner_class": "science-gateway-kubernetes"},
-                "ResourcePolicy": {"groups": POLICY},
-                "KubernetesSpawner": {"node_pools": NODE_POOLS},
-            }
-        )
-    )
-    return path
-
-
-#: the hub image's jupyterhub_config.d file does the same with the chart's gateway.yaml
-KUBE_HUB_PY = """
-from science_gateway.hub.config import kubernetes_config, merge_hub_config
-
-c = get_config()  # noqa: F821
-merge_hub_config(c, kubernetes_config({{"SCIENCE_GATEWAY_CONFIG": {gateway_yaml!r}}}))
-"""
+    """The hub's gateway.yaml: the chart's own render of tests/kubernetes/data/e2e-values.yaml
+    (sgtest.chart), so the e2e hub runs the configuration the chart ships: chart and code cannot
+    drift."""
+    out = Path(tempfile.mkdtemp(prefix="chart-render-", dir=state))  # a fresh one per hub start
+    return render_gateway_config(out, "-f", E2E_VALUES)
 
 
 def kube_hub_config(gateway_yaml: Path, namespace: str, hub_port: int, env: dict, **spawner) -> tuple[dict, Path]:
