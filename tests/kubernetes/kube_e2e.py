@@ -88,6 +88,17 @@ def gateway_yaml_for(state: Path) -> Path:
     return render_gateway_config(out, "-f", E2E_VALUES)
 
 
+#: what the hub image's jupyterhub_config.d file (images/hub/jupyterhub_config.d/science_gateway.py)
+#: does, with the gateway.yaml named explicitly: the test hub's own SCIENCE_GATEWAY_CONFIG also
+#: lists this file, which kubernetes_config() must not load again
+KUBE_HUB_PY = """
+from science_gateway.hub.config import kubernetes_config, merge_hub_config
+
+c = get_config()  # noqa: F821
+merge_hub_config(c, kubernetes_config({{"SCIENCE_GATEWAY_CONFIG": {gateway_yaml!r}}}))
+"""
+
+
 def kube_hub_config(gateway_yaml: Path, namespace: str, hub_port: int, env: dict, **spawner) -> tuple[dict, Path]:
     """The test-only hub settings (demo login, the namespace, image, hub address) and a Python
     config file that loads ``gateway_yaml`` through kubernetes_config(), as the chart's hub does.
