@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 from sgtest.chart import E2E_VALUES, render_gateway_config
-from sgtest.hub import RunningHub, free_port, wait_for
+from sgtest.hub import HubSession, RunningHub, free_port, wait_for
 from sgtest.kube import KubeCluster, token_of
 from sgtest.services import missing, service_env
 
@@ -151,3 +151,11 @@ def make_kube_hub(state: Path, api: KubeAPI, namespace: str, hub_port: int | Non
 
 def wait_pods_gone(api: KubeAPI, namespace: str, username: str, timeout: float = 60):
     wait_for(lambda: not api.user_pods(namespace, username), timeout, interval=0.5, what=f"{username}'s pod to go")
+
+
+def login(hub: RunningHub, name: str) -> HubSession:
+    """A session of hub user ``name`` (of :data:`USERS`), logged in through the form."""
+    session = HubSession(hub)
+    r = session.login(name, USERS[name][0])
+    assert r.status_code == 200, r.text[:300]
+    return session

@@ -6,7 +6,6 @@ and the packaging refer to them, so a renamed extra, file or image fails here.
 
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml

@@ -4,38 +4,10 @@ scheduler's reason on the spawn page.
 """
 
 import pytest
-from kube_e2e import IMAGE, USERS, KubeAPI, make_kube_hub, venv_bin, wait_pods_gone
+from kube_e2e import USERS, login, wait_pods_gone
 from sgtest.browser import chromium_page, hub_login, screenshot
-from sgtest.hub import HubSession, wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.hub, pytest.mark.browser]
-
-
-@pytest.fixture(scope="module")
-def kube():
-    api = KubeAPI.from_services()
-    api.register_image(IMAGE, venv_bin())
-    return api
-
-
-@pytest.fixture(scope="module")
-def namespace(kube):
-    with kube.namespace("sgtest-kubebrowser") as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def kube_hub(kube, namespace, tmp_path_factory):
-    with make_kube_hub(tmp_path_factory.mktemp("kubebrowser"), kube, namespace) as hub:
-        yield hub
-
-
-def stop(hub, name):
-    session = HubSession(hub)
-    session.login(name, USERS[name][0])
-    session.http.delete(f"{hub.url}/hub/api/users/{name}/server", headers=session.xsrf_headers(), timeout=30)
-    wait_for(lambda: not session.http.get(f"{hub.url}/hub/api/users/{name}", headers=session.xsrf_headers(),
-                                          timeout=30).json()["servers"], 90, what=f"{name}'s server to stop")
 
 
 def test_student_sees_only_the_students_pool_and_limits_then_jupyterlab(kube, namespace, kube_hub, artifacts_dir):
@@ -60,7 +32,7 @@ def test_student_sees_only_the_students_pool_and_limits_then_jupyterlab(kube, na
     assert pod["metadata"]["labels"]["science-gateway.io/partition"] == "debug"
     assert pod["metadata"]["labels"]["science-gateway.io/account"] == "teaching"
     assert pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "1"
-    stop(kube_hub, "student")
+    login(kube_hub, "student").ensure_stopped("student")
     wait_pods_gone(kube, namespace, "student")
 
 
@@ -85,5 +57,5 @@ def test_an_astronomer_sees_the_gpu_field_and_a_pending_pod_shows_the_schedulers
         screenshot(page, artifacts_dir, "kube-04-pending-scheduler-reason")
         assert "nodes are available" in page.inner_text("body")
     assert [p["status"]["phase"] for p in kube.user_pods(namespace, "demo")] == ["Pending"]
-    stop(kube_hub, "demo")
+    login(kube_hub, "demo").ensure_stopped("demo")
     wait_pods_gone(kube, namespace, "demo")

@@ -11,58 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from kube_e2e import IMAGE, USERS, KubeAPI, make_kube_hub, venv_bin, wait_pods_gone
+from kube_e2e import login, make_kube_hub, wait_pods_gone
 from sgtest.hostile import HOSTILE, KUBESPAWNER_OPTIONS
-from sgtest.hub import HubSession, free_port, wait_for
+from sgtest.hub import free_port, wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.hub]
-
-
-@pytest.fixture(scope="module")
-def kube():
-    api = KubeAPI.from_services()
-    api.register_image(IMAGE, venv_bin())
-    return api
-
-
-@pytest.fixture(scope="module")
-def namespace(kube):
-    with kube.namespace() as name:
-        yield name
-
-
-@pytest.fixture(scope="module")
-def kube_hub(kube, namespace, tmp_path_factory):
-    with make_kube_hub(tmp_path_factory.mktemp("kubehub"), kube, namespace) as hub:
-        yield hub
-
-
-def login(hub, name) -> HubSession:
-    session = HubSession(hub)
-    r = session.login(name, USERS[name][0])
-    assert r.status_code == 200, r.text[:300]
-    return session
-
-
-def hub_api(session, path, method="GET", **kwargs):
-    return session.http.request(
-        method, f"{session.hub.url}/hub/api{path}", headers=session.xsrf_headers(), timeout=30, **kwargs
-    )
-
-
-def server_of(session, name) -> dict:
-    return hub_api(session, f"/users/{name}").json()["servers"].get("", {})
-
-
-def stop_server(session, name):
-    r = hub_api(session, f"/users/{name}/server", method="DELETE")
-    assert r.status_code in (202, 204), r.text
-    wait_for(lambda: not server_of(session, name), 90, what=f"{name}'s server to stop")
-
-
-def ensure_stopped(session, name):
-    if server_of(session, name):
-        stop_server(session, name)
 
 
 def the_pod(kube, namespace, name) -> dict:
@@ -103,7 +56,7 @@ def test_a_server_runs_as_a_pod_within_the_policy_and_the_gateway_api_answers(ku
             {k: m[k] for k in ("name", "mountPath")} for m in container["volumeMounts"]
         ]
     finally:
-        stop_server(demo, "demo")
+        demo.stop_server("demo")
     wait_pods_gone(kube, namespace, "demo")
     # the claim outlives the server (per-user storage), and the form remembers the last choice
     assert volume["persistentVolumeClaim"]["claimName"] in {c["metadata"]["name"] for c in kube.pvcs(namespace)}
@@ -124,7 +77,7 @@ def test_a_gpu_request_lands_on_the_gpu_pool(kube, namespace, kube_hub):
         assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
         assert astro1.identity("astro1") == "astro1"
     finally:
-        stop_server(astro1, "astro1")
+        astro1.stop_server("astro1")
 
 
 def test_polls_read_the_shared_watch_no_request_is_about_one_pod(kube, namespace, kube_hub):
@@ -146,20 +99,20 @@ def test_polls_read_the_shared_watch_no_request_is_about_one_pod(kube, namespace
         }
     finally:
         for name, session in sessions.items():
-            stop_server(session, name)
+            session.stop_server(name)
 
 
 @pytest.mark.parametrize("options", HOSTILE + KUBESPAWNER_OPTIONS)
 def test_hostile_and_out_of_policy_options_never_create_a_pod(kube, namespace, kube_hub, options):
     session = login(kube_hub, "demo")
-    ensure_stopped(session, "demo")
+    session.ensure_stopped("demo")
     wait_pods_gone(kube, namespace, "demo")
     claims_before = {c["metadata"]["name"] for c in kube.pvcs(namespace)}
-    r = hub_api(session, "/users/demo/server", method="POST", json=options)
+    r = session.api("/users/demo/server", method="POST", json=options)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     message = r.json()["message"]
     assert any(hint in message for hint in ("allowed", "whole number", "must be")), message
-    assert not server_of(session, "demo")
+    assert not session.server("demo")
     # on the API server: no pod of demo's, no new claim
     assert kube.user_pods(namespace, "demo") == []
     assert {c["metadata"]["name"] for c in kube.pvcs(namespace)} == claims_before
@@ -182,9 +135,9 @@ def progress_messages(session, name, until, timeout=90) -> list[str]:
 
 def test_a_pending_pod_shows_the_schedulers_reason(kube, namespace, kube_hub):
     session = login(kube_hub, "astro2")
-    ensure_stopped(session, "astro2")
+    session.ensure_stopped("astro2")
     # 64 cores (16 requested at the test ratio of 1/4): more than any node has
-    r = hub_api(session, "/users/astro2/server", method="POST", json={"partition": "huge", "cores": 64, "memory_gb": 1})
+    r = session.api("/users/astro2/server", method="POST", json={"partition": "huge", "cores": 64, "memory_gb": 1})
     assert r.status_code == 202, r.text
     try:
         wait_for(lambda: [p["status"]["phase"] for p in kube.user_pods(namespace, "astro2")] == ["Pending"], 60,
@@ -193,27 +146,27 @@ def test_a_pending_pod_shows_the_schedulers_reason(kube, namespace, kube_hub):
         assert "Insufficient cpu" in messages[-1], messages
         assert "nodes are available" in messages[-1], messages
         # what the spawn page shows (its progress bar reads the same stream)
-        assert server_of(session, "astro2").get("pending") == "spawn"
+        assert session.server("astro2").get("pending") == "spawn"
     finally:
-        stop_server(session, "astro2")
+        session.stop_server("astro2")
     wait_pods_gone(kube, namespace, "astro2")
 
 
 def test_a_pod_deleted_behind_the_hubs_back_is_noticed_and_the_user_starts_again(kube, namespace, kube_hub):
     session = login(kube_hub, "astro3")
-    ensure_stopped(session, "astro3")
+    session.ensure_stopped("astro3")
     session.start_server("astro3", timeout=150, options={"memory_gb": 1})
     pod = the_pod(kube, namespace, "astro3")
     kube.delete_pod(namespace, pod["metadata"]["name"], grace=0)
     # the hub polls every 2 s from the shared pod reflector: the server is gone from its model
-    wait_for(lambda: not server_of(session, "astro3"), 60, interval=0.5, what="the hub to notice the deleted pod")
+    wait_for(lambda: not session.server("astro3"), 60, interval=0.5, what="the hub to notice the deleted pod")
     assert session.server_status("astro3") is None
     session.start_server("astro3", timeout=150, options={"memory_gb": 1})
     try:
         assert session.identity("astro3") == "astro3"
         assert the_pod(kube, namespace, "astro3")["metadata"]["uid"] != pod["metadata"]["uid"]
     finally:
-        stop_server(session, "astro3")
+        session.stop_server("astro3")
 
 
 def test_hub_restart_readopts_running_pods_and_cleans_up_one_that_died(kube, tmp_path_factory):
@@ -230,7 +183,7 @@ def check_restart(kube, namespace, state):
     names = ["demo", "astro1", "astro2"]
     with hub() as first:
         for name in names:
-            r = hub_api(login(first, name), f"/users/{name}/server", method="POST", json={"memory_gb": 1})
+            r = login(first, name).api(f"/users/{name}/server", method="POST", json={"memory_gb": 1})
             assert r.status_code in (201, 202), r.text
         for name in names:
             session = login(first, name)
@@ -248,11 +201,11 @@ def check_restart(kube, namespace, state):
             assert sessions[name].identity(name) == name
             # the same pod, re-adopted, not a new one
             assert the_pod(kube, namespace, name)["metadata"]["uid"] == uids[name]
-        wait_for(lambda: not server_of(sessions["astro2"], "astro2"), 60, what="the dead server to be cleared")
+        wait_for(lambda: not sessions["astro2"].server("astro2"), 60, what="the dead server to be cleared")
         sessions["astro2"].start_server("astro2", timeout=150, options={"memory_gb": 1})
         assert sessions["astro2"].identity("astro2") == "astro2"
         for name in names:
-            stop_server(sessions[name], name)
+            sessions[name].stop_server(name)
     for name in names:
         wait_pods_gone(kube, namespace, name)
 
@@ -263,7 +216,7 @@ def test_a_root_image_uid_is_refused_before_any_pod(kube, tmp_path_factory):
     with kube.namespace() as namespace:
         with make_kube_hub(tmp_path_factory.mktemp("kuberoot"), kube, namespace, image_uid=0) as hub:
             session = login(hub, "demo")
-            r = hub_api(session, "/users/demo/server", method="POST", json={})
+            r = session.api("/users/demo/server", method="POST", json={})
             assert r.status_code == 403, r.text
             assert "system account" in r.json()["message"]
             assert kube.pods(namespace) == [] and kube.pvcs(namespace) == []
@@ -273,7 +226,7 @@ def test_the_users_claim_is_home_and_outlives_the_server(kube, namespace, kube_h
     """What is in the user's PVC is in the server's home (the notebook root) and is there again
     after a stop and a new start."""
     session = login(kube_hub, "astro1")
-    ensure_stopped(session, "astro1")
+    session.ensure_stopped("astro1")
     session.start_server("astro1", timeout=150, options={"memory_gb": 1})
     try:
         claim = next(v for v in the_pod(kube, namespace, "astro1")["spec"]["volumes"] if v["name"] == "home")
@@ -288,11 +241,11 @@ def test_the_users_claim_is_home_and_outlives_the_server(kube, namespace, kube_h
         r = session.get("/user/astro1/api/contents/kept.txt", params={"content": "1"})
         assert r.status_code == 200 and r.json()["content"] == "still here", r.text[:300]
     finally:
-        stop_server(session, "astro1")
+        session.stop_server("astro1")
     wait_pods_gone(kube, namespace, "astro1")
     session.start_server("astro1", timeout=150, options={"memory_gb": 1})
     try:
         r = session.get("/user/astro1/api/contents/kept.txt", params={"content": "1"})
         assert r.status_code == 200 and r.json()["content"] == "still here", r.text[:300]
     finally:
-        stop_server(session, "astro1")
+        session.stop_server("astro1")

@@ -199,6 +199,25 @@ class HubSession:
             r.raise_for_status()
         wait_for(lambda: self.server_status(username) is not None, timeout, interval=0.5, what=f"{username}'s server")
 
+    def api(self, path: str, method: str = "GET", **kwargs) -> requests.Response:
+        """The hub's REST API (``/hub/api{path}``) with this session's cookie and XSRF header."""
+        kwargs.setdefault("timeout", 30)
+        return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=self.xsrf_headers(), **kwargs)
+
+    def server(self, username: str) -> dict:
+        """The hub's model of ``username``'s default server ({} when there is none)."""
+        return self.api(f"/users/{username}").json()["servers"].get("", {})
+
+    def stop_server(self, username: str, timeout: float = 90) -> None:
+        """Stop ``username``'s server through the REST API and wait until the hub has no server."""
+        r = self.api(f"/users/{username}/server", method="DELETE")
+        assert r.status_code in (202, 204), r.text
+        wait_for(lambda: not self.server(username), timeout, what=f"{username}'s server to stop")
+
+    def ensure_stopped(self, username: str) -> None:
+        if self.server(username):
+            self.stop_server(username)
+
     def server_status(self, username: str) -> dict | None:
         """``/user/NAME/api/status`` after the browser-style OAuth dance, or None if not up yet."""
         r = self.http.get(f"{self.hub.url}/user/{username}/api/status", timeout=10)

@@ -18,7 +18,6 @@ import pwd
 import secrets
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

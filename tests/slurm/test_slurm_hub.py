@@ -36,34 +36,13 @@ def login(hub, name) -> HubSession:
     return session
 
 
-def hub_api(session, path, method="GET", **kwargs):
-    return session.http.request(
-        method, f"{session.hub.url}/hub/api{path}", headers=session.xsrf_headers(), timeout=30, **kwargs
-    )
-
-
-def server_of(session, name) -> dict:
-    return hub_api(session, f"/users/{name}").json()["servers"].get("", {})
-
-
-def stop_server(session, name):
-    r = hub_api(session, f"/users/{name}/server", method="DELETE")
-    assert r.status_code in (202, 204), r.text
-    wait_for(lambda: not server_of(session, name), 60, what=f"{name}'s server to stop")
-
-
-def ensure_stopped(session, name):
-    if server_of(session, name):
-        stop_server(session, name)
-
-
 def test_servers_run_as_jobs_and_answer_for_the_right_user(slurm, slurm_hub):
     demo, astro1 = login(slurm_hub, "demo"), login(slurm_hub, "astro1")
     try:
         check_two_servers(slurm, slurm_hub, demo, astro1)
     finally:
-        ensure_stopped(demo, "demo")
-        ensure_stopped(astro1, "astro1")
+        demo.ensure_stopped("demo")
+        astro1.ensure_stopped("astro1")
     # the form remembers each user's last (allowed) choices
     form = demo.get("/hub/spawn").text
     assert 'name="memory_gb" value="2" min="1" max="4"' in form
@@ -95,21 +74,18 @@ def check_two_servers(slurm, slurm_hub, demo, astro1):
     assert (jobs["astro1"]["partition"], jobs["astro1"]["account"]) == ("long", "astro-2024")
 
 
-
-
-
 @pytest.mark.parametrize("options", HOSTILE)
 def test_hostile_rest_options_are_refused_before_sbatch(slurm, slurm_hub, options):
     session = login(slurm_hub, "demo")
-    ensure_stopped(session, "demo")
+    session.ensure_stopped("demo")
     before = slurm.calls("sbatch")
-    r = hub_api(session, "/users/demo/server", method="POST", json=options)
+    r = session.api("/users/demo/server", method="POST", json=options)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     message = r.json()["message"]
     assert any(hint in message for hint in ("allowed", "whole number", "must be")), message
     assert slurm.calls("sbatch") == before
     assert "demo" not in slurm.jobs()
-    assert not server_of(session, "demo")
+    assert not session.server("demo")
 
 
 def progress_events(session, name) -> list[dict]:
@@ -130,8 +106,8 @@ def test_queue_reason_in_progress_and_a_cancelled_job_fails_with_its_reason(slur
     blocker = slurm.start_blocker()
     try:
         session = login(slurm_hub, "student")
-        ensure_stopped(session, "student")
-        r = hub_api(session, "/users/student/server", method="POST", json={"partition": "debug"})
+        session.ensure_stopped("student")
+        r = session.api("/users/student/server", method="POST", json={"partition": "debug"})
         assert r.status_code == 202, r.text
         wait_for(lambda: slurm.jobs().get("student", {}).get("state") == "PENDING", 60, what="a pending job")
         job_id = slurm.jobs()["student"]["job_id"]
@@ -153,7 +129,7 @@ def test_queue_reason_in_progress_and_a_cancelled_job_fails_with_its_reason(slur
         events = progress_events(session, "student")
         assert events[-1].get("failed"), events
         assert f"Job {job_id} ended: CANCELLED" in events[-1]["message"], events[-1]
-        wait_for(lambda: not server_of(session, "student"), 60, what="the failed server to be cleared")
+        wait_for(lambda: not session.server("student"), 60, what="the failed server to be cleared")
     finally:
         subprocess.run(["scancel", blocker], timeout=30, check=False)
 
@@ -164,7 +140,7 @@ def test_a_user_in_no_policy_group_gets_403(slurm, tmp_path_factory):
     before = slurm.calls("sbatch")
     with RunningHub(tmp_path_factory.mktemp("nogroup"), config=config) as hub:
         session = login(hub, "demo")
-        r = hub_api(session, "/users/demo/server", method="POST", json={})
+        r = session.api("/users/demo/server", method="POST", json={})
         assert r.status_code == 403, r.text
         assert "none of your groups (astro) may start servers" in r.json()["message"]
         assert slurm.calls("sbatch") == before
@@ -184,7 +160,7 @@ def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp
     names = ["demo", "astro1", "astro2", "astro3"]
     with make_hub() as hub:
         for name in names:
-            r = hub_api(login(hub, name), f"/users/{name}/server", method="POST", json={"memory_gb": 1})
+            r = login(hub, name).api(f"/users/{name}/server", method="POST", json={"memory_gb": 1})
             assert r.status_code in (201, 202), r.text
         for name in names:
             session = login(hub, name)
@@ -205,7 +181,7 @@ def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp
                      what=f"{name}'s re-adopted server")
             assert sessions[name].identity(name) == name
         # the job that died while the hub was down was cleaned up: no server, and a new start works
-        assert not server_of(sessions["astro3"], "astro3")
+        assert not sessions["astro3"].server("astro3")
         sessions["astro3"].start_server("astro3", options={"memory_gb": 1}, timeout=120)
 
     # injected trouble at start-up: squeue fails, then hangs; every live server is kept
@@ -220,13 +196,12 @@ def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp
             # many hub polls (poll_interval=2) and squeue attempts later, all still there
             time.sleep(8)
             for name in names:
-                assert server_of(login(hub, name), name).get("ready"), (mode, name)
+                assert login(hub, name).server(name).get("ready"), (mode, name)
             slurm.set_squeue_mode("ok")
             if mode == "hang":
                 for name in names:
-                    stop_server(login(hub, name), name)
+                    login(hub, name).stop_server(name)
     wait_for(lambda: not set(names) & set(slurm.jobs()), 60, what="the jobs to leave the queue")
-
 
 
 # -- batchspawner's route: closed on the real hub -------------------------------------------------
@@ -265,7 +240,7 @@ async def test_batchspawner_route_is_closed_and_a_payload_never_runs(slurm, slur
     marker = slurm.dir / "marker-batchspawner-api"
     payload = hostile_payload(marker)
     demo, astro1 = login(slurm_hub, "demo"), login(slurm_hub, "astro1")
-    ensure_stopped(demo, "demo")
+    demo.ensure_stopped("demo")
     demo.start_server("demo", options={"memory_gb": 1}, timeout=120)
     job_id = slurm.jobs()["demo"]["job_id"]
     try:
@@ -289,7 +264,7 @@ async def test_batchspawner_route_is_closed_and_a_payload_never_runs(slurm, slur
         # the token travelled to the job in the environment, never in sbatch's argv
         assert slurm.sbatch.lines() and not any(token in " ".join(call) for call in slurm.sbatch.lines())
     finally:
-        stop_server(demo, "demo")
+        demo.stop_server("demo")
     # the stop cancelled the job, as demo, with the configured scancel, and ran nothing else
     wait_for(lambda: "demo" not in slurm.jobs(), 60, what="demo's job to leave the queue")
     assert ["demo", job_id] in slurm.scancel.lines(), slurm.scancel.lines()
@@ -297,7 +272,7 @@ async def test_batchspawner_route_is_closed_and_a_payload_never_runs(slurm, slur
     # and the next start is a normal one
     demo.start_server("demo", options={"memory_gb": 1}, timeout=120)
     assert demo.identity("demo") == "demo" and slurm.jobs()["demo"]["state"] == "RUNNING"
-    stop_server(demo, "demo")
+    demo.stop_server("demo")
     assert not marker.exists()
     wait_for(lambda: "demo" not in slurm.jobs(), 60, what="demo's job to leave the queue")
 
@@ -306,9 +281,9 @@ def test_commands_get_no_environment_of_the_hub(slurm, slurm_hub):
     """What reached sbatch (run as the user, who can read its /proc/PID/environ): the job's
     variables only, none of the hub's own (its crypt key, its config)."""
     session = login(slurm_hub, "astro2")
-    ensure_stopped(session, "astro2")
+    session.ensure_stopped("astro2")
     session.start_server("astro2", options={"memory_gb": 1}, timeout=120)
-    stop_server(session, "astro2")
+    session.stop_server("astro2")
     names = slurm.sbatch.env_names()[-1]
     assert "JUPYTERHUB_API_TOKEN" in names
     # set in the hub's own environment by RunningHub: none may reach a command run as the user
@@ -358,7 +333,7 @@ def test_jobs_run_as_the_auth_state_account_never_as_a_system_account(slurm, tmp
             assert astro1.identity("astro1") == "astro1"
             job_id = jobs["astro2"]["job_id"]
         finally:
-            stop_server(astro1, "astro1")
+            astro1.stop_server("astro1")
         wait_for(lambda: "astro2" not in slurm.jobs(), 60, what="astro2's job to leave the queue")
         assert ["astro2", job_id] in slurm.scancel.lines(), slurm.scancel.lines()
 
@@ -367,8 +342,8 @@ def test_jobs_run_as_the_auth_state_account_never_as_a_system_account(slurm, tmp
             session = login(hub, name)
             before = slurm.calls("sbatch")
             options = {"partition": "debug"} if name == "student" else {}
-            r = hub_api(session, f"/users/{name}/server", method="POST", json=options)
+            r = session.api(f"/users/{name}/server", method="POST", json=options)
             assert r.status_code == 403, (name, r.status_code, r.text)
             assert "system account" in r.json()["message"] and "map" in r.json()["message"]
             assert slurm.calls("sbatch") == before
-            assert not server_of(session, name)
+            assert not session.server(name)
