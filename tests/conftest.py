@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from sgtest.hub import HubSession, RunningHub
+from sgtest.hub import OTHER_USER, HubSession, RunningHub
 from sgtest.isolation import check_globals_restored, process_globals
 from sgtest.server import server_config
 
@@ -18,10 +18,6 @@ def artifacts_dir():
     """Where tests save what a person should look at (screenshots); kept after the run."""
     os.makedirs(ARTIFACTS, exist_ok=True)
     return os.path.abspath(ARTIFACTS)
-
-
-#: a non-admin user with no groups, added to the embedded default's demo users for tests
-OTHER_USER = ("bob", "bob-password")
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,7 @@ def test_demo_user_groups_come_from_the_login_table(demo_session):
 
 
 def test_one_user_cannot_use_another_users_server(embedded_hub, demo_session):
-    from conftest import OTHER_USER
-    from sgtest.hub import HubSession
+    from sgtest.hub import OTHER_USER, HubSession
 
     demo_session.start_server("demo")
     other = HubSession(embedded_hub)

@@ -315,6 +315,25 @@ def test_sg_local_claim_is_bound_and_the_pod_writes_into_its_volume(kube, ns):
     assert not os.path.exists(host_dir)
 
 
+def test_a_pod_waits_for_its_claim_then_runs(kube, ns):
+    """A pod the node gets before its claim is bound (many spawns at once: KubeSpawner creates the
+    claim and the pod in a row) waits in ContainerCreating and runs once the claim is bound, as a
+    kubelet retries the mount; it once stayed ContainerCreating for good."""
+    body = pod_manifest("early", ["sh", "-c", "echo ok > /home/sgtest-early/note.txt"],
+                        nodeName="sg-node-cpu",   # straight to the node, before the claim exists
+                        volumes=[{"name": "home", "persistentVolumeClaim": {"claimName": "late"}}],
+                        volumeMounts=[{"name": "home", "mountPath": "/home/sgtest-early"}])
+    kube.create("pods", body, ns)
+    kube.wait("pods", "early", ns, what="ContainerCreating",
+              until=lambda p: container_state(p).get("waiting", {}).get("reason") == "ContainerCreating")
+    kube.create("persistentvolumeclaims", {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "late"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}, ns)
+    pod = kube.wait("pods", "early", ns, until=lambda p: "terminated" in container_state(p), timeout=60,
+                    what="the pod to run once its claim is bound")
+    assert container_state(pod)["terminated"]["exitCode"] == 0, kube.pod_log(pod)
+
+
 def test_unknown_image_is_err_image_pull(kube, ns):
     kube.create("pods", pod_manifest("noimage", ["true"], image="example.org/not-registered"), ns)
     pod = kube.wait("pods", "noimage", ns, until=lambda p: container_state(p).get("waiting", {}).get("reason")

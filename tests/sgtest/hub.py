@@ -25,6 +25,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_CONFIG = REPO / "jupyterhub_config.py"
 
+#: a non-admin user with no groups, added to the embedded default's demo users for tests
+OTHER_USER = ("bob", "bob-password")
+
 
 def free_port() -> int:
     with socket.socket() as s:

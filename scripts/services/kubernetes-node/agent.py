@@ -883,7 +883,7 @@ class PodWorker(threading.Thread):
                     paths = self.volumes(None)
                 except PodError as e:
                     for c in containers:
-                        self.state.setdefault(c["name"], {})["waiting"] = {"reason": "ContainerCreating", "message": e.message}
+                        self.state.setdefault(c["name"], {"restarts": 0})["waiting"] = {"reason": "ContainerCreating", "message": e.message}
                     self.event("FailedMount", e.message, "Warning", once=True)
                     self.report()
                     self.changed.wait(2)
