@@ -111,7 +111,8 @@ class RunningHub:
         path.write_text(yaml.safe_dump(base))
         return path
 
-    def start(self, timeout: float = 60):
+    def start(self, timeout: float = 60, interval: float = 0.25):
+        """Start the hub and wait (checking every ``interval`` s) until ``/hub/health`` answers."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
@@ -139,7 +140,7 @@ class RunningHub:
             return requests.get(f"{self.url}/hub/health", timeout=2).status_code == 200
 
         try:
-            wait_for(healthy, timeout, what=f"the hub at {self.url}")
+            wait_for(healthy, timeout, interval=interval, what=f"the hub at {self.url}")
         except Exception:
             self.stop()
             raise
