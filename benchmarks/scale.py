@@ -28,7 +28,9 @@ For each user count N, one after the other:
    ``/hub/home`` for a logged-in user (a signed login cookie, as after an OIDC login), with
    JupyterHub's own ``Initialized N spawners in S seconds``; ``squeue`` calls in the first minute;
    the hub's CPU seconds and RSS at the first answer and after the minute; servers reachable
-   through the proxy (a sample) and servers the hub shut down (``scancel`` calls, must be 0).
+   through the proxy (a sample) and servers the hub shut down (jobs it cancelled, must be 0;
+   ``--unreachable K`` leaves K servers unanswered, as when their nodes cannot be reached while the
+   hub restarts, to show what the hub then does with them).
 5. **Token keeper load**: every running server's token keeper asks the hub for its user's token
    (``jupyter_ext/tokens.py``). Its schedule (``next_delay``, the hub's ``auth_refresh_age`` and
    early refresh margin) gives the requests per server and hour, computed below for Check-in's
@@ -75,6 +77,9 @@ AUTHORITY = "aai.egi.eu"
 JOB_NAME = "sgbench-scale"
 #: first job id of the simulated jobs (far from the test Slurm's ids)
 FIRST_JOB = 7_000_001
+#: the unix account the simulated jobs run as: one that exists on every Debian machine and passes
+#: the spawner's uid floor, so a stop reaches the stand-in scancel (which only logs)
+JOB_ACCOUNT = "nobody"
 #: with --profile: run the hub under cProfile (a sitecustomize on its PYTHONPATH), dumped at exit
 PROFILE_HOOK = """import atexit, cProfile, os
 _profile = cProfile.Profile()
@@ -194,7 +199,7 @@ def build_database(path: Path, n_users: int, n_running: int, crypt_key: str, nod
         db.add(client)
         db.add(orm.Spawner(
             user=user, name="", server=server, oauth_client_id=client.identifier,
-            state={"job_id": job_id, "job_status": f"RUNNING {ip}", "port": node_port, "job_account": name},
+            state={"job_id": job_id, "job_status": f"RUNNING {ip}", "port": node_port, "job_account": JOB_ACCOUNT},
             started=now - timedelta(hours=rng.uniform(0, 8)), last_activity=now - timedelta(minutes=rng.uniform(0, 60)),
             user_options={"partition": "cpu", "cores": 1, "memory_gb": 2, "walltime_hours": 8},
         ))
@@ -510,7 +515,8 @@ def run_size(n_users: int, args, workdir: Path) -> dict:
     FakeCommand(commands, "sbatch", log=squeue.log, out="")
     scancel = FakeCommand(commands, "scancel", log=squeue.log, out="")
 
-    sim = Simulation([s["ip"] for s in running], args.node_port).start()
+    # --unreachable: the first K servers' nodes do not answer (a network problem during the restart)
+    sim = Simulation([s["ip"] for s in running[args.unreachable:]], args.node_port).start()
     sim.users = user_infos(state / "jupyterhub.sqlite", crypt_key, {s["name"] for s in running})
     env = {"JUPYTERHUB_CRYPT_KEY": crypt_key}
     if args.profile:
@@ -537,13 +543,16 @@ def run_size(n_users: int, args, workdir: Path) -> dict:
         result["after_window"] = stats.snapshot()
         result["squeue_calls_first_window"] = calls_between(squeue, started_wall, started_wall + args.window)
         result["scancel_calls"] = scancel.calls()
+        # our stop() cancels the job (scancel JOBID) and the session's Dask workers (scancel --name=...)
+        result["jobs_cancelled"] = len({line[-1] for line in scancel.lines() if line and line[-1].isdigit()})
+        result["unreachable"] = args.unreachable
         result["server_checks"] = sim.counts["server"]
-        sample = rng.sample(running, min(20, len(running)))
+        sample = rng.sample(running[args.unreachable:], min(20, len(running) - args.unreachable))
         reachable = sum(requests.get(f"{hub.url}/user/{s['name']}/api", timeout=10).status_code == 200 for s in sample)
         result["reachable_through_proxy"] = f"{reachable}/{len(sample)}"
         result.update(log_facts(hub.log_text(), started_wall))
         print(f"[{n_users}] after {args.window:.0f} s: squeue calls {result['squeue_calls_first_window']}, "
-              f"scancel {result['scancel_calls']}, hub {result['after_window']}, reachable {result['reachable_through_proxy']}, "
+              f"jobs cancelled {result['jobs_cancelled']} (unreachable {args.unreachable}), hub {result['after_window']}, reachable {result['reachable_through_proxy']}, "
               f"log {result.get('init_spawners')}", flush=True)
 
         keepers = {}
@@ -583,7 +592,7 @@ def report(results: dict) -> None:
         ("hub CPU after the minute (s)", lambda r: r["after_window"]["cpu_s"]),
         ("hub RSS after the minute (MB)", lambda r: r["after_window"]["rss_mb"]),
         ("hub peak RSS (MB)", lambda r: r["final"]["peak_rss_mb"]),
-        ("scancel calls (servers lost)", lambda r: r["scancel_calls"]),
+        ("jobs cancelled by the hub (servers lost)", lambda r: r["jobs_cancelled"]),
         ("keeper request, refresh due: hub CPU (ms)", lambda r: r["keeper_rounds"]["refresh due"]["hub_cpu_ms_per_request"]),
         ("keeper request, refresh due: p50 (ms)", lambda r: r["keeper_rounds"]["refresh due"]["p50_ms"]),
         ("keeper request, no refresh: hub CPU (ms)",
@@ -634,6 +643,8 @@ def main(argv=None):
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds to wait for the hub")
     parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
                         help="the venv of jupyterhub-singleuser (written into the spawner's config only)")
+    parser.add_argument("--unreachable", type=int, default=0,
+                        help="of the running servers, this many do not answer (their node is unreachable)")
     parser.add_argument("--profile", help="write a cProfile of each hub (start to stop) into this folder")
     parser.add_argument("--skip-keepers", action="store_true", help="skip the token keeper rounds")
     parser.add_argument("--json", help="write the results here")
