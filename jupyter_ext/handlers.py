@@ -190,7 +190,7 @@ class RequestsHandler(GatewayHandler):
     @authorized
     async def get(self):
         requests = await self.call(self.catalog.status)
-        self.write_json({"requests": [r.to_dict() for r in requests]})
+        self.write_json({"requests": [r.to_dict() for r in requests], "notice": self.catalog.status_notice})
 
     @web.authenticated
     @authorized

@@ -70,6 +70,25 @@ def client(env: dict, account: str = "root", password: str | None = None):
     )
 
 
+def backend_config(env: dict, user: str = "alice", **traits) -> dict:
+    """``RucioCatalog`` traits for ``user`` (the test account, or the other one) on the running
+    Rucio: userpass, the disk RSE and its mount, every status call asking Rucio; ``traits`` override."""
+    other = user != env["RUCIO_USER"]
+    return {
+        "rucio_host": env["RUCIO_URL"],
+        "auth_type": "userpass",
+        "account": env["RUCIO_OTHER_ACCOUNT"] if other else env["RUCIO_ACCOUNT"],
+        "password": env["RUCIO_OTHER_PASSWORD"] if other else env["RUCIO_PASSWORD"],
+        "rse": env["RUCIO_DISK_RSE"],
+        "mount_path": env["RUCIO_MOUNT_PATH"],
+        "allowed_scopes": env["RUCIO_SCOPES"].split(","),
+        "status_refresh_seconds": 0,
+        "idle_refresh_seconds": 0,
+        "rule_lifetime": 3600,
+        **traits,
+    }
+
+
 def _file_bytes(scope: str, name: str, header: str = "") -> bytes:
     first = f"{header}\n" if header else f"# {scope}:{name}\n"
     return (first + "".join(f"{i},{i * i}\n" for i in range(50))).encode()
