@@ -142,6 +142,7 @@ class RootHandler(GatewayHandler):
                 "name": "science-gateway",
                 "version": __version__,
                 "catalog": {"name": self.catalog.display_name, "type": type(self.catalog).__name__},
+                "token": self.extension.token_keeper.describe(),
             }
         )
 

@@ -69,6 +69,13 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def route(self, url: str) -> str:
+        """``url`` of the service (e.g. an endpoint its discovery document names), through the proxy."""
+        parts = urlsplit(url)
+        if (parts.hostname, parts.port or 80) != self.upstream:
+            raise ValueError(f"{url!r} is not on the proxied service {self.upstream[0]}:{self.upstream[1]}")
+        return parts._replace(scheme="http", netloc=f"{self.host}:{self.port}").geturl()
+
     def start(self) -> "FaultProxy":
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="sgtest-fault-proxy", daemon=True)
