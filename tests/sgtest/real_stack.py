@@ -91,24 +91,11 @@ def hub_config(slurm, rucio, dataset, state_dir) -> dict:
     }
     scopes = [dataset.split(":", 1)[0], *rucio["RUCIO_SCOPES"].split(",")]
     # the user's server: the Rucio backend (settings as arguments, the secret in the environment)
+    args, environment = rt.server_settings(rucio, scopes)
     config["Spawner"] = {
         **config["Spawner"],
-        "args": [
-            "--GatewayExtension.catalog_class=science_gateway.jupyter_ext.catalog.rucio.RucioCatalog",
-            f"--RucioCatalog.rucio_host={rucio['RUCIO_URL']}",
-            f"--RucioCatalog.auth_host={rucio['RUCIO_AUTH_URL']}",
-            "--RucioCatalog.auth_type=userpass",
-            f"--RucioCatalog.rse={rucio['RUCIO_DISK_RSE']}",
-            f"--RucioCatalog.mount_path={rucio['RUCIO_MOUNT_PATH']}",
-            *(f"--RucioCatalog.allowed_scopes={scope}" for scope in scopes),
-            "--RucioCatalog.rule_lifetime=3600",
-            "--RucioCatalog.status_refresh_seconds=1",
-        ],
-        "environment": {
-            "SCIENCE_GATEWAY_STATE_DIR": str(state_dir),
-            "RUCIO_ACCOUNT": rucio["RUCIO_ACCOUNT"],
-            "RUCIO_PASSWORD": rucio["RUCIO_PASSWORD"],
-        },
+        "args": args,
+        "environment": {"SCIENCE_GATEWAY_STATE_DIR": str(state_dir), **environment},
     }
     return config
 

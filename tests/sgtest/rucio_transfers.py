@@ -89,6 +89,24 @@ def backend_config(env: dict, user: str = "alice", **traits) -> dict:
     }
 
 
+def server_settings(env: dict, scopes: list[str] | None = None, **traits) -> tuple[list[str], dict[str, str]]:
+    """``(Spawner.args, Spawner.environment)`` that give a hub-spawned user's server the Rucio
+    backend on the running Rucio, as docs/catalog.md describes: the settings as arguments, the
+    account and its password in the environment (read by ``RucioCatalog``); ``traits`` add or
+    override ``--RucioCatalog.<name>=<value>`` arguments."""
+    settings = {
+        "rucio_host": env["RUCIO_URL"], "auth_host": env["RUCIO_AUTH_URL"], "auth_type": "userpass",
+        "rse": env["RUCIO_DISK_RSE"], "mount_path": env["RUCIO_MOUNT_PATH"], "rule_lifetime": 3600,
+        "status_refresh_seconds": 1, **traits,
+    }
+    args = [
+        "--GatewayExtension.catalog_class=science_gateway.jupyter_ext.catalog.rucio.RucioCatalog",
+        *(f"--RucioCatalog.{name}={value}" for name, value in settings.items()),
+        *(f"--RucioCatalog.allowed_scopes={scope}" for scope in (scopes or env["RUCIO_SCOPES"].split(","))),
+    ]
+    return args, {"RUCIO_ACCOUNT": env["RUCIO_ACCOUNT"], "RUCIO_PASSWORD": env["RUCIO_PASSWORD"]}
+
+
 def _file_bytes(scope: str, name: str, header: str = "") -> bytes:
     first = f"{header}\n" if header else f"# {scope}:{name}\n"
     return (first + "".join(f"{i},{i * i}\n" for i in range(50))).encode()
