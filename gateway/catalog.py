@@ -158,15 +158,19 @@ class Catalog:
         While the catalogue does not answer (503), it keeps waiting (the request goes on there)."""
         waiting = _Waiting(timeout, on_progress)
         while True:
-            try:
-                current = self.status(request)
-            except CatalogAPIError as e:
-                if not waiting.unavailable(e):
-                    raise
-            else:
-                if waiting.finished(current):
-                    return current
+            current = self._status_while_waiting(request, waiting)
+            if current is not None and waiting.finished(current):
+                return current
             time.sleep(interval)
+
+    def _status_while_waiting(self, request, waiting: _Waiting) -> StageRequest | None:
+        """The request's status, or None while the catalogue does not answer (503)."""
+        try:
+            return self.status(request)
+        except CatalogAPIError as e:
+            if waiting.unavailable(e):
+                return None
+            raise
 
     # -- async twins ---------------------------------------------------------------------------
 
@@ -195,14 +199,9 @@ class Catalog:
         """Like :meth:`wait`, without blocking the event loop (use it from widgets and ``await``)."""
         waiting = _Waiting(timeout, on_progress)
         while True:
-            try:
-                current = await self.status_async(request)
-            except CatalogAPIError as e:
-                if not waiting.unavailable(e):
-                    raise
-            else:
-                if waiting.finished(current):
-                    return current
+            current = await asyncio.to_thread(self._status_while_waiting, request, waiting)
+            if current is not None and waiting.finished(current):
+                return current
             await asyncio.sleep(interval)
 
 

@@ -88,8 +88,10 @@ def test_provider_down_across_a_refresh_keeps_the_login_and_the_token(gateway, p
         r.raise_for_status()
         return r.json()["token"]
 
+    xsrf = next((c.value for c in browser.cookies if c.name == "_xsrf" and c.path.startswith("/hub")), "")
+
     def still_logged_in():
-        me = browser.get(f"{hub.url}/hub/api/user", timeout=30)
+        me = browser.get(f"{hub.url}/hub/api/user", headers={"X-XSRFToken": xsrf}, timeout=30)
         assert me.status_code == 200 and me.json()["name"] == NAME, (me.status_code, me.text[:200])
         home = browser.get(f"{hub.url}/hub/home", allow_redirects=False, timeout=30)
         assert home.status_code == 200, (home.status_code, home.headers.get("Location"))

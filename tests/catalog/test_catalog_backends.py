@@ -1,5 +1,6 @@
 """Pure builders of the catalogue backends, and the demo backend's stage-in, with plain asserts."""
 
+import asyncio
 import datetime
 import os
 
@@ -556,4 +557,35 @@ async def test_a_refresh_that_fails_half_way_keeps_the_watermark(tmp_path, monke
             await catalog._refresh()
         assert catalog._watermark == datetime.datetime(2026, 1, 1, 11, 0)
     finally:
+        await catalog.close()
+
+
+async def test_a_hung_rucio_holds_only_the_first_status_call_for_its_timeout(tmp_path):
+    """While a refresh hangs in the background, status answers from the last snapshot at once."""
+    import threading
+
+    released = threading.Event()
+    catalog = _rucio(tmp_path, KeyError("unused"), status_refresh_seconds=0, timeout=0.2)
+
+    class HangingClient:
+        headers = {}
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: released.wait(30)
+
+    catalog._new_client = HangingClient
+    known = StageRequest(id="r1", did="astro:ds", state=IN_PROGRESS, files_total=2, files_done=1, files_in_flight=1)
+    catalog._snapshot = (0.0, {"r1": known})
+    try:
+        [first] = await catalog.status()  # waited for the timeout, then the last status
+        assert "did not answer within" in first.notice
+        catalog.timeout = 30  # the next background refresh hangs for as long as the client does
+        [second] = await catalog.status()  # starts it, answers at once
+        [third] = await catalog.status()
+        assert catalog._refreshing is not None and not catalog._refreshing.done()
+        assert second.files_done == third.files_done == 1 and third.notice
+    finally:
+        released.set()
+        if catalog._refreshing is not None:
+            await asyncio.wait([catalog._refreshing], timeout=10)
         await catalog.close()

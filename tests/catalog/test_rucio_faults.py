@@ -30,6 +30,7 @@ from science_gateway.catalog import Catalog
 from science_gateway.widgets import StagingMonitor
 from sgtest import rucio_transfers as rt
 from sgtest.fault_proxy import FaultProxy
+from sgtest.rucio_transfers import rucio  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.rucio
 
@@ -37,29 +38,23 @@ OUTAGE_SECONDS = float(os.environ.get("SG_FAULT_OUTAGE_SECONDS", "15"))
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    with rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
-        yield rt.rucio_env()
-
-
-@pytest.fixture(scope="module")
-def proxy(env):
-    with FaultProxy(env["RUCIO_URL"]) as running:
+def proxy(rucio):
+    with FaultProxy(rucio["RUCIO_URL"]) as running:
         yield running
 
 
 @pytest.fixture
-def gateway_config(env, proxy):
+def gateway_config(rucio, proxy):
     # every call of the user's server to Rucio (auth included) goes through the proxy
     return {
         "GatewayExtension": {"catalog_class": "science_gateway.jupyter_ext.catalog.rucio.RucioCatalog"},
-        "RucioCatalog": rt.backend_config(env, rucio_host=proxy.url, auth_host=proxy.url, timeout=10),
+        "RucioCatalog": rt.backend_config(rucio, rucio_host=proxy.url, auth_host=proxy.url, timeout=10),
     }
 
 
-async def test_rucio_500s_then_unreachable_lose_nothing_and_say_so(env, proxy, jp_fetch, jp_auth_header,
+async def test_rucio_500s_then_unreachable_lose_nothing_and_say_so(rucio, proxy, jp_fetch, jp_auth_header,
                                                                    http_server_client, jp_base_url):
-    admin = rt.client(env)
+    admin = rt.client(rucio)
 
     async def fetch(method, *parts, body=None):
         kwargs = {"body": json.dumps(body)} if body is not None else {}
@@ -77,10 +72,10 @@ async def test_rucio_500s_then_unreachable_lose_nothing_and_say_so(env, proxy, j
         row = monitor._rows[request["id"]]
         return f"{monitor.error.value} {row.title.value} {row.failed.value}"
 
-    did = rt.make_dataset(admin, env, n_files=4)
+    did = rt.make_dataset(admin, rucio, n_files=4)
     code, request = await fetch("POST", "requests", body={"did": did})
     assert code == 201 and request["state"] == "in_progress"
-    await rt.transfer_round(env, bulk=1)
+    await rt.transfer_round(rucio, bulk=1)
     code, current = await fetch("GET", "requests", request["id"])
     assert code == 200 and current["files_done"] == 1 and current["notice"] == ""
     waiter = asyncio.ensure_future(api.wait_async(request["id"], timeout=300, interval=0.5))
@@ -103,7 +98,7 @@ async def test_rucio_500s_then_unreachable_lose_nothing_and_say_so(env, proxy, j
     assert "sg-notice" in monitor.error.value and "sg-error" not in monitor.error.value
     assert "HTTP 500" in monitor_text() and "recalling from tape (1 of 4 files)" in monitor_text()
     assert "stuck" not in monitor_text() and "failed" not in monitor_text()
-    other = rt.make_dataset(admin, env, n_files=1)
+    other = rt.make_dataset(admin, rucio, n_files=1)
     for method, parts, body in [("POST", ["requests"], {"did": other}), ("GET", ["datasets"], None)]:
         code, error = await fetch(method, *parts, body=body)
         assert code == 503 and "HTTP 500" in error["message"] and "try again later" in error["message"], error
@@ -114,7 +109,7 @@ async def test_rucio_500s_then_unreachable_lose_nothing_and_say_so(env, proxy, j
     proxy.down()
     start, answers = time.monotonic(), 0
     while time.monotonic() - start < OUTAGE_SECONDS:
-        await rt.transfer_round(env, bulk=1)
+        await rt.transfer_round(rucio, bulk=1)
         code, answer = await fetch("GET", "requests")
         assert code == 200, answer
         assert_kept(answer, "cannot reach Rucio")
@@ -125,7 +120,7 @@ async def test_rucio_500s_then_unreachable_lose_nothing_and_say_so(env, proxy, j
     code, error = await fetch("POST", "requests", body={"did": other})
     assert code == 503 and "cannot reach Rucio" in error["message"]
     assert not waiter.done(), "the kernel's wait ended during the outage"
-    await rt.transfer_round(env, cycles=2)  # everything copied while Rucio's front is away
+    await rt.transfer_round(rucio, cycles=2)  # everything copied while Rucio's front is away
 
     # -- Rucio back: the status catches up by itself ---------------------------------------------
     proxy.pass_through()

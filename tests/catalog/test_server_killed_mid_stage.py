@@ -20,16 +20,11 @@ import pytest
 from science_gateway.catalog import Catalog, CatalogAPIError
 from sgtest import rucio_transfers as rt
 from sgtest.hub import HubSession, RunningHub, wait_for
+from sgtest.rucio_transfers import rucio  # noqa: F401 (the fixture)
 
 pytestmark = [pytest.mark.rucio, pytest.mark.hub]
 
 USER, PASSWORD = "admin", "admin"  # the embedded default's login
-
-
-@pytest.fixture(scope="module")
-def rucio(tmp_path_factory):
-    with rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
-        yield rt.rucio_env()
 
 
 @pytest.fixture(scope="module")

@@ -198,11 +198,11 @@ class FaultProxy:
                 await reader.readexactly(length)
             reason = HTTPStatus(self.status).phrase if self.status in HTTPStatus._value2member_map_ else "Error"
             body = ERROR_BODY.format(code=self.status, reason=reason).encode()
+            self.counts["errors_answered"] += 1  # before the answer: a client may look at once
             writer.write(
                 f"HTTP/1.1 {self.status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body
             )
             await writer.drain()
-            self.counts["errors_answered"] += 1
             if length < 0:
                 return

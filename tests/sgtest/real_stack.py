@@ -26,6 +26,7 @@ import pytest
 
 from science_gateway.core.presets import worker_job_name  # noqa: E402
 from sgtest import rucio_transfers as rt  # noqa: E402
+from sgtest.rucio_transfers import rucio  # noqa: E402,F401 (a fixture the real-stack modules import)
 from sgtest.hub import HubSession, RunningHub, wait_for  # noqa: E402
 from sgtest.notebooks import EXAMPLES  # noqa: E402
 from sgtest.slurm import POLICY, USERS, SlurmFixture  # noqa: E402
@@ -38,12 +39,6 @@ N_FILES = 3
 #: each file: a ``time,flux`` header, then 50 rows ``i,i*i`` (sgtest.rucio_transfers.make_dataset)
 ROWS = 50
 FLUX_MEAN = sum(i * i for i in range(ROWS)) / ROWS
-
-
-@pytest.fixture(scope="module")
-def rucio(tmp_path_factory):
-    with rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
-        yield rt.rucio_env()
 
 
 @pytest.fixture(scope="module")

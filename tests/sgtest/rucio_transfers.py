@@ -60,6 +60,14 @@ def private_token_dir(path: Path) -> Iterator[Path]:
         yield Path(path)
 
 
+@pytest.fixture(scope="module")
+def rucio(tmp_path_factory):
+    """The running Rucio's facts (:func:`rucio_env`), with a rucio-clients token cache of the
+    module's own; a module uses it by importing it (``from sgtest.rucio_transfers import rucio``)."""
+    with private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
+        yield rucio_env()
+
+
 def client(env: dict, account: str = "root", password: str | None = None):
     from rucio.client import Client
 
