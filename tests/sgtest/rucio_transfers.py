@@ -151,6 +151,24 @@ def make_dataset(admin, env: dict, n_files: int = 4, missing_files: tuple[int, .
     return f"{scope}:{name}"
 
 
+def staged_in_progress(admin, env: dict, catalog, n_files: int = 4, attempts: int = 3):
+    """``(did, request)``: a fresh dataset staged through ``catalog`` (the Python API, a
+    ``science_gateway.catalog.Catalog``), its status still in progress when this returns.
+
+    Other tests run transfer rounds on the same shared Rucio, and a round copies every pending
+    rule's files: when one finished this request between the stage and the status call, it is
+    cancelled and another dataset staged.
+    """
+    for _ in range(attempts):
+        did = make_dataset(admin, env, n_files=n_files)
+        request = catalog.stage(did)
+        current = catalog.status(request)
+        if current.state == "in_progress":
+            return did, current
+        catalog.cancel(request)
+    raise RuntimeError(f"{attempts} fresh stage-in requests were all finished at once by other transfer rounds")
+
+
 async def transfer_round(env: dict, cycles: int = 1, bulk: int = 1000) -> None:
     """One (or ``cycles``) round(s) of Rucio's transfer daemons; ``bulk`` caps transfers per cycle."""
     argv = [env["RUCIO_SERVER_PYTHON"], env["RUCIO_TRANSFER_ROUND"], "--cycles", str(cycles), "--bulk", str(bulk)]
