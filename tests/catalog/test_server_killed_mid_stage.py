@@ -36,7 +36,9 @@ def hub(rucio, tmp_path_factory):
     allow_root = ["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []
     tmp = state / "server-tmp"  # the server's own rucio-clients token cache
     tmp.mkdir()
-    config = {"Spawner": {"args": [*allow_root, *args], "environment": {**environment, "TMPDIR": str(tmp)}}}
+    # poll_interval: the hub notices the killed server within a second, not JupyterHub's 30 s
+    config = {"Spawner": {"args": [*allow_root, *args], "environment": {**environment, "TMPDIR": str(tmp)},
+                          "poll_interval": 1}}
     with RunningHub(state, config=config) as running:
         yield running
 
@@ -54,7 +56,7 @@ def test_a_request_outlives_its_server_killed_mid_stage(hub, rucio):
     admin = rt.client(rucio)
     session = HubSession(hub)
     assert session.login(USER, PASSWORD).status_code == 200
-    session.start_server(USER)
+    session.start_server(USER, timeout=180)  # a loaded machine starts servers slowly
     made = session.api(f"/users/{USER}/tokens", method="POST", json={"note": "kill test", "expires_in": 900})
     assert made.status_code in (200, 201), made.text
     api = Catalog(url=f"{hub.url}/user/{USER}/", token=made.json()["token"])
@@ -69,7 +71,8 @@ def test_a_request_outlives_its_server_killed_mid_stage(hub, rucio):
         api.requests()
     asyncio.run(rt.transfer_round(rucio, bulk=1))  # the copies go on while no server runs: one file
 
-    session.start_server(USER)
+    wait_for(lambda: not session.server(USER), 30, what="the hub to see the server gone")
+    session.start_server(USER, timeout=180)  # a loaded machine starts servers slowly
     restarted = time.monotonic()
     assert session.server(USER)["state"]["pid"] != pid
     after = api.status(request)
