@@ -223,6 +223,9 @@ class StageRequest:
     expires_at: str | None = None
     #: set on the answer to a stage call that found an existing request for the same dataset
     reused: bool = False
+    #: non-empty while the catalogue does not answer: why this status is not fresh (it is the
+    #: last one the catalogue gave, and updates by itself once the catalogue answers again)
+    notice: str = ""
 
     @property
     def done(self) -> bool:

@@ -57,6 +57,15 @@ class _Waiting:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.on_progress = on_progress
 
+    def unavailable(self, error: "CatalogAPIError") -> bool:
+        """True for an answer worth waiting through (503: the catalogue does not answer now),
+        while the deadline allows; False for any other error (the caller raises it)."""
+        if error.status != 503:
+            return False
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise TimeoutError(f"{error.message} (still after {self.timeout} s)") from None
+        return True
+
     def finished(self, current: StageRequest) -> bool:
         """True once ``current`` is done; TimeoutError past the deadline."""
         if self.on_progress is not None:
@@ -82,6 +91,9 @@ class Catalog:
         self.url = url.rstrip("/") + "/" + API_PATH
         self.token = token or env.get("SCIENCE_GATEWAY_API_TOKEN") or env.get("JUPYTERHUB_API_TOKEN") or ""
         self.timeout = timeout
+        #: the notice of the last :meth:`requests` answer: "" when that status was fresh, else
+        #: why not (the catalogue did not answer; the requests shown are its last status)
+        self.notice = ""
 
     def _call(self, method: str, path: str, params: dict | None = None, body: dict | None = None):
         url = self.url + path
@@ -126,7 +138,9 @@ class Catalog:
 
     def requests(self) -> list[StageRequest]:
         """All of your requests, with their progress."""
-        return [StageRequest.from_dict(r) for r in self._call("GET", "/requests")["requests"]]
+        answer = self._call("GET", "/requests")
+        self.notice = answer.get("notice") or ""
+        return [StageRequest.from_dict(r) for r in answer["requests"]]
 
     def status(self, request) -> StageRequest:
         return StageRequest.from_dict(self._call("GET", f"/requests/{_request_id(request)}"))
@@ -139,13 +153,24 @@ class Catalog:
         self._call("DELETE", f"/requests/{_request_id(request)}")
 
     def wait(self, request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
-        """Poll until the request is ready or failed; ``on_progress(request)`` sees each update."""
+        """Poll until the request is ready or failed; ``on_progress(request)`` sees each update.
+
+        While the catalogue does not answer (503), it keeps waiting (the request goes on there)."""
         waiting = _Waiting(timeout, on_progress)
         while True:
-            current = self.status(request)
-            if waiting.finished(current):
+            current = self._status_while_waiting(request, waiting)
+            if current is not None and waiting.finished(current):
                 return current
             time.sleep(interval)
+
+    def _status_while_waiting(self, request, waiting: _Waiting) -> StageRequest | None:
+        """The request's status, or None while the catalogue does not answer (503)."""
+        try:
+            return self.status(request)
+        except CatalogAPIError as e:
+            if waiting.unavailable(e):
+                return None
+            raise
 
     # -- async twins ---------------------------------------------------------------------------
 
@@ -174,8 +199,8 @@ class Catalog:
         """Like :meth:`wait`, without blocking the event loop (use it from widgets and ``await``)."""
         waiting = _Waiting(timeout, on_progress)
         while True:
-            current = await self.status_async(request)
-            if waiting.finished(current):
+            current = await asyncio.to_thread(self._status_while_waiting, request, waiting)
+            if current is not None and waiting.finished(current):
                 return current
             await asyncio.sleep(interval)
 

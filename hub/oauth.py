@@ -14,7 +14,9 @@ behaves differently on a federated research infrastructure:
 - **Tokens that stay fresh**: ``auth_state`` records when the access token expires
   (``expires_at``), and :meth:`refresh_user` uses the refresh token as soon as the access token
   has less than :attr:`access_token_refresh_margin` seconds left, not only after it has expired.
-  Servers read the fresh token from the hub API (see ``science_gateway.jupyter_ext.tokens``).
+  Servers read the fresh token from the hub API (see ``science_gateway.jupyter_ext.tokens``). A
+  provider that does not answer a refresh (refused, timed out, HTTP 5xx) keeps the user logged in
+  with the tokens they have, the refresh token too, until it answers again.
 - **Safe usernames** from the configured claim (:func:`.entitlements.safe_username`), and a
   mapping to local unix accounts (:attr:`unix_account_map`, :attr:`unix_account_hook`), recorded
   in ``auth_state["unix_account"]`` for spawners that run jobs as local users (Slurm).
@@ -36,10 +38,11 @@ from inspect import isawaitable
 
 from oauthenticator.oauth2 import OAuthenticator
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Callable, Dict, Float, Integer, Unicode, default
 
 from ..core.clock import utcnow  # the one clock (tests patch it here)
+from ..core.text import quote_prefix
 from .api import gateway_handlers
 from .entitlements import safe_username
 
@@ -69,6 +72,21 @@ async def fetch_discovery(issuer: str, timeout: float) -> dict:
     if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
         raise DiscoveryError(f"OIDC discovery from {url} names issuer {document.get('issuer')!r}, not {issuer!r}")
     return document
+
+
+def provider_unreachable(error: BaseException) -> bool:
+    """True for an error that means the provider did not answer (refused, timed out, 5xx), not
+    that it refused the tokens (a 4xx, which needs a fresh login)."""
+    if isinstance(error, HTTPClientError):
+        return error.code == 599 or error.code >= 500
+    return isinstance(error, (OSError, asyncio.TimeoutError))
+
+
+def describe_provider_error(error: BaseException) -> str:
+    """What a log line may say about it: the status line or the error's type, never a body."""
+    if isinstance(error, HTTPClientError):
+        return f"HTTP {error.code}: {quote_prefix(error.message or '', 80)}"
+    return type(error).__name__
 
 
 def unreachable_error(message: str) -> web.HTTPError:
@@ -139,6 +157,8 @@ class GatewayOAuthenticator(OAuthenticator):
         super().__init__(**kwargs)
         self._discovery_lock = asyncio.Lock()
         self._discovery_failure: tuple[float, str] | None = None
+        #: user name -> when the identity provider last left a token refresh unanswered
+        self._unanswered_refreshes: dict[str, float] = {}
 
     def needs_discovery(self) -> bool:
         """False when the three endpoints are configured (or already discovered)."""
@@ -257,15 +277,27 @@ class GatewayOAuthenticator(OAuthenticator):
         except DiscoveryError:
             # the provider is unreachable: keep the current tokens; ask again next time
             return True
-        if self.enable_auth_state and self.refresh_user_hook is None:
-            auth_state = await user.get_auth_state()
-            if auth_state and auth_state.get("refresh_token") and self.expires_soon(auth_state):
-                auth_model = await self._refresh_tokens(user, auth_state, handler)
-                if auth_model:
-                    return auth_model
-        # not due yet, or the early refresh failed: oauthenticator's own way (the current access
-        # token while it works, then the refresh token, then a fresh login)
-        return await super().refresh_user(user, handler, **kwargs)
+        try:
+            if self.enable_auth_state and self.refresh_user_hook is None:
+                auth_state = await user.get_auth_state()
+                if auth_state and auth_state.get("refresh_token") and self.expires_soon(auth_state):
+                    auth_model = await self._refresh_tokens(user, auth_state, handler)
+                    if auth_model:
+                        return self._provider_answered(user, auth_model)
+            # not due yet, or the early refresh failed: oauthenticator's own way (the current access
+            # token while it works, then the refresh token, then a fresh login)
+            return self._provider_answered(user, await super().refresh_user(user, handler, **kwargs))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - only an unreachable provider is kept from the hub
+            if not provider_unreachable(e):
+                raise
+            # oauthenticator raises (its userinfo call) or asks for a fresh login (its refresh
+            # call) when the provider does not answer: the hub would treat the user as logged
+            # out while it lasts. The tokens in auth_state, the refresh token included, stay;
+            # the refresh is tried again after auth_refresh_age.
+            self._provider_unreachable(user, e)
+            return True
 
     async def _refresh_tokens(self, user, auth_state, handler):
         self.log.info("Refreshing the access token of %s before it expires", user.name)
@@ -276,10 +308,30 @@ class GatewayOAuthenticator(OAuthenticator):
                 token_info["refresh_token"] = auth_state["refresh_token"]
             # the same path as a login: userinfo, username, auth_state, groups, admin
             return await self._token_to_auth_model(token_info)
-        except Exception as e:  # noqa: BLE001 (any failure: fall back to oauthenticator's refresh)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 (any other failure: fall back to oauthenticator's refresh)
+            if provider_unreachable(e):
+                raise
             # only the exception's type: its text could quote a provider's response
             self.log.warning("Early token refresh for %s failed (%s)", user.name, type(e).__name__)
             return None
+
+    def _provider_unreachable(self, user, error: Exception) -> None:
+        """Say once per outage and user that the refresh waits for the provider (no token values)."""
+        first = user.name not in self._unanswered_refreshes
+        self._unanswered_refreshes[user.name] = utcnow()
+        (self.log.warning if first else self.log.debug)(
+            "The identity provider did not answer the token refresh of %s (%s): keeping the current "
+            "tokens (the refresh token too), the user stays logged in; trying again in %ss",
+            user.name, describe_provider_error(error), self.auth_refresh_age,
+        )
+
+    def _provider_answered(self, user, result):
+        since = self._unanswered_refreshes.pop(user.name, None)
+        if since is not None and result:
+            self.log.info("The identity provider answers the token refresh of %s again", user.name)
+        return result
 
     # --- usernames and unix accounts ----------------------------------------------------------
 

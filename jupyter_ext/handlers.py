@@ -142,6 +142,7 @@ class RootHandler(GatewayHandler):
                 "name": "science-gateway",
                 "version": __version__,
                 "catalog": {"name": self.catalog.display_name, "type": type(self.catalog).__name__},
+                "token": self.extension.token_keeper.describe(),
             }
         )
 
@@ -190,7 +191,7 @@ class RequestsHandler(GatewayHandler):
     @authorized
     async def get(self):
         requests = await self.call(self.catalog.status)
-        self.write_json({"requests": [r.to_dict() for r in requests]})
+        self.write_json({"requests": [r.to_dict() for r in requests], "notice": self.catalog.status_notice})
 
     @web.authenticated
     @authorized

@@ -13,11 +13,19 @@ When the hub says it keeps no token for the user (404, e.g. the demo login, or a
 gateway's route) the keeper says so once and stops. Any other failure (the hub down, a refused
 token, an answer of an unexpected shape) is logged without values and retried with a doubling
 delay up to :attr:`TokenKeeper.max_retry_interval`. Token values are never logged.
+
+When the identity provider is down across a refresh, the hub keeps the user logged in and hands
+back the token it has, which then expires unrefreshed: the keeper never replaces the token file
+with a token that expires sooner than the one it holds, says once (a warning) that the token could
+not be refreshed and why that usually is, keeps asking at :attr:`TokenKeeper.min_interval`, and
+writes the fresh token as soon as the hub has one again. :meth:`TokenKeeper.describe` says the
+same to the user (the gateway's REST API shows it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import tempfile
@@ -46,6 +54,20 @@ class BadAnswer(ValueError):
     """
 
 
+class Unrefreshed(Exception):
+    """The token the keeper holds (and the hub still hands out) has expired: the hub could not
+    refresh it, usually because the identity provider does not answer."""
+
+    def __init__(self, expires_at: float):
+        super().__init__(expires_at)
+        self.expires_at = expires_at
+
+    def __str__(self) -> str:
+        at = datetime.datetime.fromtimestamp(self.expires_at, datetime.timezone.utc)
+        return (f"expired at {at:%H:%M:%S} UTC and the hub could not refresh it (its identity provider "
+                "may be unreachable)")
+
+
 def parse_token_answer(body: bytes) -> tuple[str, float | None]:
     """The access token and its expiry (epoch seconds or None) from the route's JSON answer."""
     try:
@@ -66,7 +88,7 @@ def describe_error(error: BaseException) -> str:
     """What a log line may say about a failed fetch: no token values, no response bodies."""
     if isinstance(error, HTTPClientError):
         return f"HTTP {error.code}"  # the status line only; the body could quote anything
-    if isinstance(error, BadAnswer):
+    if isinstance(error, (BadAnswer, Unrefreshed)):
         return str(error)
     return type(error).__name__
 
@@ -182,6 +204,7 @@ class TokenKeeper(LoggingConfigurable):
         self._token: str | None = None
         self.expires_at: float | None = None
         self.last_update: float | None = None
+        self._problem = ""  # why the token is not fresh, for describe()
 
     @property
     def paths(self) -> list[Path]:
@@ -229,15 +252,41 @@ class TokenKeeper(LoggingConfigurable):
         return parse_token_answer(response.body)
 
     async def update(self) -> None:
-        """Fetch the current token once and write it if it changed (errors propagate)."""
-        token, self.expires_at = await self.fetch_token()
-        if token != self._token:
+        """Fetch the current token once and write it if it changed (errors propagate).
+
+        A token that expires sooner than the one held is not written (the held one stays in the
+        files); a held token past its expiry raises :class:`Unrefreshed` after the fetch.
+        """
+        token, expires_at = await self.fetch_token()
+        older = self.expires_at is not None and expires_at is not None and expires_at < self.expires_at
+        if token != self._token and not older:
             for path in self.paths:
                 write_secret_file(path, token)
-            self._token = token
+            self._token, self.expires_at = token, expires_at
             self.last_update = utcnow()
             left = f"{self.expires_at - utcnow():.0f}s" if self.expires_at else "unknown time"
             self.log.info("Token keeper: wrote a new access token for %s (valid for %s)", self.username, left)
+        elif token == self._token:
+            self.expires_at = expires_at
+        if self.expires_at is not None and self.expires_at <= utcnow():
+            raise Unrefreshed(self.expires_at)
+
+    def describe(self) -> dict:
+        """The keeper's state for the user: ``{"state", "message", "expires_at"}``, no token.
+
+        ``state`` is "off" (not in a hub server, or the hub keeps no token), "waiting" (no
+        token yet), "fresh", or "stale" (the token held has expired: the hub could not refresh it).
+        """
+        if self._task is None or self._task.done() and self._token is None:
+            return {"state": "off", "message": "no access token is kept for this server", "expires_at": None}
+        if self._token is None:
+            return {"state": "waiting", "message": self._problem or "fetching the access token from the hub",
+                    "expires_at": None}
+        if self.expires_at is not None and self.expires_at <= utcnow():
+            message = self._problem or f"the access token in {self.token_file} has expired; asking the hub for a fresh one"
+            return {"state": "stale", "message": message, "expires_at": self.expires_at}
+        return {"state": "fresh", "message": f"the access token in {self.token_file} is valid",
+                "expires_at": self.expires_at}
 
     def retry_delay(self, failures: int) -> float:
         """Seconds before the next try after ``failures`` failed fetches in a row."""
@@ -263,12 +312,18 @@ class TokenKeeper(LoggingConfigurable):
                 # the first failure of a kind is a warning; repeats of it are not news
                 log = self.log.warning if reason != last_reason else self.log.debug
                 delay = self.retry_delay(failures)
-                log("Token keeper: fetching %s's token from the hub failed (%s); retrying in %.0fs",
-                    self.username, reason, delay)
+                if isinstance(e, Unrefreshed):
+                    self._problem = (f"the access token in {self.token_file} {reason}; kept there until the "
+                                     "hub has a fresh one (asking again every few seconds)")
+                    log("Token keeper (%s): %s", self.username, self._problem)
+                else:
+                    self._problem = f"fetching the access token from the hub failed ({reason}); retrying"
+                    log("Token keeper: fetching %s's token from the hub failed (%s); retrying in %.0fs",
+                        self.username, reason, delay)
                 last_reason = reason
             else:
                 if failures:
-                    self.log.info("Token keeper: fetching the token works again after %d failures", failures)
-                failures, last_reason = 0, None
+                    self.log.info("Token keeper: %s's token is fresh again after %d tries", self.username, failures)
+                failures, last_reason, self._problem = 0, None, ""
                 delay = next_delay(self.expires_at, utcnow(), self.interval, self.refresh_margin, self.min_interval)
             await asyncio.sleep(delay)

@@ -99,6 +99,11 @@ class BrowserState:
         return f"Datasets {self.offset + 1}-{last} of {total}."
 
 
+def status_notice(catalog, requests: list[StageRequest]) -> str:
+    """Why the status shown is not fresh ("" when it is): the answer's notice, or a request's."""
+    return getattr(catalog, "notice", "") or next((r.notice for r in requests if r.notice), "")
+
+
 def requests_snapshot(requests: list[StageRequest], error: str = "") -> tuple:
     """What the monitor shows, in a form that compares equal when nothing a person sees changed."""
     return (error,) + tuple(

@@ -27,6 +27,7 @@ from .state import (
     preset_options,
     request_view,
     requests_snapshot,
+    status_notice,
     workers_text,
 )
 from ..core.catalog import IN_PROGRESS
@@ -42,6 +43,11 @@ def _catalog(catalog):
 
 def _error_html(message: str) -> str:
     return f'<div class="sg-error" style="color:#b00020">&#9888; {html.escape(message)}</div>' if message else ""
+
+
+def _notice_html(message: str) -> str:
+    """A notice (the status is not fresh): shown above the requests, which stay as they were."""
+    return f'<div class="sg-notice" style="color:#8a5300">&#9888; {html.escape(message)}</div>' if message else ""
 
 
 def _metadata_text(metadata: dict) -> str:
@@ -96,7 +102,7 @@ class StagingMonitor(w.VBox):
         except Exception as e:
             self.error.value = _error_html(error_text(e))
             return self.schedule.polled(requests_snapshot(list(self._requests.values()), self.error.value))
-        self.error.value = ""
+        self.error.value = _notice_html(status_notice(self.catalog, requests))
         self._requests = {r.id: r for r in requests}
         for request_id in list(self._rows):
             if request_id not in self._requests:
@@ -107,7 +113,7 @@ class StagingMonitor(w.VBox):
                 row = self._rows[request.id] = _RequestRow(self, request.id)
             row.update(request_view(request))
         self.children = [self.error] + ([r.box for r in self._rows.values()] or [self.empty])
-        return self.schedule.polled(requests_snapshot(requests), any(r.state == IN_PROGRESS for r in requests))
+        return self.schedule.polled(requests_snapshot(requests, self.error.value), any(r.state == IN_PROGRESS for r in requests))
 
     def poke(self) -> None:
         """Something changed here (a stage, a cancel): refresh soon and follow it closely."""

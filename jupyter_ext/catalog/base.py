@@ -91,6 +91,11 @@ class CatalogBackend(LoggingConfigurable):
 
     _executor: ThreadPoolExecutor | None = None
 
+    #: why the last :meth:`status` is not fresh ("" when it is): a backend that serves its last
+    #: known status while the catalogue does not answer says so here (and in each request's
+    #: ``notice``); the REST API passes it on
+    status_notice: str = ""
+
     # -- validation (the public methods call these; backends do not override them) ---------------
 
     def check_scope(self, scope: str) -> str:

@@ -28,6 +28,7 @@ import asyncio
 import datetime
 import hashlib
 import os
+import re
 import threading
 import time
 from dataclasses import replace
@@ -218,6 +219,10 @@ def request_from_rule(rule: dict, files: list[dict], ready_paths: list[str], fai
     )
 
 
+#: how rucio-clients describes an HTTP error answer that carries no Rucio exception
+_SERVER_ERROR = re.compile(r"http status code: (5[0-9][0-9])")
+
+
 def _detail(error: Exception) -> str:
     """What Rucio said, on one line and short (never a traceback, never a whole payload)."""
     text = " ".join(str(a) for a in getattr(error, "args", ()) if a) or type(error).__name__
@@ -267,9 +272,17 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
                           rx.StagingAreaRuleRequiresLifetime, rx.ManualRuleApprovalBlocked,
                           rx.ReplicationRuleCreationTemporaryFailed, rx.RuleReplaceFailed)):
         return CatalogError(f"Rucio refused the replication rule ({what}): {said}", status=409)
-    if isinstance(error, (rx.ServiceUnavailable, rx.ResourceTemporaryUnavailable, rx.DatabaseException,
-                          rx.ServerConnectionException)):
+    if isinstance(error, rx.ServerConnectionException):  # rucio-clients' retries all failed to connect
+        return BackendUnavailable(f"cannot reach Rucio ({what}): the connection failed; try again later")
+    if isinstance(error, (rx.ServiceUnavailable, rx.ResourceTemporaryUnavailable, rx.DatabaseException)):
         return BackendUnavailable(f"Rucio is unavailable ({what}): {said}; try again later")
+    server_error = _SERVER_ERROR.search(said) if type(error) is rx.RucioException else None
+    if server_error:
+        # rucio-clients' words for an HTTP error without Rucio's error body: the server (or a
+        # proxy in front of it) failed, not the request
+        return BackendUnavailable(
+            f"Rucio answered {what} with HTTP {server_error.group(1)} (a server error, no details); try again later"
+        )
     return CatalogFailure(f"the catalogue answered {what} with {type(error).__name__}: {said}")
 
 
@@ -413,6 +426,7 @@ class RucioCatalog(CatalogBackend):
         self._details_cache = {}  # (scope, name) -> (time, metadata, dataset replicas, RSE types)
         self._watermark = None  # the latest rule updated_at seen (Rucio's clock)
         self._last_full = 0.0
+        self._outage = None  # (wall-clock start, monotonic time of the last failed try, why) while Rucio fails
 
     # -- talking to Rucio --------------------------------------------------------------------------
 
@@ -703,13 +717,13 @@ class RucioCatalog(CatalogBackend):
         follows progress, not the number of requests or files.
         """
         now = time.monotonic()
-        full = self._snapshot is None or self._watermark is None or now - self._last_full >= self.full_refresh_seconds
+        watermark = self._watermark
+        full = self._snapshot is None or watermark is None or now - self._last_full >= self.full_refresh_seconds
         if full:
             rules = await self._my_rules()
             requests = {}
-            self._last_full = now
         else:
-            since = rucio_date(self._watermark - datetime.timedelta(seconds=self.updated_margin_seconds))
+            since = rucio_date(watermark - datetime.timedelta(seconds=self.updated_margin_seconds))
             rules = await self._call(
                 "list rules",
                 lambda c: list(c.list_replication_rules(
@@ -723,13 +737,57 @@ class RucioCatalog(CatalogBackend):
         for rule in rules:
             requests[rule["id"]] = await self._request_from_rule(rule)
             updated = rule.get("updated_at")
-            if isinstance(updated, datetime.datetime) and (self._watermark is None or updated > self._watermark):
-                self._watermark = updated
+            if isinstance(updated, datetime.datetime) and (watermark is None or updated > watermark):
+                watermark = updated
+        # only a refresh that got through moves the watermark: one that failed half-way (Rucio
+        # went away between two calls) must not skip the rules it did not reach
+        self._watermark = watermark
+        if full:
+            self._last_full = now
         self._snapshot = (time.monotonic(), requests)
         return requests
 
+    async def _refresh_noting_outages(self) -> dict[str, StageRequest]:
+        """:meth:`_refresh`, keeping track of an outage: when it began, the last try, why."""
+        try:
+            requests = await self._refresh()
+        except CatalogError as e:
+            first = self._outage is None
+            since = utcnow_datetime() if first else self._outage[0]
+            self._outage = (since, time.monotonic(), str(e))
+            if first:
+                self.log.warning("Rucio status refresh failed (%s); serving the last status until Rucio answers", e)
+            raise
+        if self._outage is not None:
+            self.log.info("Rucio answers again (the status was stale since %s UTC)", f"{self._outage[0]:%H:%M:%S}")
+            self._outage = None
+        return requests
+
+    @property
+    def status_notice(self) -> str:
+        """Why the status shown is not fresh, while Rucio does not answer ("" when it is fresh)."""
+        if self._outage is None or self._snapshot is None:
+            return ""
+        reason = self._outage[2].removesuffix("; try again later")
+        as_of = utcnow_datetime() - datetime.timedelta(seconds=time.monotonic() - self._snapshot[0])
+        return (
+            f"Status as of {as_of:%H:%M:%S} UTC, not updated since {self._outage[0]:%H:%M:%S} UTC: {reason}. "
+            "Your requests are kept by Rucio and go on; this updates by itself once Rucio answers again."
+        )
+
+    def _stale(self, requests: dict[str, StageRequest]) -> dict[str, StageRequest]:
+        notice = self.status_notice
+        return {key: replace(r, notice=notice) for key, r in requests.items()}
+
     async def _requests(self, max_age: float | None = None) -> dict[str, StageRequest]:
-        """The shared snapshot, refreshed when older than allowed (one refresh at a time)."""
+        """The shared snapshot, refreshed when older than allowed (one refresh at a time).
+
+        While Rucio does not answer, the last snapshot is served with a notice that says so
+        (:attr:`status_notice`) at once, and Rucio is asked again in the background at most every
+        ``max_age``: a request is never reported lost or failed because Rucio is down, and a hung
+        Rucio does not hold every status call for its timeout. Without a snapshot (a server
+        started during the outage) the error itself is raised.
+        """
         if self._snapshot is not None:
             taken, requests = self._snapshot
             if max_age is None:
@@ -737,10 +795,27 @@ class RucioCatalog(CatalogBackend):
                 max_age = self.status_refresh_seconds if busy else self.idle_refresh_seconds
             if time.monotonic() - taken < max_age:
                 return requests
+            if self._outage is not None:  # try again in the background, at most every max_age
+                if self._refreshing is None and time.monotonic() - self._outage[1] >= max_age:
+                    self._start_refresh()
+                return self._stale(requests)
+        try:
+            return await asyncio.shield(self._start_refresh())
+        except CatalogError:
+            if self._snapshot is None:
+                raise
+            return self._stale(self._snapshot[1])
+
+    def _start_refresh(self) -> asyncio.Future:
         if self._refreshing is None:
-            self._refreshing = asyncio.ensure_future(self._refresh())
-            self._refreshing.add_done_callback(lambda _: setattr(self, "_refreshing", None))
-        return await asyncio.shield(self._refreshing)
+            self._refreshing = asyncio.ensure_future(self._refresh_noting_outages())
+            self._refreshing.add_done_callback(self._refresh_done)
+        return self._refreshing
+
+    def _refresh_done(self, future: asyncio.Future) -> None:
+        self._refreshing = None
+        if not future.cancelled():
+            future.exception()  # retrieved here: a refresh nobody awaits is not an "unretrieved" error
 
     async def _status(self) -> list[StageRequest]:
         return sorted((await self._requests()).values(), key=lambda r: r.created_at or "")
@@ -749,6 +824,11 @@ class RucioCatalog(CatalogBackend):
         found = (await self._requests()).get(request_id)
         if found is None:  # made since the snapshot (e.g. by another kernel)? look once more
             found = (await self._requests(max_age=1.0)).get(request_id)
+        if found is None and self._outage is not None:
+            # not in a stale snapshot: unknown, not "no such request"
+            raise BackendUnavailable(
+                f"request {request_id} is not in the last status Rucio gave ({self._outage[2]})"
+            )
         return found
 
     async def _stage(self, scope: str, name: str) -> StageRequest | None:

@@ -381,3 +381,33 @@ def test_a_real_hub_answers_while_its_provider_hangs(hanging, tmp_path):
         assert first.status_code == 503 and "identity provider cannot be reached" in first.text
         again = requests.get(f"{hub.url}/hub/oauth_login", timeout=30)
         assert again.status_code == 503 and len(hanging.connections) == 1
+
+
+@pytest.fixture(params=["refused", "http-500"])
+def provider_fault(request):
+    """A provider whose token and userinfo endpoints refuse connections or answer HTTP 500."""
+    from sgtest.fault_proxy import FaultProxy
+
+    with FaultProxy("http://127.0.0.1:9") as proxy:
+        proxy.down() if request.param == "refused" else proxy.http_error(500)
+        yield request.param, proxy
+
+
+async def test_a_provider_down_across_a_refresh_keeps_the_user_and_the_tokens(provider_fault, caplog):
+    """Before: oauthenticator's userinfo call raised (the hub then treated the user as logged out
+    on every request) or its refresh asked for a fresh login; now the tokens stay, with a warning."""
+    kind, proxy = provider_fault
+    a = checkin(token_url=f"{proxy.url}/token", userdata_url=f"{proxy.url}/userinfo", access_token_refresh_margin=60)
+    state = {"access_token": "expired-access", "refresh_token": "the-refresh-token", "expires_at": 1,
+             "token_response": {"access_token": "expired-access", "token_type": "Bearer"}}
+    user = FakeUser(state)
+    caplog.set_level("DEBUG")
+    assert await a.refresh_user(user) is True
+    assert await a.refresh_user(user) is True
+    assert user.auth_state["refresh_token"] == "the-refresh-token"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "did not answer" in r.getMessage()]
+    assert len(warnings) == 1 and "stays logged in" in warnings[0], warnings  # once per outage
+    assert ("ConnectionRefusedError" if kind == "refused" else "HTTP 500") in warnings[0]
+    assert not [r for r in caplog.records if "the-refresh-token" in r.getMessage()]
+    if kind == "http-500":
+        assert proxy.counts["errors_answered"] >= 2  # the provider was asked each time

@@ -17,14 +17,13 @@ import json
 import re
 import stat
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from sgtest import oidc
 from sgtest.browser import chromium_page, screenshot
-from sgtest.hub import RunningHub, wait_for
+from sgtest.hub import RunningHub, server_environ, wait_for
 from sgtest.kernel import RemoteKernel
 
 pytestmark = [pytest.mark.oidc, pytest.mark.hub, pytest.mark.browser]
@@ -207,9 +206,7 @@ async def test_a_kernel_finds_a_fresh_token_through_bearer_token_file(gateway):
 def server_api_token(gateway, user):
     """The API token the hub gave ``user``'s running server (from its process environment)."""
     model = gateway.user(gateway.name(user))
-    pid = model["servers"][""]["state"]["pid"]
-    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(e.decode().split("=", 1) for e in environ if b"=" in e)["JUPYTERHUB_API_TOKEN"]
+    return server_environ(model["servers"][""]["state"]["pid"])["JUPYTERHUB_API_TOKEN"]
 
 
 def test_a_server_gets_its_users_access_token_and_nothing_more(gateway):

@@ -198,3 +198,35 @@ def test_keeper_stays_off_outside_a_hub(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     k = TokenKeeper(token_file=str(tmp_path / "bt"))
     assert k.start() is False
+
+
+async def test_an_unrefreshed_token_stays_in_the_file_with_one_warning_then_the_fresh_one(fake_hub, tmp_path, caplog,
+                                                                                          monkeypatch):
+    """The identity provider down across a refresh: the hub hands back the token it has, which
+    expires; the keeper keeps it (never an older one), says so once, and writes the fresh one."""
+    no_token_file_env(monkeypatch)
+    now = tokens.utcnow()
+    fake_hub.answers = [
+        {"access_token": "access-held", "expires_at": now + 0.3},
+        *[{"access_token": "access-held", "expires_at": now + 0.3}] * 6,
+        {"access_token": "access-older", "expires_at": now - 100},
+        {"access_token": "access-held", "expires_at": now + 0.3},
+    ]
+    k = keeper(fake_hub, tmp_path, min_interval=0.1, refresh_margin=0.1)
+    caplog.set_level("DEBUG")
+    assert k.describe()["state"] == "off"
+    assert k.start() is True
+    try:
+        await async_wait_for(lambda: "could not refresh" in k.describe()["message"], 10, interval=0.02,
+                             what="the keeper to say the token could not be refreshed")
+        assert k.describe()["state"] == "stale" and "access-" not in json.dumps(k.describe())
+        await async_wait_for(lambda: not fake_hub.answers, 20, interval=0.02, what="the hub's answers")
+        assert k.paths[0].read_text() == "access-held"  # never the older one
+        await async_wait_for(lambda: k.describe()["state"] == "fresh", 10, interval=0.02, what="a fresh token")
+        assert k.paths[0].read_text().startswith("access-") and k.paths[0].read_text() != "access-held"
+    finally:
+        await k.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == k.log.name]
+    assert len(warnings) == 1 and "could not refresh" in warnings[0], warnings
+    assert any("fresh again" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if "access-" in r.getMessage()]

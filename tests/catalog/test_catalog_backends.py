@@ -1,5 +1,6 @@
 """Pure builders of the catalogue backends, and the demo backend's stage-in, with plain asserts."""
 
+import asyncio
 import datetime
 import os
 
@@ -405,11 +406,13 @@ _rx = rucio_exception
         (_rx("InvalidReplicationRule", "bad"), 409, "refused the replication rule"),
         (_rx("Duplicate", "exists"), 409, "already has this"),
         (_rx("ServiceUnavailable", "maintenance"), 503, "try again later"),
+        (_rx("RucioException", "no error information passed (http status code: 500)"), 503, "with HTTP 500"),
         (_rx("UnsupportedOperation", "x" * 100000), 502, "the catalogue answered list files with UnsupportedOperation"),
         (KeyError("bytes"), 502, "did not understand (KeyError)"),
     ],
     ids=["access-denied", "scope-access-denied", "cannot-authenticate", "rse-not-found", "rule-not-found",
-         "invalid-rule", "duplicate", "service-unavailable", "unexpected-rucio-error", "unexpected-error"],
+         "invalid-rule", "duplicate", "service-unavailable", "bare-http-500", "unexpected-rucio-error",
+         "unexpected-error"],
 )
 async def test_rucio_errors_become_catalogue_errors_with_a_status(tmp_path, error, status, words):
     from science_gateway.core.catalog import CatalogError
@@ -496,3 +499,93 @@ async def test_rucio_local_path_checks_run_off_the_event_loop(tmp_path, monkeypa
     assert request.files_total == 3 and request.paths == []
     assert {kind for kind, _ in seen} == {"exists", "realpath"}
     assert loop_thread not in {thread for _, thread in seen}
+
+
+# -- Rucio failing after a status was known: the last status with a notice, nothing lost --------
+
+
+def _rule(rule_id, updated_minute, state="REPLICATING"):
+    return {"id": rule_id, "scope": "astro", "name": f"ds-{rule_id}", "state": state, "locks_ok_cnt": 1,
+            "locks_replicating_cnt": 1, "locks_stuck_cnt": 0, "account": "alice",
+            "updated_at": datetime.datetime(2026, 1, 1, 12, updated_minute), "created_at": None, "expires_at": None}
+
+
+async def test_a_failing_rucio_serves_the_last_status_with_a_notice(tmp_path):
+    """Before: every status call while Rucio failed was an error, and a kernel's wait() ended."""
+    from science_gateway.core.catalog import BackendUnavailable
+
+    catalog = _rucio(tmp_path, _rx("ServerConnectionException"), status_refresh_seconds=0)
+    try:
+        with pytest.raises(BackendUnavailable):  # nothing known yet: the error itself
+            await catalog.status()
+        known = StageRequest(id="r1", did="astro:ds", state=IN_PROGRESS, files_total=2, files_done=1, files_in_flight=1)
+        catalog._snapshot = (0.0, {"r1": known})
+        for _ in range(2):
+            [current] = await catalog.status()
+            assert (current.id, current.state, current.files_done) == ("r1", IN_PROGRESS, 1)
+            assert "not updated since" in current.notice and "cannot reach Rucio" in current.notice
+            assert current.notice == catalog.status_notice
+        assert (await catalog.get_request("r1")).notice == current.notice
+        with pytest.raises(BackendUnavailable, match="not in the last status"):
+            await catalog.get_request("r2")  # unknown now, not "no such request"
+    finally:
+        await catalog.close()
+
+
+async def test_a_refresh_that_fails_half_way_keeps_the_watermark(tmp_path, monkeypatch):
+    """Before: the rules read before the failure moved the watermark, so the incremental refresh
+    after the outage skipped the rules updated earlier than them (until the next full listing)."""
+    from science_gateway.core.catalog import BackendUnavailable
+
+    catalog = _rucio(tmp_path, KeyError("no call expected"))
+    catalog._watermark = datetime.datetime(2026, 1, 1, 11, 0)
+    catalog._snapshot, catalog._last_full = (0.0, {}), 10.0 ** 12  # incremental refreshes only
+    rules = [_rule("late", 30), _rule("early", 5)]
+
+    async def call(what, fn, *args, **kwargs):
+        return rules
+
+    async def from_rule(rule):
+        if rule["id"] == "early":
+            raise BackendUnavailable("cannot reach Rucio")
+        return StageRequest(id=rule["id"], did="astro:x", state=IN_PROGRESS)
+
+    monkeypatch.setattr(catalog, "_call", call)
+    monkeypatch.setattr(catalog, "_request_from_rule", from_rule)
+    try:
+        with pytest.raises(BackendUnavailable):
+            await catalog._refresh()
+        assert catalog._watermark == datetime.datetime(2026, 1, 1, 11, 0)
+    finally:
+        await catalog.close()
+
+
+async def test_a_hung_rucio_holds_only_the_first_status_call_for_its_timeout(tmp_path):
+    """While a refresh hangs in the background, status answers from the last snapshot at once."""
+    import threading
+
+    released = threading.Event()
+    catalog = _rucio(tmp_path, KeyError("unused"), status_refresh_seconds=0, timeout=0.2)
+
+    class HangingClient:
+        headers = {}
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: released.wait(30)
+
+    catalog._new_client = HangingClient
+    known = StageRequest(id="r1", did="astro:ds", state=IN_PROGRESS, files_total=2, files_done=1, files_in_flight=1)
+    catalog._snapshot = (0.0, {"r1": known})
+    try:
+        [first] = await catalog.status()  # waited for the timeout, then the last status
+        assert "did not answer within" in first.notice
+        catalog.timeout = 30  # the next background refresh hangs for as long as the client does
+        [second] = await catalog.status()  # starts it, answers at once
+        [third] = await catalog.status()
+        assert catalog._refreshing is not None and not catalog._refreshing.done()
+        assert second.files_done == third.files_done == 1 and third.notice
+    finally:
+        released.set()
+        if catalog._refreshing is not None:
+            await asyncio.wait([catalog._refreshing], timeout=10)
+        await catalog.close()

@@ -27,20 +27,7 @@ def admin(env):
     return rt.client(env)
 
 
-def backend_config(env, user="alice"):
-    other = user != env["RUCIO_USER"]
-    return {
-        "rucio_host": env["RUCIO_URL"],
-        "auth_type": "userpass",
-        "account": env["RUCIO_OTHER_ACCOUNT"] if other else env["RUCIO_ACCOUNT"],
-        "password": env["RUCIO_OTHER_PASSWORD"] if other else env["RUCIO_PASSWORD"],
-        "rse": env["RUCIO_DISK_RSE"],
-        "mount_path": env["RUCIO_MOUNT_PATH"],
-        "allowed_scopes": env["RUCIO_SCOPES"].split(","),
-        "status_refresh_seconds": 0,
-        "idle_refresh_seconds": 0,
-        "rule_lifetime": 3600,
-    }
+backend_config = rt.backend_config
 
 
 @pytest.fixture

@@ -147,3 +147,50 @@ def test_logging_basic_config_is_caught_and_undone():
         assert handler not in logging.getLogger().handlers
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+def test_the_fault_proxy_forwards_fails_refuses_hangs_and_cuts_kept_alive_connections():
+    import http.server
+    import threading
+
+    import requests
+
+    from sgtest.fault_proxy import FaultProxy
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b"upstream"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with FaultProxy(upstream) as proxy, requests.Session() as kept_alive:
+            assert proxy.route(f"{upstream}/a?b=1") == f"{proxy.url}/a?b=1"
+            assert kept_alive.get(proxy.url, timeout=5).text == "upstream"
+            proxy.http_error(500)
+            r = kept_alive.get(proxy.url, timeout=5)  # the kept-alive connection meets the fault too
+            assert r.status_code == 500 and "<h1>Internal Server Error</h1>" in r.text
+            proxy.down()
+            with pytest.raises(requests.ConnectionError):
+                requests.get(proxy.url, timeout=5)
+            proxy.hang()
+            with pytest.raises(requests.Timeout):
+                requests.get(proxy.url, timeout=0.5)
+            proxy.pass_through()
+            assert requests.get(proxy.url, timeout=5).text == "upstream"
+            assert proxy.counts["pass"] >= 2 and proxy.counts["errors_answered"] == 1 and proxy.counts["hang"] == 1
+            with pytest.raises(ValueError, match="not on the proxied service"):
+                proxy.route("http://elsewhere.invalid/x")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -170,6 +170,13 @@ class RunningHub:
         self.stop()
 
 
+def server_environ(pid: int) -> dict[str, str]:
+    """The environment of a running local process (a user's server: its pid is in the hub's
+    server model, ``servers[""]["state"]["pid"]``), e.g. the API token the hub gave it."""
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+
+
 class HubSession:
     """A person with a cookie jar, using the hub as a browser would (form login, redirects)."""
 

@@ -26,6 +26,7 @@ import pytest
 
 from science_gateway.core.presets import worker_job_name  # noqa: E402
 from sgtest import rucio_transfers as rt  # noqa: E402
+from sgtest.rucio_transfers import rucio  # noqa: E402,F401 (a fixture the real-stack modules import)
 from sgtest.hub import HubSession, RunningHub, wait_for  # noqa: E402
 from sgtest.notebooks import EXAMPLES  # noqa: E402
 from sgtest.slurm import POLICY, USERS, SlurmFixture  # noqa: E402
@@ -38,12 +39,6 @@ N_FILES = 3
 #: each file: a ``time,flux`` header, then 50 rows ``i,i*i`` (sgtest.rucio_transfers.make_dataset)
 ROWS = 50
 FLUX_MEAN = sum(i * i for i in range(ROWS)) / ROWS
-
-
-@pytest.fixture(scope="module")
-def rucio(tmp_path_factory):
-    with rt.private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
-        yield rt.rucio_env()
 
 
 @pytest.fixture(scope="module")
@@ -91,24 +86,11 @@ def hub_config(slurm, rucio, dataset, state_dir) -> dict:
     }
     scopes = [dataset.split(":", 1)[0], *rucio["RUCIO_SCOPES"].split(",")]
     # the user's server: the Rucio backend (settings as arguments, the secret in the environment)
+    args, environment = rt.server_settings(rucio, scopes)
     config["Spawner"] = {
         **config["Spawner"],
-        "args": [
-            "--GatewayExtension.catalog_class=science_gateway.jupyter_ext.catalog.rucio.RucioCatalog",
-            f"--RucioCatalog.rucio_host={rucio['RUCIO_URL']}",
-            f"--RucioCatalog.auth_host={rucio['RUCIO_AUTH_URL']}",
-            "--RucioCatalog.auth_type=userpass",
-            f"--RucioCatalog.rse={rucio['RUCIO_DISK_RSE']}",
-            f"--RucioCatalog.mount_path={rucio['RUCIO_MOUNT_PATH']}",
-            *(f"--RucioCatalog.allowed_scopes={scope}" for scope in scopes),
-            "--RucioCatalog.rule_lifetime=3600",
-            "--RucioCatalog.status_refresh_seconds=1",
-        ],
-        "environment": {
-            "SCIENCE_GATEWAY_STATE_DIR": str(state_dir),
-            "RUCIO_ACCOUNT": rucio["RUCIO_ACCOUNT"],
-            "RUCIO_PASSWORD": rucio["RUCIO_PASSWORD"],
-        },
+        "args": args,
+        "environment": {"SCIENCE_GATEWAY_STATE_DIR": str(state_dir), **environment},
     }
     return config
 

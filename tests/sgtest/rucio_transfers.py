@@ -60,6 +60,14 @@ def private_token_dir(path: Path) -> Iterator[Path]:
         yield Path(path)
 
 
+@pytest.fixture(scope="module")
+def rucio(tmp_path_factory):
+    """The running Rucio's facts (:func:`rucio_env`), with a rucio-clients token cache of the
+    module's own; a module uses it by importing it (``from sgtest.rucio_transfers import rucio``)."""
+    with private_token_dir(tmp_path_factory.mktemp("rucio-tokens")):
+        yield rucio_env()
+
+
 def client(env: dict, account: str = "root", password: str | None = None):
     from rucio.client import Client
 
@@ -68,6 +76,43 @@ def client(env: dict, account: str = "root", password: str | None = None):
         rucio_host=env["RUCIO_URL"], auth_host=env["RUCIO_AUTH_URL"], account=account,
         auth_type="userpass", creds={"username": account, "password": password},
     )
+
+
+def backend_config(env: dict, user: str = "alice", **traits) -> dict:
+    """``RucioCatalog`` traits for ``user`` (the test account, or the other one) on the running
+    Rucio: userpass, the disk RSE and its mount, every status call asking Rucio; ``traits`` override."""
+    other = user != env["RUCIO_USER"]
+    return {
+        "rucio_host": env["RUCIO_URL"],
+        "auth_type": "userpass",
+        "account": env["RUCIO_OTHER_ACCOUNT"] if other else env["RUCIO_ACCOUNT"],
+        "password": env["RUCIO_OTHER_PASSWORD"] if other else env["RUCIO_PASSWORD"],
+        "rse": env["RUCIO_DISK_RSE"],
+        "mount_path": env["RUCIO_MOUNT_PATH"],
+        "allowed_scopes": env["RUCIO_SCOPES"].split(","),
+        "status_refresh_seconds": 0,
+        "idle_refresh_seconds": 0,
+        "rule_lifetime": 3600,
+        **traits,
+    }
+
+
+def server_settings(env: dict, scopes: list[str] | None = None, **traits) -> tuple[list[str], dict[str, str]]:
+    """``(Spawner.args, Spawner.environment)`` that give a hub-spawned user's server the Rucio
+    backend on the running Rucio, as docs/catalog.md describes: the settings as arguments, the
+    account and its password in the environment (read by ``RucioCatalog``); ``traits`` add or
+    override ``--RucioCatalog.<name>=<value>`` arguments."""
+    settings = {
+        "rucio_host": env["RUCIO_URL"], "auth_host": env["RUCIO_AUTH_URL"], "auth_type": "userpass",
+        "rse": env["RUCIO_DISK_RSE"], "mount_path": env["RUCIO_MOUNT_PATH"], "rule_lifetime": 3600,
+        "status_refresh_seconds": 1, **traits,
+    }
+    args = [
+        "--GatewayExtension.catalog_class=science_gateway.jupyter_ext.catalog.rucio.RucioCatalog",
+        *(f"--RucioCatalog.{name}={value}" for name, value in settings.items()),
+        *(f"--RucioCatalog.allowed_scopes={scope}" for scope in (scopes or env["RUCIO_SCOPES"].split(","))),
+    ]
+    return args, {"RUCIO_ACCOUNT": env["RUCIO_ACCOUNT"], "RUCIO_PASSWORD": env["RUCIO_PASSWORD"]}
 
 
 def _file_bytes(scope: str, name: str, header: str = "") -> bytes:
@@ -104,6 +149,24 @@ def make_dataset(admin, env: dict, n_files: int = 4, missing_files: tuple[int, .
     admin.close(scope, name)
     admin.add_replication_rule([{"scope": scope, "name": name}], 1, tape, comment="archive")
     return f"{scope}:{name}"
+
+
+def staged_in_progress(admin, env: dict, catalog, n_files: int = 4, attempts: int = 3):
+    """``(did, request)``: a fresh dataset staged through ``catalog`` (the Python API, a
+    ``science_gateway.catalog.Catalog``), its status still in progress when this returns.
+
+    Other tests run transfer rounds on the same shared Rucio, and a round copies every pending
+    rule's files: when one finished this request between the stage and the status call, it is
+    cancelled and another dataset staged.
+    """
+    for _ in range(attempts):
+        did = make_dataset(admin, env, n_files=n_files)
+        request = catalog.stage(did)
+        current = catalog.status(request)
+        if current.state == "in_progress":
+            return did, current
+        catalog.cancel(request)
+    raise RuntimeError(f"{attempts} fresh stage-in requests were all finished at once by other transfer rounds")
 
 
 async def transfer_round(env: dict, cycles: int = 1, bulk: int = 1000) -> None:
