@@ -12,7 +12,8 @@ Then, in rounds (the variants' order alternating), a probe process drives each l
 request's latency: the bare server; ours idle; ours while a load process (its own process) keeps
 one user's heavy calls running back to back: a search paging through the 100,000 datasets 50 at
 a time (details on, so every page is 3 Rucio calls, deeper pages longer ``list_dids`` answers),
-the file list of the 100,000-file dataset, and the status of the 20 requests.
+the file list of the 100,000-file dataset paged 500 at a time (``--load ...,files-all``: the
+whole list at once, over and over), and the status of the 20 requests.
 
 ``--debug-loop SECONDS`` runs ours with asyncio debug mode and that slow-callback threshold and
 prints what asyncio reported (what blocked the event loop); debug mode slows everything, so its
@@ -115,11 +116,14 @@ async def probe(port: int, route: str, seconds: float, concurrency: int) -> dict
 
 
 LOAD_KINDS = ("search", "files", "status")
+#: all kinds: ``files-all`` asks for the whole 100,000-file list at once, back to back (the worst
+#: case; ``files`` pages through it 500 at a time, as a client should)
+ALL_KINDS = LOAD_KINDS + ("files-all",)
 
 
 async def heavy_load(port: int, seconds: float, kinds=LOAD_KINDS) -> dict:
     """One user's heavy calls, each kind back to back: search pages, the big file list, status."""
-    done = {"search_pages": 0, "file_lists": 0, "status": 0, "errors": 0, "deepest_offset": 0}
+    done = {"search_pages": 0, "file_pages": 0, "file_lists": 0, "status": 0, "errors": 0, "deepest_offset": 0}
     deadline = time.monotonic() + seconds
 
     async def pager():
@@ -137,13 +141,25 @@ async def heavy_load(port: int, seconds: float, kinds=LOAD_KINDS) -> dict:
             if offset >= 10_000:  # RucioCatalog.max_search_offset: start again
                 page = None
 
+    async def file_pager():
+        conn, page = Connection(port), None
+        while time.monotonic() < deadline:
+            status, body = await conn.get(FILES + "?limit=500" + (f"&page={page}" if page else ""))
+            if status != 200:
+                done["errors"] += 1
+                page = None
+                continue
+            done["file_pages"] += 1
+            page = json.loads(body)["next"]
+
     async def repeat(path, key):
         conn = Connection(port)
         while time.monotonic() < deadline:
             status, _ = await conn.get(path)
             done[key if status == 200 else "errors"] += 1
 
-    jobs = {"search": pager, "files": lambda: repeat(FILES, "file_lists"), "status": lambda: repeat(STATUS, "status")}
+    jobs = {"search": pager, "files": file_pager, "files-all": lambda: repeat(FILES, "file_lists"),
+            "status": lambda: repeat(STATUS, "status")}
     await asyncio.gather(*(jobs[kind]() for kind in kinds))
     return done
 
@@ -185,7 +201,7 @@ def main(argv=None):
     parser.add_argument("--debug-loop", type=float, default=None, metavar="SECONDS",
                         help="run ours with asyncio debug mode and this slow-callback threshold")
     parser.add_argument("--load", default=",".join(LOAD_KINDS), type=lambda text: text.split(","),
-                        help="the heavy calls to run, comma-separated (default: all of %(default)s)")
+                        help=f"the heavy calls to run, comma-separated, of {', '.join(ALL_KINDS)} (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="write every window's figures here")
     args = parser.parse_args(argv)
 

@@ -191,10 +191,14 @@ class DatasetFilesHandler(GatewayHandler):
     @web.authenticated
     @authorized
     async def get(self, did):
-        found = await self.call(self.catalog.list_files, did)
+        found = await self.call(
+            self.catalog.list_files_page, did,
+            limit=self.get_query_argument("limit", None), page=self.get_query_argument("page", None),
+        )
         if found is None:
             self.no_dataset(did)
-        await self.write_json_list({"did": did}, "files", found)
+        files, next_page = found
+        await self.write_json_list({"did": did, "next": next_page}, "files", files)
 
 
 @functools.lru_cache(maxsize=4)
