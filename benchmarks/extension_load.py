@@ -150,7 +150,7 @@ async def heavy_load(port: int, seconds: float, kinds=LOAD_KINDS) -> dict:
                 page = None
                 continue
             done["file_pages"] += 1
-            page = json.loads(body)["next"]
+            page = json.loads(body).get("next")  # (a server without paging answers every file, no "next")
 
     async def repeat(path, key):
         conn = Connection(port)
@@ -236,22 +236,25 @@ def main(argv=None):
         variants = [("bare", bare_port, False), ("ours idle", ours_port, False), ("ours under load", ours_port, True)]
         for round_no in range(args.rounds):
             order = variants if round_no % 2 == 0 else variants[::-1]
-            for name, port, loaded in order:
-                routes = COMMON_ROUTES + ([] if name == "bare" else GATEWAY_ROUTES)
-                load = None
-                if loaded:
-                    load = run_child("_load", port, args.seconds * len(routes) + 2, ",".join(args.load))
-                    time.sleep(1.0)
-                for route in routes:
-                    child = run_child("_probe", port, route, args.seconds, args.concurrency)
-                    out = json.loads(child.communicate()[0])
-                    results.append({"round": round_no, "variant": name, "route": route, **out})
-                    print(f"round {round_no} {name:16s} {route:28s} {out['rps']:7.0f} req/s  p50 {out['p50_ms']:6.1f} ms"
-                          f"  p99 {out['p99_ms']:6.1f} ms  errors {out['errors']}", flush=True)
-                if load is not None:
-                    heavy = json.loads(load.communicate()[0])
-                    results.append({"round": round_no, "variant": name, "route": "(load)", **heavy})
-                    print(f"round {round_no} {name:16s} load: {heavy}", flush=True)
+            # route by route, the three variants' windows one after another: the machine's other
+            # load (this is a shared machine) changes less between the windows compared
+            for route in COMMON_ROUTES + GATEWAY_ROUTES:
+                for name, port, loaded in order:
+                    probed = route if name != "bare" or route in COMMON_ROUTES else "/api/status"
+                    load = run_child("_load", port, args.seconds + 1.5, ",".join(args.load)) if loaded else None
+                    if load is not None:
+                        time.sleep(1.0)
+                    out = json.loads(run_child("_probe", port, probed, args.seconds, args.concurrency).communicate()[0])
+                    load_average = os.getloadavg()[0]
+                    results.append({"round": round_no, "variant": name, "route": route, "probed": probed,
+                                    "loadavg": load_average, **out})
+                    line = (f"round {round_no} {route:26s} {name:16s} {out['rps']:7.0f} req/s  p50 {out['p50_ms']:6.1f} ms"
+                            f"  p99 {out['p99_ms']:6.1f} ms  errors {out['errors']}  (load average {load_average:.1f})")
+                    if load is not None:
+                        heavy = json.loads(load.communicate()[0])
+                        results[-1]["load"] = heavy
+                        line += "\n" + " " * 8 + "load: " + ", ".join(f"{k} {v}" for k, v in heavy.items())
+                    print(line, flush=True)
         report(results)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
@@ -267,19 +270,25 @@ def main(argv=None):
 
 
 def report(results: list[dict]) -> None:
-    def med(variant, route, key):
-        values = [r[key] for r in results if r["variant"] == variant and r["route"] == route and r.get(key) is not None]
-        return statistics.median(values) if values else None
+    """Per route: the median over rounds of each variant's figures, and of the ratio of ours under
+    load to the bare server within each round (the bare server's /api/status for our own routes)."""
+    def of(variant, route, round_no=None):
+        return [r for r in results if r["variant"] == variant and r["route"] == route
+                and (round_no is None or r["round"] == round_no)]
 
-    print("\nmedians over rounds (throughput ratio against the bare server's same route; gateway routes against bare /api/status)")
-    print(f"{'route':28s} {'bare req/s':>10s} {'idle req/s':>10s} {'load req/s':>10s} {'load/bare':>9s}"
-          f" {'p50 bare/idle/load ms':>24s} {'p99 bare/idle/load ms':>24s}")
+    def med(variant, route, key):
+        return statistics.median(r[key] for r in of(variant, route))
+
+    print("\nmedians over rounds; load/bare: the median of each round's ratio (gateway routes: against bare /api/status)")
+    print(f"{'route':26s} {'bare req/s':>10s} {'idle req/s':>10s} {'load req/s':>10s} {'load/bare':>9s}"
+          f" {'p50 ms bare/idle/load':>22s} {'p99 ms bare/idle/load':>22s}")
+    rounds = sorted({r["round"] for r in results})
     for route in COMMON_ROUTES + GATEWAY_ROUTES:
-        peer = route if route in COMMON_ROUTES else "/api/status"
-        bare, idle, load = med("bare", peer, "rps"), med("ours idle", route, "rps"), med("ours under load", route, "rps")
-        p50 = "/".join(f"{v:.1f}" for v in (med("bare", peer, "p50_ms"), med("ours idle", route, "p50_ms"), med("ours under load", route, "p50_ms")))
-        p99 = "/".join(f"{v:.1f}" for v in (med("bare", peer, "p99_ms"), med("ours idle", route, "p99_ms"), med("ours under load", route, "p99_ms")))
-        print(f"{route:28s} {bare:10.0f} {idle:10.0f} {load:10.0f} {load / bare:9.2f} {p50:>24s} {p99:>24s}")
+        ratio = statistics.median(of("ours under load", route, n)[0]["rps"] / of("bare", route, n)[0]["rps"] for n in rounds)
+        p50 = "/".join(f"{med(v, route, 'p50_ms'):.1f}" for v in ("bare", "ours idle", "ours under load"))
+        p99 = "/".join(f"{med(v, route, 'p99_ms'):.1f}" for v in ("bare", "ours idle", "ours under load"))
+        print(f"{route:26s} {med('bare', route, 'rps'):10.0f} {med('ours idle', route, 'rps'):10.0f}"
+              f" {med('ours under load', route, 'rps'):10.0f} {ratio:9.2f} {p50:>22s} {p99:>22s}")
 
 
 def slow_callbacks(log: Path) -> None:

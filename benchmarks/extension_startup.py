@@ -10,6 +10,9 @@ then ours first), ``--starts`` of each; the median and each start are reported.
 
     python benchmarks/extension_startup.py --starts 10
     python benchmarks/extension_startup.py --starts 3 --importtime   # where ours spends its start
+
+After the starts it times the extension's own steps in-process (``--steps N`` processes): the
+import of its modules, the settings check, the catalogue, the examples copy.
 """
 
 from __future__ import annotations
@@ -75,6 +78,40 @@ def start_once(work: Path, name: str, gateway: bool, port: int, hub_url: str, im
     return answered - started
 
 
+#: in a child process: what the extension itself does at start, step by step, after the imports a
+#: bare server makes anyway (printed as JSON, milliseconds)
+OWN_STEPS = """
+import json, os, tempfile, time
+import jupyter_server.serverapp, jupyterlab, jupyter_server_proxy  # a bare server imports these too
+t = [time.perf_counter()]
+from science_gateway.core.typed import check_settings
+from science_gateway.jupyter_ext.app import GatewayExtension
+from science_gateway.jupyter_ext.tokens import TokenKeeper
+t.append(time.perf_counter())
+ext = GatewayExtension()
+check_settings(ext.config, (type(ext), ext.catalog_class, TokenKeeper), "bench")
+t.append(time.perf_counter())
+ext.catalog.display_name
+t.append(time.perf_counter())
+home = tempfile.mkdtemp()
+ext.copy_examples(home)
+t.append(time.perf_counter())
+assert os.path.isdir(os.path.join(home, "examples"))
+steps = ("import", "settings check", "catalogue", "examples copy")
+print(json.dumps({k: (b - a) * 1000 for k, a, b in zip(steps, t, t[1:])}))
+"""
+
+
+def own_steps(runs: int) -> None:
+    """The median time of each of the extension's own start-up steps, over ``runs`` processes."""
+    found = [json.loads(subprocess.run([sys.executable, "-c", OWN_STEPS], capture_output=True, text=True, check=True).stdout)
+             for _ in range(runs)]
+    print(f"\nthe extension's own steps, median of {runs} processes (ms):")
+    for step in found[0]:
+        print(f"  {step:16s} {statistics.median(f[step] for f in found):7.1f}")
+    print(f"  {'total':16s} {statistics.median(sum(f.values()) for f in found):7.1f}")
+
+
 def import_costs(work: Path) -> None:
     """The slowest imports of ours that the bare server does not make (from ``-X importtime``)."""
     costs = {}
@@ -94,6 +131,8 @@ def main(argv=None):
     parser.add_argument("--starts", type=int, default=10, help="starts of each variant")
     parser.add_argument("--port", type=int, default=21110)
     parser.add_argument("--importtime", action="store_true", help="run with -X importtime and list ours' extra imports")
+    parser.add_argument("--steps", type=int, default=10, metavar="N",
+                        help="then time the extension's own start-up steps in N processes (0: skip)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
@@ -112,12 +151,16 @@ def main(argv=None):
     finally:
         hub.shutdown()
     bare, ours = statistics.median(times["bare"]), statistics.median(times["ours"])
-    print(f"\nmedian of {args.starts}: bare {bare:.3f} s, ours {ours:.3f} s, ours/bare {ours / bare:.3f}")
+    pairs = statistics.median(o / b for o, b in zip(times["ours"], times["bare"]))
+    print(f"\nmedian of {args.starts}: bare {bare:.3f} s, ours {ours:.3f} s, ours/bare {ours / bare:.3f}"
+          f" (median of the {args.starts} side-by-side pairs' ratios: {pairs:.3f})")
     print("bare:", ", ".join(f"{t:.2f}" for t in times["bare"]))
     print("ours:", ", ".join(f"{t:.2f}" for t in times["ours"]))
     print(f"token fetches by ours' token keeper: {FakeHubToken.fetched}")
     if args.importtime:
         import_costs(work)
+    if args.steps:
+        own_steps(args.steps)
     if args.json:
         args.json.write_text(json.dumps(times, indent=1))
     print(f"logs: {work}")
