@@ -37,8 +37,6 @@ def unknown_settings(config, cls) -> list[str]:
     traitlets only warns about such keys and goes on with the default, so a misspelt setting would
     silently do nothing; callers turn a non-empty answer into a start-up error.
     """
-    import difflib
-
     from traitlets.config import Configurable
 
     found = []
@@ -52,6 +50,8 @@ def unknown_settings(config, cls) -> list[str]:
             continue
         known = set(klass.class_trait_names(config=True))
         for key in sorted(k for k in section.keys() if k not in known and not k[:1].isupper()):
+            import difflib  # only when there is a typo to explain (a server's start-up pays nothing)
+
             near = difflib.get_close_matches(key, sorted(known), n=1)
             found.append(f"{klass.__name__}.{key}" + (f" (did you mean {near[0]}?)" if near else ""))
     return found

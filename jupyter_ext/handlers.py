@@ -5,16 +5,19 @@ All subclass jupyter_server's ``APIHandler``, so every error has one JSON shape
 The routes are described in ``openapi.yaml`` next to this module (a test keeps them in step).
 """
 
+import asyncio
+import functools
 import json
 import os
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from tornado import web
+from tornado.iostream import StreamClosedError
 
 from ..core import __version__
 from ..core.catalog import CatalogError
-from ..core.presets import UserDaskConfig
+from ..core.presets import ENV_VAR as DASK_ENV_VAR, UserDaskConfig
 from ..core.text import quote_prefix
 
 AUTH_RESOURCE = "gateway"
@@ -25,6 +28,9 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_URL_LENGTH = 16 * 1024
 #: how much of a request's URL our log lines show
 LOGGED_URL_LENGTH = 200
+#: how many items of a long list (a dataset's files) are serialised between two turns of the
+#: event loop: a few milliseconds of work, so other requests are answered in between
+LIST_CHUNK = 1000
 #: the body of POST /requests, as the errors show it
 _STAGE_BODY = 'the body must be JSON like {"did": "scope:name"}'
 
@@ -107,6 +113,25 @@ class GatewayHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(payload))
 
+    async def write_json_list(self, head: dict, key: str, items: list, chunk: int = LIST_CHUNK):
+        """``write_json({**head, key: [item.to_dict() for item in items]})``, streamed in slices of
+        ``chunk`` items with the event loop free in between (a dataset can hold 100,000 files:
+        serialising them in one go would hold every other request of the server for a second)."""
+        if len(items) <= chunk:
+            return self.write_json({**head, key: [item.to_dict() for item in items]})
+        self.set_header("Content-Type", "application/json")
+        prefix = json.dumps(head)[:-1]
+        self.write(f"{prefix}{', ' if head else ''}{json.dumps(key)}: [")
+        for start in range(0, len(items), chunk):
+            part = json.dumps([item.to_dict() for item in items[start:start + chunk]])[1:-1]
+            self.write(part if start == 0 else "," + part)
+            try:
+                await self.flush()  # to the client now
+            except StreamClosedError:
+                return  # the client went away: nobody to answer
+            await asyncio.sleep(0)  # a turn of the loop for other requests (a flush may finish at once)
+        self.finish("]}")
+
     async def call(self, coro_fn, *args, **kwargs):
         """Run one backend call (it validates its input), answering its errors by their status."""
         try:
@@ -167,10 +192,24 @@ class DatasetFilesHandler(GatewayHandler):
     @web.authenticated
     @authorized
     async def get(self, did):
-        found = await self.call(self.catalog.list_files, did)
+        found = await self.call(
+            self.catalog.list_files_page, did,
+            limit=self.get_query_argument("limit", None), page=self.get_query_argument("page", None),
+        )
         if found is None:
             self.no_dataset(did)
-        self.write_json({"did": did, "files": [f.to_dict() for f in found]})
+        files, next_page = found
+        await self.write_json_list({"did": did, "next": next_page}, "files", files)
+
+
+@functools.lru_cache(maxsize=4)
+def dask_presets_answer(raw: str | None) -> dict:
+    """The answer of GET /dask/presets for the hub's presets ``raw`` (the environment variable).
+
+    Built once per value (it is set at spawn and does not change): building the presets is
+    milliseconds of work that every call would otherwise do on the event loop.
+    """
+    return UserDaskConfig.from_environ({DASK_ENV_VAR: raw} if raw else {}).describe()
 
 
 class DaskPresetsHandler(GatewayHandler):
@@ -180,10 +219,10 @@ class DaskPresetsHandler(GatewayHandler):
     @authorized
     async def get(self):
         try:
-            user = UserDaskConfig.from_environ(os.environ)
+            answer = dask_presets_answer(os.environ.get(DASK_ENV_VAR))
         except ValueError as e:
             raise web.HTTPError(500, f"the server's Dask presets are unreadable: {e}") from None
-        self.write_json(user.describe())
+        self.write_json(answer)
 
 
 class RequestsHandler(GatewayHandler):

@@ -1,6 +1,7 @@
 """The one base class for catalogue backends.
 
 The public methods (:meth:`~CatalogBackend.search`, :meth:`~CatalogBackend.list_files`,
+:meth:`~CatalogBackend.list_files_page`,
 :meth:`~CatalogBackend.stage`, :meth:`~CatalogBackend.status`, :meth:`~CatalogBackend.cancel`,
 :meth:`~CatalogBackend.get_request`, :meth:`~CatalogBackend.paths`) are template methods: each
 validates its input (the DID grammar, the allowed scopes, the request id grammar, the search
@@ -199,6 +200,25 @@ class CatalogBackend(LoggingConfigurable):
         """The files of dataset ``did``, or None when there is no such dataset."""
         scope, name = self.check_did(did)
         return await self._list_files(scope, name)
+
+    async def list_files_page(self, did: str, limit=None, page=None) -> tuple[list[DatasetFile], str | None] | None:
+        """One page of the files of ``did`` and the next page's token (None on the last page),
+        or None when there is no such dataset. Without ``limit``: every file from ``page`` on.
+
+        ``limit`` is checked like a search's (1 to :attr:`max_page_size`); ``page`` is a token
+        this method issued (the offset of the page's first file).
+        """
+        limit = None if limit is None or limit == "" else self._check_limit(limit)
+        offset = 0
+        if page is not None and page != "":
+            if not isinstance(page, str) or not _NUMBER_RE.match(page):
+                raise InvalidQuery(f"page token {quote_prefix(page)} was not issued by this catalogue")
+            offset = int(page)
+        found = await self.list_files(did)
+        if found is None:
+            return None
+        end = len(found) if limit is None else offset + limit
+        return found[offset:end], (str(end) if end < len(found) else None)
 
     async def stage(self, did: str) -> StageRequest | None:
         """Make dataset ``did`` readable from the notebook; None when there is no such dataset.

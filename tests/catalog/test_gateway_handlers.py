@@ -36,6 +36,23 @@ async def test_files_of_a_dataset(jp_fetch):
     assert len(json.loads(r.body)["files"]) == 3
 
 
+async def test_files_of_a_dataset_page_by_page(jp_fetch):
+    did = "demo:run2024.raw.0001"
+    first = json.loads((await jp_fetch("gateway", "api", "datasets", did, "files", params={"limit": "2"})).body)
+    rest = json.loads((await jp_fetch("gateway", "api", "datasets", did, "files", params={"page": first["next"]})).body)
+    every = json.loads((await jp_fetch("gateway", "api", "datasets", did, "files")).body)
+    assert [len(first["files"]), first["next"], len(rest["files"]), rest["next"], every["next"]] == [2, "2", 1, None, None]
+    assert first["files"] + rest["files"] == every["files"]
+
+
+@pytest.mark.parametrize("params, message", [({"limit": "0"}, "limit must be between"), ({"page": "x1"}, "page token")],
+                         ids=["no-files", "foreign-token"])
+async def test_a_bad_file_page_is_a_400(jp_fetch, params, message):
+    with pytest.raises(HTTPClientError) as e:
+        await jp_fetch("gateway", "api", "datasets", "demo:run2024.raw.0001", "files", params=params)
+    assert e.value.code == 400 and message in json.loads(e.value.response.body)["message"]
+
+
 async def test_unknown_dataset_is_404(jp_fetch):
     with pytest.raises(HTTPClientError) as e:
         await jp_fetch("gateway", "api", "datasets", "demo:nope", "files")
