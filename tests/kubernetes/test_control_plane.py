@@ -7,6 +7,7 @@ codes, deletion, restarts, volumes, the storage class, RBAC and the audit log.
 """
 
 import os
+import pwd
 import time
 
 import pytest
@@ -16,8 +17,10 @@ from sgtest.kube import KubeCluster, KubeError, container_state, pod_manifest
 pytestmark = [pytest.mark.kubernetes]
 
 SHELL_IMAGE = "sg-test/shell"
-#: unix users of the test machine (scripts/services/slurm install creates them)
-DEMO_UID = 1001
+#: a unix user of the test machine (scripts/services/slurm install creates it; its uid is whatever
+#: useradd gave it on this machine)
+DEMO = pwd.getpwnam("demo") if "demo" in {p.pw_name for p in pwd.getpwall()} else None
+DEMO_UID = DEMO.pw_uid if DEMO else None   # (no demo user: the kube fixture skips or fails first)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,7 @@ def test_pod_runs_as_its_user_and_reports_the_exit_code(kube, ns):
     assert uid_line == str(DEMO_UID)
     assert "100" in groups_line.split()
     assert cwd == "/tmp"
-    assert home == "HOME=/home/demo"
+    assert home == f"HOME={DEMO.pw_dir}"
     # the images file gave the image's environment and PATH
     assert image == "shell-image /usr/bin:/usr/local/bin:/usr/bin:/bin"
     reasons = [e["reason"] for e in kube.events(ns, "whoami")]
