@@ -221,12 +221,15 @@ class HubSession:
         if self.server(username):
             self.stop_server(username)
 
-    def server_status(self, username: str) -> dict | None:
-        """``/user/NAME/api/status`` after the browser-style OAuth dance, or None if not up yet."""
+    def server_status(self, username: str, page: str = "lab") -> dict | None:
+        """``/user/NAME/api/status`` after the browser-style OAuth dance, or None if not up yet.
+
+        ``page``: what the first visit loads to walk the single-user server's OAuth with the hub
+        (any page that needs a login; ``files/...`` on a server without JupyterLab)."""
         r = self.http.get(f"{self.hub.url}/user/{username}/api/status", timeout=10)
         if r.status_code == 403:
             # First visit: a page load walks the single-user server's OAuth with the hub.
-            self.http.get(f"{self.hub.url}/user/{username}/lab", timeout=30)
+            self.http.get(f"{self.hub.url}/user/{username}/{page}", timeout=30)
             r = self.http.get(f"{self.hub.url}/user/{username}/api/status", timeout=10)
         return r.json() if r.status_code == 200 else None
 
