@@ -62,9 +62,9 @@ from pathlib import Path
 import requests
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from sgtest.hub import RunningHub, free_port, wait_for  # noqa: E402
+from benchlib import bench_service, merge_config, proxy_on_path
+from sgtest.hub import RunningHub, wait_for
+from sgtest.services import parse_env
 
 SERVICES_DIR = Path(os.environ.get("SG_SERVICES_DIR", "/var/tmp/science-gateway-services"))
 KUBECONFIG_OF = {"stock": "KUBECONFIG_BENCH_STOCK", "ours": "KUBECONFIG_BENCH_OURS"}
@@ -79,12 +79,7 @@ def kube_env() -> dict[str, str]:
     path = SERVICES_DIR / "kubernetes.env"
     if not path.is_file():
         sys.exit(f"{path} does not exist: run scripts/services/kubernetes start first")
-    env = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("#"):
-            env[key.strip()] = value.strip()
-    return env
+    return parse_env(path.read_text())
 
 
 class Kube:
@@ -209,24 +204,29 @@ def tally(events: list[dict]) -> dict[str, int]:
 
 
 def variant_config(variant, args, users, token, namespace) -> dict:
-    """The hub config of one variant. Both get what a Zero to JupyterHub hub gets by default for
-    storage and the user (a per-user PVC of the default class mounted at /home/jovyan, uid 1000,
-    gid 100): stock through KubeSpawner's traits, ours from its own defaults (the same values)."""
+    """The hub config of one variant: dummy logins for ``users`` (group ``bench``), the benchmark's
+    service token, and :func:`spawner_config`."""
+    hub = {
+        "JupyterHub": {
+            "authenticator_class": "dummy",
+            "cleanup_servers": True,
+            "load_groups": {"bench": {"users": users}},
+            **bench_service(token),
+        },
+        "Authenticator": {"allowed_users": users},
+    }
+    return merge_config(hub, spawner_config(variant, args, namespace, group="bench"))
+
+
+def spawner_config(variant, args, namespace, group) -> dict:
+    """The spawner sections of one variant (``group``: the hub group ours' policy admits). Both get
+    what a Zero to JupyterHub hub gets by default for storage and the user (a per-user PVC of the
+    default class mounted at /home/jovyan, uid 1000, gid 100): stock through KubeSpawner's traits,
+    ours from its own defaults (the same values)."""
     cores, memory_gb, ratio = args.cores, args.memory_gb, args.guarantee_ratio
     pool = {"science-gateway.io/pool": "cpu"}
     config = {
-        "JupyterHub": {
-            "authenticator_class": "dummy",
-            "spawner_class": SPAWNER_CLASS[variant],
-            "cleanup_servers": True,
-            "load_groups": {"bench": {"users": users}},
-            "services": [{"name": "bench", "api_token": token}],
-            "load_roles": [
-                {"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "tokens"],
-                 "services": ["bench"]}
-            ],
-        },
-        "Authenticator": {"allowed_users": users},
+        "JupyterHub": {"spawner_class": SPAWNER_CLASS[variant]},
         "Spawner": {"http_timeout": 300, "start_timeout": 600},
         "KubeSpawner": {
             "namespace": namespace,
@@ -258,7 +258,7 @@ def variant_config(variant, args, users, token, namespace) -> dict:
         })
     else:
         config["ResourcePolicy"] = {
-            "groups": {"bench": {"partitions": {"cpu": {
+            "groups": {group: {"partitions": {"cpu": {
                 "max_cores": cores, "max_memory_gb": memory_gb, "default_cores": cores,
                 "default_memory_gb": memory_gb, "max_walltime_hours": 8}}}}
         }
@@ -485,9 +485,7 @@ def main(argv=None):
         return report(results, args)
 
     env = kube_env()
-    proxy_bin = Path(args.prefix) / "share/science-gateway/proxy/node_modules/.bin"
-    if not shutil.which("configurable-http-proxy") and proxy_bin.is_dir():
-        os.environ["PATH"] = f"{proxy_bin}{os.pathsep}{os.environ['PATH']}"  # where scripts/test puts it
+    proxy_on_path(args.prefix)
     register_image(env["KUBE_IMAGES_FILE"], args.image, f"{args.prefix}/bin")
     # the servers of the steady state, then spawned again one by one (their PVCs exist: a returning
     # user); then --first-spawns users who never spawned (KubeSpawner creates their PVC first)
