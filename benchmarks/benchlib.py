@@ -84,18 +84,25 @@ def bench_service(token: str) -> dict:
     }
 
 
-def slurm_spawner_config(variant: str, wrappers: Path, prefix: str, poll: float, group: str) -> dict:
+def slurm_spawner_config(variant: str, wrappers: Path, prefix: str, poll: float, group: str, nice: int = 0) -> dict:
     """Config sections of the ``stock`` or ``ours`` Slurm spawner (``group``: the hub group ours'
-    policy allows the partition to; stock has no policy). Merge them over the hub's own sections."""
+    policy allows the partition to; stock has no policy). Merge them over the hub's own sections.
+    ``nice``: the servers' process niceness, on both sides (0: unchanged)."""
+    server = [f"{prefix}/bin/jupyterhub-singleuser"]
+    # stock runs `srun {batchspawner_singleuser_cmd} {cmd}`, the wrapper exec'ing the server in-process
+    wrapper = f"{prefix}/bin/batchspawner-singleuser"
+    if nice:
+        server = ["/usr/bin/nice", "-n", str(nice), *server] if variant == "ours" else server
+        wrapper = f"/usr/bin/nice -n {nice} {wrapper}"
     config = {
         "JupyterHub": {},
         "Spawner": {"poll_interval": poll, "http_timeout": 300, "start_timeout": 600,
-                    "cmd": [f"{prefix}/bin/jupyterhub-singleuser"], "default_url": "/lab"},
+                    "cmd": server, "default_url": "/lab"},
     }
     if variant == "stock":
         config["JupyterHub"]["spawner_class"] = "batchspawner.SlurmSpawner"
         config["SlurmSpawner"] = {
-            "batchspawner_singleuser_cmd": f"{prefix}/bin/batchspawner-singleuser",
+            "batchspawner_singleuser_cmd": wrapper,
             "batch_query_cmd": f"{wrappers}/squeue -h -j {{job_id}} -o '%T %B'",
             "req_partition": PARTITION,
             "req_memory": f"{MEMORY_GB}G",

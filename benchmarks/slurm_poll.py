@@ -81,7 +81,7 @@ def run_variant(variant, args, users, prefix, workdir: Path, floor: bool = False
     hub_port = free_port()
     config["JupyterHub"]["hub_port"] = hub_port
     result = {"variant": variant, "load": {}, "spawn_times": []}
-    with RunningHub(workdir / f"hub-{variant}", config=config) as hub:
+    with RunningHub(workdir / f"hub-{variant}", config=config, stock=variant == "stock") as hub:
         bench = Bench(hub, token)
         running = 0
         for target in sorted(args.servers):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import re
 import signal
@@ -85,10 +86,26 @@ async def async_wait_for(predicate, timeout: float, interval: float = 0.25, what
         await asyncio.sleep(interval)
 
 
-class RunningHub:
-    """``jupyterhub -f jupyterhub_config.py`` in a state dir of its own, on free ports."""
+#: a stock JupyterHub's config file: nothing of the gateway's, only the traits in the JSON beside it
+STOCK_CONFIG = """# written by sgtest.hub.RunningHub(stock=True): plain traits, no Science Gateway config
+import json
+from traitlets.config import Config
 
-    def __init__(self, state_dir: Path, config: dict | None = None, env: dict | None = None):
+c = get_config()  # noqa: F821
+c.merge(Config(json.loads(open({path!r}).read())))
+"""
+
+
+class RunningHub:
+    """``jupyterhub -f jupyterhub_config.py`` in a state dir of its own, on free ports.
+
+    ``stock=True``: a stock JupyterHub instead, whose config file holds only ``config`` (and the
+    ports, database and cookie secret in the state dir), not the reference config: the peer in a
+    benchmark. It still runs from this venv, where the package is installed.
+    """
+
+    def __init__(self, state_dir: Path, config: dict | None = None, env: dict | None = None, stock: bool = False):
+        self.stock = stock
         self.state_dir = Path(state_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -105,27 +122,38 @@ class RunningHub:
         if os.geteuid() == 0:
             # CI and this machine run tests as root; the local spawner refuses root unless told
             base["LocalSpawner"] = {"allow_root": True}
+        if self.stock:
+            base["JupyterHub"].update(
+                bind_url=self.url, hub_ip="127.0.0.1", db_url=f"sqlite:///{self.state_dir / 'jupyterhub.sqlite'}",
+                cookie_secret_file=str(self.state_dir / "jupyterhub_cookie_secret"),
+            )
         for cls, traits in self.extra_config.items():
             base.setdefault(cls, {}).update(traits)
         path = self.state_dir / "test-site-config.yaml"
         path.write_text(yaml.safe_dump(base))
+        if self.stock:
+            traits = self.state_dir / "stock-config.json"
+            traits.write_text(json.dumps(base))
+            path = self.state_dir / "stock_jupyterhub_config.py"
+            path.write_text(STOCK_CONFIG.format(path=str(traits)))
         return path
 
     def start(self, timeout: float = 60):
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
         env = {
             **os.environ,
-            "SCIENCE_GATEWAY_STATE_DIR": str(self.state_dir),
-            "SCIENCE_GATEWAY_BIND_URL": self.url,
-            "SCIENCE_GATEWAY_CONFIG": str(self._write_config()),
             "JUPYTERHUB_CRYPT_KEY": os.environ.get("JUPYTERHUB_CRYPT_KEY", os.urandom(32).hex()),
             **self.extra_env,
         }
+        if not self.stock:
+            env.update(SCIENCE_GATEWAY_STATE_DIR=str(self.state_dir), SCIENCE_GATEWAY_BIND_URL=self.url,
+                       SCIENCE_GATEWAY_CONFIG=str(config))
         # The hub's own Python's bin holds jupyterhub and jupyterhub-singleuser.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(REFERENCE_CONFIG)],
+            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config if self.stock else REFERENCE_CONFIG)],
             cwd=self.state_dir,
             env=env,
             stdout=self._log,
