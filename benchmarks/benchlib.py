@@ -68,6 +68,16 @@ def proxy_on_path(prefix: str) -> None:
         os.environ["PATH"] = f"{proxy_bin}{os.pathsep}{os.environ['PATH']}"
 
 
+def add_run_arguments(parser, keep: str = "the hubs' state dirs and logs", report: bool = True) -> None:
+    """``--prefix``, ``--json``, ``--keep`` (``keep``: what it keeps) and ``--report``."""
+    parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
+                        help="world-readable venv holding jupyterhub-singleuser")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--keep", action="store_true", help=f"keep {keep}")
+    if report:
+        parser.add_argument("--report", metavar="JSON", help="only print the tables of a saved --json file")
+
+
 def load_average() -> tuple[float, float, float]:
     one, five, fifteen = Path("/proc/loadavg").read_text().split()[:3]
     return float(one), float(five), float(fifteen)
@@ -160,7 +170,7 @@ class Bench:
         wait_for(lambda: self.answers(name), timeout, interval=0.1, what=f"{name}'s server")
         return time.monotonic() - t0
 
-    def stop(self, name):
+    def stop(self, name, timeout=180):
         self.api("DELETE", f"/users/{name}/server")
-        wait_for(lambda: not self.api("GET", f"/users/{name}").json()["servers"], 120, interval=0.2,
+        wait_for(lambda: not self.api("GET", f"/users/{name}").json()["servers"], timeout, interval=0.2,
                  what=f"{name}'s server to stop")

@@ -62,7 +62,8 @@ from pathlib import Path
 import requests
 import yaml
 
-from benchlib import bench_service, merge_config, proxy_on_path
+import benchlib
+from benchlib import add_run_arguments, bench_service, merge_config, proxy_on_path
 from sgtest.hub import RunningHub, wait_for
 from sgtest.services import parse_env
 
@@ -273,19 +274,8 @@ def spawn_body(variant, args) -> dict:
     return {"partition": "cpu", "cores": args.cores, "memory_gb": args.memory_gb, "walltime_hours": 1}
 
 
-class Bench:
-    def __init__(self, hub: RunningHub, token: str, body: dict):
-        self.hub = hub
-        self.body = body
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"token {token}"
-
-    def api(self, method, path, **kw):
-        return self.http.request(method, f"{self.hub.url}/hub/api{path}", timeout=60, **kw)
-
-    def answers(self, name) -> bool:
-        r = self.http.get(f"{self.hub.url}/user/{name}/api/status", timeout=10, allow_redirects=False)
-        return r.status_code == 200
+class Bench(benchlib.Bench):
+    """benchlib's Bench; spawn and stop give the epochs the audit-log windows need."""
 
     def spawn(self, name, timeout=600) -> tuple[float, float]:
         """Start ``name``'s server; (epoch at the request, seconds until it answered)."""
@@ -306,9 +296,7 @@ class Bench:
         return start, time.monotonic() - t0
 
     def stop(self, name) -> float:
-        self.api("DELETE", f"/users/{name}/server")
-        wait_for(lambda: not self.api("GET", f"/users/{name}").json()["servers"], 180, interval=0.2,
-                 what=f"{name}'s server to stop")
+        super().stop(name)
         return time.time()
 
 
@@ -454,6 +442,20 @@ def paired_spawns(variants: list[Variant], args, phases: dict[str, list[str]], a
                 v.result[phase] = summarize_spawns(records)
 
 
+def add_pod_arguments(parser, servers: int) -> None:
+    """The pod settings both variants share (``--guarantee-ratio``'s default fits ``servers``
+    servers on the 4-core, 8 GiB test node)."""
+    ratio = round(2.0 / servers, 3)
+    parser.add_argument("--cores", type=int, default=1, help="cores (limit) per server")
+    parser.add_argument("--memory-gb", type=int, default=1, help="memory (GiB, limit) per server")
+    parser.add_argument("--guarantee-ratio", type=float, default=ratio,
+                        help="requests as a share of the limits, both variants (ours: KubernetesSpawner.guarantee_ratio); "
+                             f"{ratio} fits {servers} servers of 1 core and 1 GiB on the 4-core, 8 GiB test node")
+    parser.add_argument("--ours-config", type=json.loads, default={},
+                        help="extra KubernetesSpawner traits for ours (JSON)")
+    parser.add_argument("--image", default="sgbench/singleuser:bench", help="image name registered for the venv")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--servers", type=int, nargs="+", default=[5, 20], help="running-server counts to measure")
@@ -465,19 +467,8 @@ def main(argv=None):
     parser.add_argument("--pause", type=float, default=3, help="seconds between sequential spawns")
     parser.add_argument("--parallel", type=int, default=5, help="spawns requested at once when filling up")
     parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=["stock", "ours"])
-    parser.add_argument("--cores", type=int, default=1, help="cores (limit) per server")
-    parser.add_argument("--memory-gb", type=int, default=1, help="memory (GiB, limit) per server")
-    parser.add_argument("--guarantee-ratio", type=float, default=0.1,
-                        help="requests as a share of the limits, both variants (ours: KubernetesSpawner.guarantee_ratio); "
-                             "0.1 fits 20 servers of 1 core and 1 GiB on the 4-core, 8 GiB test node")
-    parser.add_argument("--ours-config", type=json.loads, default={},
-                        help="extra KubernetesSpawner traits for ours (JSON)")
-    parser.add_argument("--image", default="sgbench/singleuser:bench", help="image name registered for the venv")
-    parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
-                        help="world-readable venv holding jupyterhub-singleuser")
-    parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs, logs and namespaces")
-    parser.add_argument("--report", metavar="JSON", help="only print the tables of a saved --json file")
+    add_pod_arguments(parser, servers=20)
+    add_run_arguments(parser, keep="the hubs' state dirs, logs and namespaces")
     args = parser.parse_args(argv)
     if args.report:
         results = json.loads(Path(args.report).read_text())

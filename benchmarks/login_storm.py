@@ -51,7 +51,6 @@ import os
 import secrets
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -63,6 +62,7 @@ import requests
 from benchlib import (
     USER_PREFIX,
     Bench,
+    add_run_arguments,
     bench_service,
     bench_users,
     ensure_users,
@@ -388,18 +388,8 @@ def main(argv=None):
                              "run on compute nodes)")
     parser.add_argument("--full-server", dest="light", action="store_false",
                         help="run the server with its extensions (JupyterLab, the gateway's) instead of the light one")
-    parser.add_argument("--cores", type=int, default=1, help="kubernetes: cores (limit) per server")
-    parser.add_argument("--memory-gb", type=int, default=1, help="kubernetes: memory (GiB, limit) per server")
-    parser.add_argument("--guarantee-ratio", type=float, default=0.05,
-                        help="kubernetes: requests as a share of the limits, both variants; 0.05 fits 50 servers "
-                             "of 1 core and 1 GiB on the 4-core, 8 GiB test node")
-    parser.add_argument("--ours-config", type=json.loads, default={}, help="kubernetes: extra KubernetesSpawner traits")
-    parser.add_argument("--image", default="sgbench/singleuser:bench", help="kubernetes: image name registered for the venv")
-    parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
-                        help="world-readable venv holding jupyterhub-singleuser")
-    parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs and logs")
-    parser.add_argument("--report", metavar="JSON", help="only print the table of a saved --json file")
+    kubespawner_spawn.add_pod_arguments(parser.add_argument_group("kubernetes"), servers=50)
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     if args.report:
         return report(json.loads(Path(args.report).read_text()))

@@ -26,7 +26,6 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ import requests
 from benchlib import (
     QUERY_COMMANDS,
     Bench,
+    add_run_arguments,
     bench_service,
     bench_users,
     ensure_users,
@@ -167,10 +167,7 @@ def main(argv=None):
     parser.add_argument("--pause", type=float, default=3, help="seconds between sequential spawns")
     parser.add_argument("--poll-interval", type=float, default=30, help="Spawner.poll_interval of both variants")
     parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=["stock", "ours"])
-    parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
-                        help="world-readable venv holding jupyterhub-singleuser")
-    parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs and logs")
+    add_run_arguments(parser, report=False)
     args = parser.parse_args(argv)
 
     users = bench_users(max(args.servers))

@@ -36,6 +36,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_group(proc: subprocess.Popen | None, timeout: float = 30) -> None:
+    """SIGTERM the process group ``proc`` leads (``start_new_session=True``), SIGKILL after ``timeout``."""
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+
+
+def wait_serving(proc: subprocess.Popen, url: str, timeout: float, what: str, log_tail) -> None:
+    """Wait until ``url`` answers 200; RuntimeError with ``log_tail()`` if ``proc`` exits first."""
+
+    def serving():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_tail()}")
+        return requests.get(url, timeout=2).status_code == 200
+
+    wait_for(serving, timeout, what=f"{what} at {url}")
+
+
 class _Waiting:
     """The deadline and last error of one wait: what wait_for and async_wait_for share."""
 
@@ -161,26 +183,15 @@ class RunningHub:
             start_new_session=True,
         )
 
-        def healthy():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            return requests.get(f"{self.url}/hub/health", timeout=2).status_code == 200
-
         try:
-            wait_for(healthy, timeout, what=f"the hub at {self.url}")
+            wait_serving(self.proc, f"{self.url}/hub/health", timeout, "jupyterhub", self.log_tail)
         except Exception:
             self.stop()
             raise
         return self
 
     def stop(self, timeout: float = 30):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
+        stop_group(self.proc, timeout)
         if getattr(self, "_log", None):
             self._log.close()
 

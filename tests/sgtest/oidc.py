@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from urllib.parse import urljoin
 import requests
 import yaml
 
+from .hub import stop_group, wait_serving
 from .services import SERVICES_DIR, missing, parse_env, service_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,8 +247,6 @@ class ProviderInstance:
         return [shutil.which("node") or "/usr/bin/node", str(self.dir / "app" / "server.mjs"), *args], env
 
     def start(self, timeout: float = 30) -> "ProviderInstance":
-        from .hub import wait_for
-
         modules = self.node_modules
         if not (modules / "oidc-provider").is_dir():
             missing("oidc", f"no npm install at {modules} (run scripts/services/oidc install)")
@@ -268,26 +266,16 @@ class ProviderInstance:
             self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
 
-        def answers():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the provider exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            return requests.get(self.env["OIDC_DISCOVERY_URL"], timeout=2).status_code == 200
-
         try:
-            wait_for(answers, timeout, what=f"the provider at {self.issuer}")
+            wait_serving(self.proc, self.env["OIDC_DISCOVERY_URL"], timeout, "the provider",
+                         lambda: self.log_path.read_text(errors="replace")[-2000:])
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc, 10)
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
