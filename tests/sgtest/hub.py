@@ -163,14 +163,17 @@ class RunningHub:
     def start(self, timeout: float = 60):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
+        gateway = {} if self.stock else {
+            "SCIENCE_GATEWAY_STATE_DIR": str(self.state_dir),
+            "SCIENCE_GATEWAY_BIND_URL": self.url,
+            "SCIENCE_GATEWAY_CONFIG": str(config),
+        }
         env = {
             **os.environ,
+            **gateway,
             "JUPYTERHUB_CRYPT_KEY": os.environ.get("JUPYTERHUB_CRYPT_KEY", os.urandom(32).hex()),
-            **self.extra_env,
+            **self.extra_env,  # may name more site config files (SCIENCE_GATEWAY_CONFIG)
         }
-        if not self.stock:
-            env.update(SCIENCE_GATEWAY_STATE_DIR=str(self.state_dir), SCIENCE_GATEWAY_BIND_URL=self.url,
-                       SCIENCE_GATEWAY_CONFIG=str(config))
         # The hub's own Python's bin holds jupyterhub and jupyterhub-singleuser.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         self._log = open(self.log_path, "ab")
