@@ -62,9 +62,10 @@ from pathlib import Path
 import requests
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from sgtest.hub import RunningHub, free_port, wait_for  # noqa: E402
+import benchlib
+from benchlib import add_run_arguments, bench_service, merge_config, proxy_on_path
+from sgtest.hub import RunningHub, wait_for
+from sgtest.services import parse_env
 
 SERVICES_DIR = Path(os.environ.get("SG_SERVICES_DIR", "/var/tmp/science-gateway-services"))
 KUBECONFIG_OF = {"stock": "KUBECONFIG_BENCH_STOCK", "ours": "KUBECONFIG_BENCH_OURS"}
@@ -79,12 +80,7 @@ def kube_env() -> dict[str, str]:
     path = SERVICES_DIR / "kubernetes.env"
     if not path.is_file():
         sys.exit(f"{path} does not exist: run scripts/services/kubernetes start first")
-    env = {}
-    for line in path.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.startswith("#"):
-            env[key.strip()] = value.strip()
-    return env
+    return parse_env(path.read_text())
 
 
 class Kube:
@@ -209,24 +205,29 @@ def tally(events: list[dict]) -> dict[str, int]:
 
 
 def variant_config(variant, args, users, token, namespace) -> dict:
-    """The hub config of one variant. Both get what a Zero to JupyterHub hub gets by default for
-    storage and the user (a per-user PVC of the default class mounted at /home/jovyan, uid 1000,
-    gid 100): stock through KubeSpawner's traits, ours from its own defaults (the same values)."""
+    """The hub config of one variant: dummy logins for ``users`` (group ``bench``), the benchmark's
+    service token, and :func:`spawner_config`."""
+    hub = {
+        "JupyterHub": {
+            "authenticator_class": "dummy",
+            "cleanup_servers": True,
+            "load_groups": {"bench": {"users": users}},
+            **bench_service(token),
+        },
+        "Authenticator": {"allowed_users": users},
+    }
+    return merge_config(hub, spawner_config(variant, args, namespace, group="bench"))
+
+
+def spawner_config(variant, args, namespace, group) -> dict:
+    """The spawner sections of one variant (``group``: the hub group ours' policy admits). Both get
+    what a Zero to JupyterHub hub gets by default for storage and the user (a per-user PVC of the
+    default class mounted at /home/jovyan, uid 1000, gid 100): stock through KubeSpawner's traits,
+    ours from its own defaults (the same values)."""
     cores, memory_gb, ratio = args.cores, args.memory_gb, args.guarantee_ratio
     pool = {"science-gateway.io/pool": "cpu"}
     config = {
-        "JupyterHub": {
-            "authenticator_class": "dummy",
-            "spawner_class": SPAWNER_CLASS[variant],
-            "cleanup_servers": True,
-            "load_groups": {"bench": {"users": users}},
-            "services": [{"name": "bench", "api_token": token}],
-            "load_roles": [
-                {"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "tokens"],
-                 "services": ["bench"]}
-            ],
-        },
-        "Authenticator": {"allowed_users": users},
+        "JupyterHub": {"spawner_class": SPAWNER_CLASS[variant]},
         "Spawner": {"http_timeout": 300, "start_timeout": 600},
         "KubeSpawner": {
             "namespace": namespace,
@@ -258,7 +259,7 @@ def variant_config(variant, args, users, token, namespace) -> dict:
         })
     else:
         config["ResourcePolicy"] = {
-            "groups": {"bench": {"partitions": {"cpu": {
+            "groups": {group: {"partitions": {"cpu": {
                 "max_cores": cores, "max_memory_gb": memory_gb, "default_cores": cores,
                 "default_memory_gb": memory_gb, "max_walltime_hours": 8}}}}
         }
@@ -273,19 +274,8 @@ def spawn_body(variant, args) -> dict:
     return {"partition": "cpu", "cores": args.cores, "memory_gb": args.memory_gb, "walltime_hours": 1}
 
 
-class Bench:
-    def __init__(self, hub: RunningHub, token: str, body: dict):
-        self.hub = hub
-        self.body = body
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"token {token}"
-
-    def api(self, method, path, **kw):
-        return self.http.request(method, f"{self.hub.url}/hub/api{path}", timeout=60, **kw)
-
-    def answers(self, name) -> bool:
-        r = self.http.get(f"{self.hub.url}/user/{name}/api/status", timeout=10, allow_redirects=False)
-        return r.status_code == 200
+class Bench(benchlib.Bench):
+    """benchlib's Bench; spawn and stop give the epochs the audit-log windows need."""
 
     def spawn(self, name, timeout=600) -> tuple[float, float]:
         """Start ``name``'s server; (epoch at the request, seconds until it answered)."""
@@ -306,9 +296,7 @@ class Bench:
         return start, time.monotonic() - t0
 
     def stop(self, name) -> float:
-        self.api("DELETE", f"/users/{name}/server")
-        wait_for(lambda: not self.api("GET", f"/users/{name}").json()["servers"], 180, interval=0.2,
-                 what=f"{name}'s server to stop")
+        super().stop(name)
         return time.time()
 
 
@@ -454,6 +442,20 @@ def paired_spawns(variants: list[Variant], args, phases: dict[str, list[str]], a
                 v.result[phase] = summarize_spawns(records)
 
 
+def add_pod_arguments(parser, servers: int) -> None:
+    """The pod settings both variants share (``--guarantee-ratio``'s default fits ``servers``
+    servers on the 4-core, 8 GiB test node)."""
+    ratio = round(2.0 / servers, 3)
+    parser.add_argument("--cores", type=int, default=1, help="cores (limit) per server")
+    parser.add_argument("--memory-gb", type=int, default=1, help="memory (GiB, limit) per server")
+    parser.add_argument("--guarantee-ratio", type=float, default=ratio,
+                        help="requests as a share of the limits, both variants (ours: KubernetesSpawner.guarantee_ratio); "
+                             f"{ratio} fits {servers} servers of 1 core and 1 GiB on the 4-core, 8 GiB test node")
+    parser.add_argument("--ours-config", type=json.loads, default={},
+                        help="extra KubernetesSpawner traits for ours (JSON)")
+    parser.add_argument("--image", default="sgbench/singleuser:bench", help="image name registered for the venv")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--servers", type=int, nargs="+", default=[5, 20], help="running-server counts to measure")
@@ -465,19 +467,8 @@ def main(argv=None):
     parser.add_argument("--pause", type=float, default=3, help="seconds between sequential spawns")
     parser.add_argument("--parallel", type=int, default=5, help="spawns requested at once when filling up")
     parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=["stock", "ours"])
-    parser.add_argument("--cores", type=int, default=1, help="cores (limit) per server")
-    parser.add_argument("--memory-gb", type=int, default=1, help="memory (GiB, limit) per server")
-    parser.add_argument("--guarantee-ratio", type=float, default=0.1,
-                        help="requests as a share of the limits, both variants (ours: KubernetesSpawner.guarantee_ratio); "
-                             "0.1 fits 20 servers of 1 core and 1 GiB on the 4-core, 8 GiB test node")
-    parser.add_argument("--ours-config", type=json.loads, default={},
-                        help="extra KubernetesSpawner traits for ours (JSON)")
-    parser.add_argument("--image", default="sgbench/singleuser:bench", help="image name registered for the venv")
-    parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
-                        help="world-readable venv holding jupyterhub-singleuser")
-    parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs, logs and namespaces")
-    parser.add_argument("--report", metavar="JSON", help="only print the tables of a saved --json file")
+    add_pod_arguments(parser, servers=20)
+    add_run_arguments(parser, keep="the hubs' state dirs, logs and namespaces")
     args = parser.parse_args(argv)
     if args.report:
         results = json.loads(Path(args.report).read_text())
@@ -485,9 +476,7 @@ def main(argv=None):
         return report(results, args)
 
     env = kube_env()
-    proxy_bin = Path(args.prefix) / "share/science-gateway/proxy/node_modules/.bin"
-    if not shutil.which("configurable-http-proxy") and proxy_bin.is_dir():
-        os.environ["PATH"] = f"{proxy_bin}{os.pathsep}{os.environ['PATH']}"  # where scripts/test puts it
+    proxy_on_path(args.prefix)
     register_image(env["KUBE_IMAGES_FILE"], args.image, f"{args.prefix}/bin")
     # the servers of the steady state, then spawned again one by one (their PVCs exist: a returning
     # user); then --first-spawns users who never spawned (KubeSpawner creates their PVC first)

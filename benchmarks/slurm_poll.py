@@ -26,28 +26,25 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from sgtest.commands import FakeCommand, count_calls  # noqa: E402
-from sgtest.hub import RunningHub, free_port, wait_for  # noqa: E402
-
-QUERY_COMMANDS = ("squeue", "sacct", "scontrol")
-
-
-def make_wrappers(directory: Path) -> Path:
-    """Logging wrappers of the query commands (sgtest.commands.FakeCommand), one shared log."""
-    log = directory / "calls.log"
-    for name in QUERY_COMMANDS:
-        FakeCommand(directory, name, real=shutil.which(name) or f"/usr/bin/{name}", log=log)
-    return log
+from benchlib import (
+    QUERY_COMMANDS,
+    Bench,
+    add_run_arguments,
+    bench_service,
+    bench_users,
+    ensure_users,
+    make_wrappers,
+    merge_config,
+    slurm_spawner_config,
+)
+from sgtest.commands import count_calls
+from sgtest.hub import RunningHub, free_port, wait_for
 
 
 def sdiag_reset():
@@ -63,78 +60,17 @@ def sdiag_job_queries() -> int:
     return total
 
 
-def ensure_users(names):
-    for name in names:
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
-
-
 def variant_config(variant: str, wrappers: Path, users: list[str], token: str, prefix: str, poll: float) -> dict:
-    common = {
+    hub = {
         "JupyterHub": {
             "authenticator_class": "dummy",
             "cleanup_servers": True,
             "load_groups": {"bench": {"users": users}},
-            "services": [{"name": "bench", "api_token": token}],
-            "load_roles": [
-                {"name": "bench", "scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "tokens"],
-                 "services": ["bench"]}
-            ],
+            **bench_service(token),
         },
         "Authenticator": {"allowed_users": users},
-        "Spawner": {"poll_interval": poll, "http_timeout": 300, "start_timeout": 600,
-                    "cmd": [f"{prefix}/bin/jupyterhub-singleuser"], "default_url": "/lab"},
     }
-    if variant == "stock":
-        common["JupyterHub"]["spawner_class"] = "batchspawner.SlurmSpawner"
-        common["SlurmSpawner"] = {
-            "batchspawner_singleuser_cmd": f"{prefix}/bin/batchspawner-singleuser",
-            "batch_query_cmd": f"{wrappers}/squeue -h -j {{job_id}} -o '%T %B'",
-            "req_partition": "cpu",
-            "req_memory": "1G",
-            "req_nprocs": "1",
-            "req_runtime": "01:00:00",
-        }
-    else:
-        common["JupyterHub"]["spawner_class"] = "science-gateway-slurm"
-        common["SlurmSpawner"] = {
-            "python_prefix": prefix,
-            "job_name": f"sgbench-{secrets.token_hex(3)}",
-        }
-        common["SlurmQueuePoller"] = {"squeue": f"{wrappers}/squeue", "interval": poll, "fast_interval": 0.5}
-        common["ResourcePolicy"] = {
-            "groups": {"bench": {"partitions": {"cpu": {"max_cores": 1, "max_memory_gb": 1, "max_walltime_hours": 1}}}}
-        }
-    return common
-
-
-class Bench:
-    def __init__(self, hub: RunningHub, token: str):
-        self.hub = hub
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"token {token}"
-
-    def api(self, method, path, **kw):
-        return self.http.request(method, f"{self.hub.url}/hub/api{path}", timeout=60, **kw)
-
-    def answers(self, name) -> bool:
-        r = self.http.get(f"{self.hub.url}/user/{name}/api/status", timeout=10, allow_redirects=False)
-        return r.status_code == 200
-
-    def spawn(self, name, timeout=600) -> float:
-        t0 = time.monotonic()
-        r = self.api("POST", f"/users/{name}/server", json={})
-        if r.status_code not in (201, 202):
-            raise RuntimeError(f"spawn {name}: {r.status_code} {r.text}")
-        wait_for(lambda: self.answers(name), timeout, interval=0.1, what=f"{name}'s server")
-        return time.monotonic() - t0
-
-    def stop(self, name):
-        self.api("DELETE", f"/users/{name}/server")
-        wait_for(lambda: not self.api("GET", f"/users/{name}").json()["servers"], 120, interval=0.2,
-                 what=f"{name}'s server to stop")
+    return merge_config(hub, slurm_spawner_config(variant, wrappers, prefix, poll, group="bench"))
 
 
 def run_variant(variant, args, users, prefix, workdir: Path, floor: bool = False) -> dict:
@@ -145,7 +81,7 @@ def run_variant(variant, args, users, prefix, workdir: Path, floor: bool = False
     hub_port = free_port()
     config["JupyterHub"]["hub_port"] = hub_port
     result = {"variant": variant, "load": {}, "spawn_times": []}
-    with RunningHub(workdir / f"hub-{variant}", config=config) as hub:
+    with RunningHub(workdir / f"hub-{variant}", config=config, stock=variant == "stock") as hub:
         bench = Bench(hub, token)
         running = 0
         for target in sorted(args.servers):
@@ -231,13 +167,10 @@ def main(argv=None):
     parser.add_argument("--pause", type=float, default=3, help="seconds between sequential spawns")
     parser.add_argument("--poll-interval", type=float, default=30, help="Spawner.poll_interval of both variants")
     parser.add_argument("--variants", nargs="+", default=["stock", "ours"], choices=["stock", "ours"])
-    parser.add_argument("--prefix", default=os.environ.get("SG_TEST_VENV") or sys.prefix,
-                        help="world-readable venv holding jupyterhub-singleuser")
-    parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--keep", action="store_true", help="keep the hubs' state dirs and logs")
+    add_run_arguments(parser, report=False)
     args = parser.parse_args(argv)
 
-    users = [f"sgbench{i:02d}" for i in range(1, max(args.servers) + 1)]
+    users = bench_users(max(args.servers))
     ensure_users(users)
     results = {"args": vars(args), "variants": {}}
     workdir = Path(tempfile.mkdtemp(prefix="sgbench-", dir="/var/tmp"))

@@ -7,7 +7,10 @@ YAML files in the traitlets shape (``{ClassName: {trait: value}}``, the same sha
 JupyterHub chart's ``hub.config``) or Python files like any ``jupyterhub_config.py``.
 """
 
+import logging
 import os
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import yaml
@@ -137,6 +140,24 @@ def private_state(state_dir: Path, config: Config) -> None:
     for path in (db, Path(hub["cookie_secret_file"]) if hub.get("cookie_secret_file") else None):
         if path is not None and path.exists():
             os.chmod(path, 0o600)
+    if db is not None:
+        write_ahead_log(db)
+
+
+def write_ahead_log(db: Path) -> None:
+    """Put the hub's SQLite database in write-ahead-log mode (persistent; idempotent).
+
+    In SQLite's default mode every commit syncs the journal and the database to disk (~10 ms on
+    the test machine's disk, vs ~1.6 ms with a WAL), and JupyterHub commits several times per
+    login, spawn and activity report on its event loop: 50 logins at once queued behind those
+    syncs. The WAL and its index take the database's mode (0600). Not for a database on a network
+    file system (SQLite's WAL needs shared memory): point ``db_url`` at PostgreSQL there.
+    """
+    try:
+        with closing(sqlite3.connect(db, timeout=10)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as e:  # e.g. a file system without shared memory: the default mode works
+        logging.getLogger(__name__).warning("The hub database %s stays in SQLite's default journal mode: %s", db, e)
 
 
 def check_policy(config: Config) -> None:

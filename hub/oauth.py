@@ -258,6 +258,8 @@ class GatewayOAuthenticator(OAuthenticator):
             raise TypeError("GatewayOAuthenticator expects a synchronous build_auth_state_dict")
         if "expires_at" in token_info:
             auth_state["expires_at"] = token_info["expires_at"]
+        # the provider has just vouched for these tokens (a login, a refresh, a userinfo check)
+        auth_state["verified_at"] = int(utcnow())
         return auth_state
 
     def expires_soon(self, auth_state: dict) -> bool:
@@ -265,12 +267,24 @@ class GatewayOAuthenticator(OAuthenticator):
         expires_at = auth_state.get("expires_at")
         return isinstance(expires_at, (int, float)) and expires_at - utcnow() < self.access_token_refresh_margin
 
+    def recently_verified(self, auth_state: dict) -> bool:
+        """True when the provider vouched for ``auth_state``'s tokens less than ``auth_refresh_age``
+        seconds ago (``verified_at``, stamped at every login and refresh)."""
+        verified_at = auth_state.get("verified_at")
+        return isinstance(verified_at, (int, float)) and 0 <= utcnow() - verified_at < self.auth_refresh_age
+
     async def refresh_user(self, user, handler=None, **kwargs):
         """oauthenticator's refresh, but refreshing tokens *before* they expire.
 
         oauthenticator uses the refresh token only once the access token is rejected, so a
         server would be handed a token that is about to expire. Here an access token within
         :attr:`access_token_refresh_margin` of its expiry is exchanged right away.
+
+        Tokens the provider vouched for less than ``auth_refresh_age`` seconds ago (and not
+        expiring) are kept without asking it again: JupyterHub forces a refresh before every
+        spawn (``refresh_pre_spawn``), and right after a login that is one more userinfo call per
+        user, which on the morning of a workshop (50 logins at once) queued in the hub and timed
+        out, failing spawns with a 500.
         """
         try:
             await self.discover()
@@ -284,6 +298,8 @@ class GatewayOAuthenticator(OAuthenticator):
                     auth_model = await self._refresh_tokens(user, auth_state, handler)
                     if auth_model:
                         return self._provider_answered(user, auth_model)
+                elif auth_state and not self.expires_soon(auth_state) and self.recently_verified(auth_state):
+                    return True
             # not due yet, or the early refresh failed: oauthenticator's own way (the current access
             # token while it works, then the refresh token, then a fresh login)
             return self._provider_answered(user, await super().refresh_user(user, handler, **kwargs))

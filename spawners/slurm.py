@@ -34,10 +34,14 @@ What of batchspawner this class turns off (each is tested to be off):
   ``jupyterhub.apihandlers.default_handlers`` whose POST sets *any* attribute named in the JSON body
   on the caller's spawner, for anyone holding the server's API token (every kernel has it). Spawner
   objects outlive a spawn, so a user could set e.g. ``user_command_prefix`` and have the hub run a
-  program of their choosing at the next stop. Importing this module removes that handler from the
-  list (the hub then answers 404, like any unknown API path) and makes the handler class itself
-  answer 404, should anything have copied the list first. Nothing here needs the route: the hub
-  picks the port, so ``batchspawner-singleuser`` is not used.
+  program of their choosing at the next stop. Creating the first :class:`SlurmSpawner` removes
+  that handler from the list (the hub then answers 404, like any unknown API path) and makes the
+  handler class itself answer 404, since the hub has usually built its routes by then. Nothing
+  here needs the route: the hub picks the port, so ``batchspawner-singleuser`` is not used. Only
+  a hub that uses this spawner loses the route: importing this module changes nothing (JupyterHub
+  imports every installed spawner's entry point at start-up, so an import-time switch would break
+  stock batchspawner spawners in any hub with this package installed). No server token can reach
+  the route before the switch: a token belongs to a spawner, and the spawner is created first.
 - Its shell-template path: ``batch_script``, ``batch_submit_cmd``, ``batch_query_cmd``,
   ``batch_cancel_cmd``, ``exec_prefix``, the ``req_*`` traits, ``batchspawner_singleuser_cmd``,
   ``startup_poll_interval`` and the ``state_*_re`` regexes are not used: the job is built from the
@@ -88,7 +92,7 @@ def close_batchspawner_api() -> None:
     """Take batchspawner's ``/hub/api/batchspawner`` route out of JupyterHub (idempotent).
 
     The handler is removed from JupyterHub's handler lists, and its verbs answer 404 in case a
-    copy of the list was taken before this ran.
+    copy of the list was taken before this ran (the hub's own, when it built its routes first).
     """
     handler = batchspawner.api.BatchSpawnerAPIHandler
     for handlers in (jupyterhub.apihandlers.default_handlers, jupyterhub.handlers.default_handlers):
@@ -101,11 +105,13 @@ def close_batchspawner_api() -> None:
         setattr(handler, verb, not_found)
 
 
-close_batchspawner_api()
-
-
 class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
     """Start each user's Jupyter server as a Slurm job, within the group resource policy."""
+
+    def __init__(self, **kwargs):
+        # the hub uses this spawner: batchspawner's route goes (not at import, see the module doc)
+        close_batchspawner_api()
+        super().__init__(**kwargs)
 
     python_prefix = Unicode(
         help="""

@@ -338,6 +338,28 @@ async def test_refresh_outside_the_margin_is_oauthenticators(refresh_fakes):
     assert refresh_fakes == ["oauthenticator"]
 
 
+def test_auth_state_is_stamped_when_the_provider_vouched_for_it(monkeypatch):
+    monkeypatch.setattr(oauth, "utcnow", lambda: 1000.4)
+    assert checkin().build_auth_state_dict({"access_token": "t"}, {})["verified_at"] == 1000
+
+
+@pytest.mark.parametrize("verified_at, expires_at, calls", [
+    (990, 5000, []),  # the spawn right after a login: the provider is not asked again
+    (900, 5000, ["oauthenticator"]),  # older than auth_refresh_age: oauthenticator checks
+    (1001, 5000, ["oauthenticator"]),  # a stamp from the future counts for nothing
+    (990, 1050, ["refresh_token"]),  # expiring: refreshed, however recent the check
+    (None, 5000, ["oauthenticator"]),  # auth_state from before the stamp
+], ids=["just-verified", "verified-long-ago", "future-stamp", "expiring", "no-stamp"])
+async def test_a_recent_check_is_not_repeated(refresh_fakes, verified_at, expires_at, calls):
+    a = checkin(access_token_refresh_margin=60, auth_refresh_age=30)
+    state = {"access_token": "old", "refresh_token": "r", "expires_at": expires_at}
+    if verified_at is not None:
+        state["verified_at"] = verified_at
+    result = await a.refresh_user(FakeUser(state))
+    assert refresh_fakes == calls
+    assert result is True or result["auth_state"]["access_token"] == "new"
+
+
 async def test_failed_early_refresh_falls_back_to_oauthenticator(refresh_fakes):
     a = checkin(access_token_refresh_margin=60)
     assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "revoked", "expires_at": 1050})) is True

@@ -148,7 +148,10 @@ def test_the_hubs_files_are_private_and_the_login_page_says_users_share_one_unix
 
     state = embedded_hub.state_dir
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
-    for name in ("jupyterhub.sqlite", "jupyterhub_cookie_secret"):
+    # the database, its write-ahead log and index, the cookie secret
+    files = ["jupyterhub.sqlite", "jupyterhub_cookie_secret", *(p.name for p in state.glob("jupyterhub.sqlite-*"))]
+    assert "jupyterhub.sqlite-wal" in files
+    for name in files:
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
     page = requests.get(f"{embedded_hub.url}/hub/login", timeout=30).text
     assert ONE_UNIX_USER_NOTICE.split(",")[0] in page

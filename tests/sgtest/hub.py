@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import re
 import signal
@@ -33,6 +34,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stop_group(proc: subprocess.Popen | None, timeout: float = 30) -> None:
+    """SIGTERM the process group ``proc`` leads (``start_new_session=True``), SIGKILL after ``timeout``."""
+    if proc and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+
+
+def wait_serving(proc: subprocess.Popen, url: str, timeout: float, what: str, log_tail,
+                 interval: float = 0.25) -> None:
+    """Wait (checking every ``interval`` s) until ``url`` answers 200; RuntimeError with
+    ``log_tail()`` if ``proc`` exits first."""
+
+    def serving():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_tail()}")
+        return requests.get(url, timeout=2).status_code == 200
+
+    wait_for(serving, timeout, interval=interval, what=f"{what} at {url}")
 
 
 class _Waiting:
@@ -85,10 +110,26 @@ async def async_wait_for(predicate, timeout: float, interval: float = 0.25, what
         await asyncio.sleep(interval)
 
 
-class RunningHub:
-    """``jupyterhub -f jupyterhub_config.py`` in a state dir of its own, on free ports."""
+#: a stock JupyterHub's config file: nothing of the gateway's, only the traits in the JSON beside it
+STOCK_CONFIG = """# written by sgtest.hub.RunningHub(stock=True): plain traits, no Science Gateway config
+import json
+from traitlets.config import Config
 
-    def __init__(self, state_dir: Path, config: dict | None = None, env: dict | None = None):
+c = get_config()  # noqa: F821
+c.merge(Config(json.loads(open({path!r}).read())))
+"""
+
+
+class RunningHub:
+    """``jupyterhub -f jupyterhub_config.py`` in a state dir of its own, on free ports.
+
+    ``stock=True``: a stock JupyterHub instead, whose config file holds only ``config`` (and the
+    ports, database and cookie secret in the state dir), not the reference config: the peer in a
+    benchmark. It still runs from this venv, where the package is installed.
+    """
+
+    def __init__(self, state_dir: Path, config: dict | None = None, env: dict | None = None, stock: bool = False):
+        self.stock = stock
         self.state_dir = Path(state_dir)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -105,28 +146,42 @@ class RunningHub:
         if os.geteuid() == 0:
             # CI and this machine run tests as root; the local spawner refuses root unless told
             base["LocalSpawner"] = {"allow_root": True}
+        if self.stock:
+            base["JupyterHub"].update(
+                bind_url=self.url, hub_ip="127.0.0.1", db_url=f"sqlite:///{self.state_dir / 'jupyterhub.sqlite'}",
+                cookie_secret_file=str(self.state_dir / "jupyterhub_cookie_secret"),
+            )
         for cls, traits in self.extra_config.items():
             base.setdefault(cls, {}).update(traits)
         path = self.state_dir / "test-site-config.yaml"
         path.write_text(yaml.safe_dump(base))
+        if self.stock:
+            traits = self.state_dir / "stock-config.json"
+            traits.write_text(json.dumps(base))
+            path = self.state_dir / "stock_jupyterhub_config.py"
+            path.write_text(STOCK_CONFIG.format(path=str(traits)))
         return path
 
     def start(self, timeout: float = 60, interval: float = 0.25):
         """Start the hub and wait (checking every ``interval`` s) until ``/hub/health`` answers."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
+        config = self._write_config()
+        gateway = {} if self.stock else {
             "SCIENCE_GATEWAY_STATE_DIR": str(self.state_dir),
             "SCIENCE_GATEWAY_BIND_URL": self.url,
-            "SCIENCE_GATEWAY_CONFIG": str(self._write_config()),
+            "SCIENCE_GATEWAY_CONFIG": str(config),
+        }
+        env = {
+            **os.environ,
+            **gateway,
             "JUPYTERHUB_CRYPT_KEY": os.environ.get("JUPYTERHUB_CRYPT_KEY", os.urandom(32).hex()),
-            **self.extra_env,
+            **self.extra_env,  # may name more site config files (SCIENCE_GATEWAY_CONFIG)
         }
         # The hub's own Python's bin holds jupyterhub and jupyterhub-singleuser.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(REFERENCE_CONFIG)],
+            [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config if self.stock else REFERENCE_CONFIG)],
             cwd=self.state_dir,
             env=env,
             stdout=self._log,
@@ -134,26 +189,15 @@ class RunningHub:
             start_new_session=True,
         )
 
-        def healthy():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log_tail()}")
-            return requests.get(f"{self.url}/hub/health", timeout=2).status_code == 200
-
         try:
-            wait_for(healthy, timeout, interval=interval, what=f"the hub at {self.url}")
+            wait_serving(self.proc, f"{self.url}/hub/health", timeout, "jupyterhub", self.log_tail, interval=interval)
         except Exception:
             self.stop()
             raise
         return self
 
     def stop(self, timeout: float = 30):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
+        stop_group(self.proc, timeout)
         if getattr(self, "_log", None):
             self._log.close()
 
@@ -229,12 +273,15 @@ class HubSession:
         if self.server(username):
             self.stop_server(username)
 
-    def server_status(self, username: str) -> dict | None:
-        """``/user/NAME/api/status`` after the browser-style OAuth dance, or None if not up yet."""
+    def server_status(self, username: str, page: str = "lab") -> dict | None:
+        """``/user/NAME/api/status`` after the browser-style OAuth dance, or None if not up yet.
+
+        ``page``: what the first visit loads to walk the single-user server's OAuth with the hub
+        (any page that needs a login; ``files/...`` on a server without JupyterLab)."""
         r = self.http.get(f"{self.hub.url}/user/{username}/api/status", timeout=10)
         if r.status_code == 403:
             # First visit: a page load walks the single-user server's OAuth with the hub.
-            self.http.get(f"{self.hub.url}/user/{username}/lab", timeout=30)
+            self.http.get(f"{self.hub.url}/user/{username}/{page}", timeout=30)
             r = self.http.get(f"{self.hub.url}/user/{username}/api/status", timeout=10)
         return r.json() if r.status_code == 200 else None
 

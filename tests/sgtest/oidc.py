@@ -4,21 +4,31 @@
 running). :func:`site_config` loads the documented site config example for a style
 (``docs/examples/checkin.yaml`` or ``cilogon.yaml``) and points it at the provider and the test
 hub, with short refresh timings that match the provider's 30 s access tokens.
+
+Without a browser: :func:`form_login` walks the provider's login and consent pages with a
+``requests.Session`` (what a person's browser does, redirect by redirect), and
+:class:`ProviderInstance` runs a second provider from the same script on a port of its own, e.g.
+with many generated users for a load test, without touching the shared service.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from urllib.parse import urljoin
 
 import requests
 import yaml
 
-from .services import missing, service_env
+from .hub import stop_group, wait_serving
+from .services import SERVICES_DIR, missing, parse_env, service_env
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
@@ -135,3 +145,142 @@ def browser_login(page, hub_url: str, username: str, pw: str, shots=None):
         shots("hub-login")
     page.click("a:has-text('Sign in with')")
     provider_login(page, username, pw, shots)
+
+
+# --- without a browser ---------------------------------------------------------------------------
+
+#: the provider's login and consent forms (scripts/services/oidc-provider/server.mjs)
+LOGIN_FORM = re.compile(r'action="(/interaction/[\w-]+/login)"')
+CONSENT_FORM = re.compile(r'action="(/interaction/[\w-]+/confirm)"')
+
+
+class LoginError(RuntimeError):
+    """A password login through the provider's pages did not get where it should."""
+
+
+def _follow(http: requests.Session, response: requests.Response, stop, timeout: float) -> requests.Response:
+    """Follow ``response``'s redirects one by one until one points where ``stop(url)`` is true
+    (that response is returned, its target not fetched) or a page answers."""
+    for _ in range(20):
+        if not response.is_redirect:
+            return response
+        target = urljoin(response.url, response.headers["Location"])
+        if stop is not None and stop(target):
+            return response
+        response = http.get(target, allow_redirects=False, timeout=timeout)
+    raise LoginError(f"more than 20 redirects from {response.url[:80]}")
+
+
+def form_login(http: requests.Session, url: str, username: str, pw: str, *, stop=None,
+               timeout: float = 60) -> requests.Response:
+    """From ``url`` (a hub's ``/hub/oauth_login``, or the provider's ``/auth?...``) through the
+    provider's login page and, when it asks, its consent page, as a browser would.
+
+    ``stop(url)`` ends the walk before a redirect to ``url`` is followed (the response that
+    points there is returned); without it the walk ends on the first page that is not a redirect.
+    Raises :class:`LoginError` (with the page's status and title) when a form is not where it
+    should be, e.g. a refused password.
+    """
+    page = _follow(http, http.get(url, allow_redirects=False, timeout=timeout), None, timeout)
+    form = LOGIN_FORM.search(page.text)
+    if not form:
+        raise LoginError(f"no login form at {page.url[:80]} ({page.status_code} {_title(page.text)})")
+    response = http.post(urljoin(page.url, form.group(1)), data={"username": username, "password": pw},
+                         allow_redirects=False, timeout=timeout)
+    if not response.is_redirect:
+        raise LoginError(f"login of {username!r} refused ({response.status_code} {_title(response.text)})")
+    response = _follow(http, response, stop, timeout)
+    consent = None if response.is_redirect else CONSENT_FORM.search(response.text)
+    if consent:
+        response = http.post(urljoin(response.url, consent.group(1)), allow_redirects=False, timeout=timeout)
+        response = _follow(http, response, stop, timeout)
+    return response
+
+
+def _title(html: str) -> str:
+    match = re.search(r"<title>([^<]{0,80})", html)
+    return match.group(1) if match else ""
+
+
+def hub_login(http: requests.Session, hub_url: str, issuer: str, username: str, pw: str,
+              timeout: float = 60) -> requests.Response:
+    """Log in to the hub at ``hub_url`` through the provider at ``issuer``, stopping once the
+    hub's OAuth callback has answered (its session cookie is in ``http``; the redirect it gave,
+    e.g. to the spawn page, is not followed). Raises :class:`LoginError` if the hub refused."""
+    callback = f"{hub_url}/hub/oauth_callback"
+
+    def left_provider_and_callback(url: str) -> bool:
+        return not (url.startswith(issuer) or url.startswith(callback))
+
+    response = form_login(http, f"{hub_url}/hub/oauth_login", username, pw, stop=left_provider_and_callback,
+                          timeout=timeout)
+    if not (response.url.startswith(callback) and response.is_redirect):
+        raise LoginError(f"the hub did not log {username!r} in ({response.status_code} {_title(response.text)})")
+    return response
+
+
+class ProviderInstance:
+    """Another provider from scripts/services/oidc-provider/server.mjs, on ``port``, with a state
+    dir of its own (its own secrets and signing key) and ``env`` (e.g. ``OIDC_GENERATED_USERS``).
+
+    It uses the npm install of the shared service (``$SG_SERVICES_DIR/oidc/app/node_modules``,
+    or ``node_modules``) and the repository's own script; the shared provider is not touched. :attr:`env` holds the
+    same facts as the service's oidc.env.
+    """
+
+    SCRIPT = REPO / "scripts" / "services" / "oidc-provider" / "server.mjs"
+
+    def __init__(self, port: int, env: dict | None = None, ttl: int = 3600, node_modules: Path | None = None):
+        self.port = port
+        self.node_modules = Path(node_modules or SERVICES_DIR / "oidc" / "app" / "node_modules")
+        self.issuer = f"http://127.0.0.1:{port}"
+        self.extra_env = {"OIDC_HOST": "127.0.0.1", "OIDC_PORT": str(port), "OIDC_ACCESS_TOKEN_TTL": str(ttl),
+                          **(env or {})}
+        self.dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}
+        self.log_path: Path | None = None
+
+    def command(self, *args) -> tuple[list[str], dict]:
+        """(argv, environment) of ``node server.mjs ARGS...`` for this instance."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.extra_env}
+        return [shutil.which("node") or "/usr/bin/node", str(self.dir / "app" / "server.mjs"), *args], env
+
+    def start(self, timeout: float = 30) -> "ProviderInstance":
+        modules = self.node_modules
+        if not (modules / "oidc-provider").is_dir():
+            missing("oidc", f"no npm install at {modules} (run scripts/services/oidc install)")
+        self.dir = Path(tempfile.mkdtemp(prefix=f"sg-oidc-{self.port}-", dir="/var/tmp"))
+        (self.dir / "app").mkdir()
+        shutil.copy(self.SCRIPT, self.dir / "app" / "server.mjs")
+        (self.dir / "app" / "node_modules").symlink_to(modules)
+        state = str(self.dir / "state")
+        argv, env = self.command("init", state)
+        subprocess.run(argv, env=env, check=True, timeout=30, capture_output=True)
+        argv, env = self.command("env", state)
+        self.env = parse_env(subprocess.run(argv, env=env, check=True, timeout=30, capture_output=True,
+                                            text=True).stdout)
+        argv, env = self.command("serve", state)
+        self.log_path = self.dir / "provider.log"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+
+        try:
+            wait_serving(self.proc, self.env["OIDC_DISCOVERY_URL"], timeout, "the provider",
+                         lambda: self.log_path.read_text(errors="replace")[-2000:])
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        stop_group(self.proc, 10)
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

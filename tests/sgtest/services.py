@@ -33,8 +33,13 @@ def service_env(service: str) -> dict[str, str]:
     path = SERVICES_DIR / f"{service}.env"
     if not path.is_file():
         missing(service, f"{path} does not exist")
+    return parse_env(path.read_text())
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``#`` comments skipped), as the services' env files hold them."""
     env = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep and not key.startswith("#"):
             env[key.strip()] = value.strip()

@@ -98,7 +98,13 @@ def commands(monkeypatch):
 # -- 1. batchspawner's route ------------------------------------------------------------------
 
 
-def test_batchspawner_route_is_not_among_the_hubs_handlers():
+@pytest.fixture
+def in_use():
+    """A hub that uses this spawner: one has been created."""
+    return make_spawner()
+
+
+def test_batchspawner_route_is_not_among_the_hubs_handlers(in_use):
     import batchspawner.api
     import jupyterhub.apihandlers
     import jupyterhub.handlers
@@ -108,7 +114,7 @@ def test_batchspawner_route_is_not_among_the_hubs_handlers():
 
 
 @pytest.mark.parametrize("verb", ["get", "post", "put", "patch", "delete"])
-def test_batchspawner_handler_answers_404_even_if_registered_elsewhere(verb):
+def test_batchspawner_handler_answers_404_even_if_registered_elsewhere(in_use, verb):
     import batchspawner.api
 
     with pytest.raises(web.HTTPError) as e:
@@ -116,12 +122,47 @@ def test_batchspawner_handler_answers_404_even_if_registered_elsewhere(verb):
     assert e.value.status_code == 404
 
 
-def test_closing_the_route_again_changes_nothing():
+def test_closing_the_route_again_changes_nothing(in_use):
     import jupyterhub.apihandlers
 
     before = list(jupyterhub.apihandlers.default_handlers)
     slurm_module.close_batchspawner_api()
     assert jupyterhub.apihandlers.default_handlers == before
+
+
+ROUTE_STATE = """
+import json, sys
+from importlib.metadata import entry_points
+import batchspawner.api, jupyterhub.apihandlers
+from jupyterhub.objects import Hub
+
+def state():
+    handler = batchspawner.api.BatchSpawnerAPIHandler
+    routes = [r[0] for r in jupyterhub.apihandlers.default_handlers if r[1] is handler]
+    return {"routes": routes, "post": handler.post.__qualname__}
+
+# what JupyterHub does at start-up (JupyterHub.classes) with every installed spawner
+entry_points(group="jupyterhub.spawners", name="science-gateway-slurm")["science-gateway-slurm"].load()
+loaded = state()
+from science_gateway.spawners.slurm import SlurmSpawner
+SlurmSpawner(user=None, hub=Hub())
+print(json.dumps({"loaded": loaded, "used": state()}))
+"""
+
+
+def test_installing_the_package_leaves_stock_batchspawner_its_route():
+    """JupyterHub imports every installed spawner at start-up: a hub that runs stock batchspawner
+    with this package installed keeps the route its servers post their port to; the route goes
+    only when a science-gateway-slurm spawner is created (a fresh interpreter: no spawner yet)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", ROUTE_STATE], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["loaded"] == {"routes": ["/api/batchspawner"], "post": "BatchSpawnerAPIHandler.post"}
+    assert result["used"]["routes"] == [] and result["used"]["post"] != "BatchSpawnerAPIHandler.post"
 
 
 # -- 2. the shared core ------------------------------------------------------------------------

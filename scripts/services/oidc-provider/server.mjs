@@ -11,7 +11,11 @@
 //   node server.mjs serve STATE_DIR     serve on OIDC_HOST:OIDC_PORT (127.0.0.1:19080)
 //
 // Environment: OIDC_HOST, OIDC_PORT, OIDC_ISSUER (defaults to http://OIDC_HOST:OIDC_PORT),
-// OIDC_ACCESS_TOKEN_TTL (seconds, default 3600; the test service runs with 30).
+// OIDC_ACCESS_TOKEN_TTL (seconds, default 3600; the test service runs with 30),
+// OIDC_GENERATED_USERS=PREFIX:COUNT (e.g. `sgbench:50`: users sgbench01 ... sgbench50, numbered
+// with at least two digits, each a member of the astro VO like alice, for load tests; the test
+// service leaves it unset, so its users are only the named ones below). A generated user's
+// password is derived from the state's secret, so `env` prints it without a new `init`.
 //
 // Plain HTTP on loopback only: oidc-provider serves it (it warns once), and oauthenticator talks
 // to it with `validate_server_cert` unchanged because no TLS is involved.
@@ -68,8 +72,31 @@ const USERS = {
   },
 };
 
+// Users made by the pattern in OIDC_GENERATED_USERS ({} when it is unset).
+function generatedUsers(spec) {
+  if (!spec) return {};
+  const match = /^([a-z][a-z0-9]{0,20}):([0-9]{1,4})$/.exec(spec);
+  const count = match ? Number(match[2]) : 0;
+  if (!match || count < 1 || count > 1000) {
+    throw new Error(`OIDC_GENERATED_USERS must be PREFIX:COUNT (PREFIX [a-z][a-z0-9]*, COUNT 1-1000), not ${JSON.stringify(spec.slice(0, 40))}`);
+  }
+  const users = {};
+  for (let i = 1; i <= count; i += 1) {
+    const name = `${match[1]}${String(i).padStart(2, '0')}`;
+    users[name] = {
+      name: `Generated ${name}`,
+      voperson_id: `${name}@egi.eu`,
+      eduperson_entitlement: [`urn:mace:egi.eu:group:vo.astro.example:role=member#${CHECKIN_AUTHORITY}`],
+      isMemberOf: ['CO:COU:astro:members:active'],
+    };
+  }
+  return users;
+}
+
+let ACCOUNTS = USERS;
+
 function userClaims(username) {
-  const u = USERS[username];
+  const u = ACCOUNTS[username];
   const [given, family] = u.name.split(' ');
   return {
     name: u.name,
@@ -115,8 +142,17 @@ function init(dir) {
   fs.writeFileSync(stateFile(dir), JSON.stringify(state, null, 2), { mode: 0o600 });
 }
 
+// The named users' passwords are stored at init; a generated user's is derived from the state's
+// first cookie key (secret, per state dir), so a state made before the user existed still works.
 function load(dir) {
-  return JSON.parse(fs.readFileSync(stateFile(dir), 'utf8'));
+  const state = JSON.parse(fs.readFileSync(stateFile(dir), 'utf8'));
+  for (const name of Object.keys(ACCOUNTS)) {
+    if (state.passwords[name] === undefined) {
+      state.passwords[name] = crypto.createHmac('sha256', state.cookieKeys[0]).update(`password:${name}`)
+        .digest('base64url').slice(0, 16);
+    }
+  }
+  return state;
 }
 
 function printEnv(dir) {
@@ -133,7 +169,7 @@ function printEnv(dir) {
     `OIDC_CILOGON_CLIENT_ID=${CLIENT_IDS.cilogon}`,
     `OIDC_CILOGON_CLIENT_SECRET=${state.clients[CLIENT_IDS.cilogon]}`,
     `OIDC_CILOGON_IDP=${CILOGON_IDP}`,
-    `OIDC_USERS=${Object.keys(USERS).join(',')}`,
+    `OIDC_USERS=${Object.keys(ACCOUNTS).join(',')}`,
     ...Object.entries(state.passwords).map(([name, pw]) => `OIDC_PASSWORD_${name.toUpperCase()}=${pw}`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -238,7 +274,7 @@ function buildProvider(dir) {
     },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     findAccount: async (ctx, id) => {
-      if (!USERS[id]) return undefined;
+      if (!ACCOUNTS[id]) return undefined;
       return { accountId: id, claims: async () => userClaims(id) };
     },
     renderError: async (ctx, out) => {
@@ -271,7 +307,7 @@ async function handleInteraction(provider, state, req, res, uid, action) {
   const form = await readForm(req);
   if (action === 'login') {
     const username = (form.get('username') || '').trim();
-    const expected = state.passwords[username];
+    const expected = Object.hasOwn(state.passwords, username) ? state.passwords[username] : undefined;
     const given = form.get('password') || '';
     const ok = expected !== undefined && given.length === expected.length
       && crypto.timingSafeEqual(Buffer.from(given), Buffer.from(expected));
@@ -331,6 +367,12 @@ function serve(dir) {
 const [command, dir] = process.argv.slice(2);
 if (!dir || !['init', 'env', 'serve'].includes(command)) {
   console.error('usage: node server.mjs init|env|serve STATE_DIR');
+  process.exit(2);
+}
+try {
+  ACCOUNTS = { ...USERS, ...generatedUsers(process.env.OIDC_GENERATED_USERS) };
+} catch (err) {
+  console.error(err.message);
   process.exit(2);
 }
 if (command === 'init') init(dir);
