@@ -321,7 +321,7 @@ class GatewayOAuthenticator(OAuthenticator):
             account = self.unix_account_hook(self, username, auth_state)
         if account is None:
             account = self.unix_account_map.get(username, username)
-        if not UNIX_ACCOUNT.match(account):
+        if not UNIX_ACCOUNT.fullmatch(account):
             raise web.HTTPError(403, f"No valid local account for {username}; ask the gateway administrators.")
         return account
 
