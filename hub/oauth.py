@@ -40,6 +40,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Callable, Dict, Float, Integer, Unicode, default
 
 from ..core.clock import utcnow  # the one clock (tests patch it here)
+from ..core.logs import scrub_library_logs
 from .api import gateway_handlers
 from .entitlements import safe_username
 
@@ -190,6 +191,7 @@ class GatewayOAuthenticator(OAuthenticator):
         return self._discovered("userinfo_endpoint")
 
     def get_handlers(self, app):
+        scrub_library_logs()  # the hub's log lines without JupyterHub's XSRF cookie ids (core.logs)
         # oauthenticator's login and callback after discovery, then the gateway's hub API routes
         wrap = {self.login_handler, self.callback_handler}
         handlers = [(route, discovering(h) if h in wrap else h, *rest) for route, h, *rest in super().get_handlers(app)]
