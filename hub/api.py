@@ -116,6 +116,21 @@ class EffectivePolicyHandler(GatewayAPIHandler):
         self.write(json.dumps(report.as_dict()))
 
 
+class GatewayNotFoundHandler(GatewayAPIHandler):
+    """Any other path under ``/hub/api/gateway``: 404 saying which routes there are (JupyterHub's
+    own API 404 has ``"message": null``)."""
+
+    def check_xsrf_cookie(self):
+        pass
+
+    async def prepare(self):
+        await super().prepare()
+        raise web.HTTPError(
+            404, "No such gateway route: the hub's gateway routes are /hub/api/gateway/token and "
+                 "/hub/api/gateway/effective-policy/USERNAME (docs/configuration.md)."
+        )
+
+
 #: the keys JupyterHub's PATCH of a server reads
 PATCH_KEYS = ("name", "display_name", "user_options")
 
@@ -200,6 +215,7 @@ def gateway_handlers() -> list[tuple]:
         (r"/api/gateway/token", TokenHandler),
         (r"/api/gateway/token/([^/]+)", TokenHandler),
         (r"/api/gateway/effective-policy/([^/]+)", EffectivePolicyHandler),
+        (r"/api/gateway(?:/.*)?", GatewayNotFoundHandler),
         (r"/api/users/([^/]+)/server", ServerAPIHandler),
         (r"/api/users/([^/]+)/servers/([^/]*)", ServerAPIHandler),
     ]

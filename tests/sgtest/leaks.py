@@ -76,6 +76,7 @@ def hub_secrets(hub) -> dict[str, str]:
 
 
 def leaks(secrets: dict[str, str], logs: dict[str, str]) -> list[str]:
-    """``"NAME in LOG"`` for each secret found in a log (never the values)."""
+    """``"NAME in LOG"`` for each secret found in a log (never the values); secrets shorter than
+    :data:`MIN_LENGTH` are not searched for (give the test users long passwords)."""
     return [f"{name} in {log_name}" for log_name, text in logs.items() for name, value in secrets.items()
-            if value and value in text]
+            if len(value) >= MIN_LENGTH and value in text]
