@@ -8,6 +8,7 @@
 - :mod:`.sockets`: who owns a TCP socket on this node (the uid column of `/proc/net/tcp{,6}`).
 - :mod:`.names`, :mod:`.text`, :mod:`.clock`, :mod:`.typed`: names, formatting, time, and typed
   objects built from the dicts an admin writes.
+- :mod:`.logs`: log lines of the libraries under us without their secrets.
 
 Nothing here does I/O at import, talks to a hub, a scheduler or a catalogue, or imports
 ``science_gateway.hub``, ``.spawners``, ``.jupyter_ext`` or the notebook API (a test checks it).

@@ -115,9 +115,9 @@ def parse_did(did: str) -> tuple[str, str]:
     if not isinstance(did, str) or did.count(":") != 1:
         raise InvalidDID(f"dataset id {quote_prefix(did)} must look like 'scope:name'")
     scope, name = did.split(":")
-    if not _SCOPE_RE.match(scope):
+    if not _SCOPE_RE.fullmatch(scope):
         raise InvalidDID(f"scope {quote_prefix(scope)} must be 1-30 letters, digits, '.', '_' or '-'")
-    if not _NAME_RE.match(name) or ".." in name or "//" in name:
+    if not _NAME_RE.fullmatch(name) or ".." in name or "//" in name:
         raise InvalidDID(f"name {quote_prefix(name)} must be letters, digits, '.', '_', '-' or '/' (no '..')")
     return scope, name
 
@@ -185,7 +185,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 def check_request_id(request_id: str) -> str:
     """Request ids are opaque tokens of letters, digits, '-' and '_'; anything else is refused."""
-    if not isinstance(request_id, str) or not _REQUEST_ID_RE.match(request_id):
+    if not isinstance(request_id, str) or not _REQUEST_ID_RE.fullmatch(request_id):
         raise InvalidDID(f"request id {quote_prefix(request_id)} must be 1-64 letters, digits, '-' or '_'")
     return request_id
 

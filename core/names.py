@@ -15,10 +15,10 @@ UNIX_NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 
 def check_name(kind: str, name) -> str:
     """``name`` if it matches :data:`NAME_RE`, else ValueError naming ``kind``."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError(f"{kind} name {quote_prefix(name)} must match {NAME_RE.pattern}")
     return name
 
 
 def is_unix_name(name) -> bool:
-    return isinstance(name, str) and bool(UNIX_NAME_RE.match(name))
+    return isinstance(name, str) and bool(UNIX_NAME_RE.fullmatch(name))

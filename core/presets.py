@@ -96,7 +96,7 @@ class DaskPreset(HasTraits):
     @validate("extra_directives")
     def _check_directives(self, proposal):
         for item in proposal.value:
-            if not _DIRECTIVE_RE.match(item):
+            if not _DIRECTIVE_RE.fullmatch(item):
                 raise ValueError(f"extra directive {item!r} must look like --name=value (one option, no spaces)")
         return list(proposal.value)
 

@@ -12,6 +12,9 @@
   like the demo login): the token keeper then stops asking.
 - ``GET /hub/api/gateway/effective-policy/{username}[?groups=a,b]``: the admin's report
   (:mod:`.effective`) from this hub's running authenticator, spawner class and config; admins only.
+- JupyterHub's own server routes (``/hub/api/users/{name}/server`` and ``.../servers/{server}``),
+  through :class:`ServerAPIHandler`: the same API, with the body checked before JupyterHub acts
+  on it (see there).
 
 The routes reach the hub through the gateway authenticators' ``get_handlers`` (JupyterHub's
 documented way for an authenticator to add handlers); :func:`gateway_handlers` lists them for
@@ -23,7 +26,8 @@ from __future__ import annotations
 import json
 
 from jupyterhub.apihandlers.base import APIHandler
-from jupyterhub.scopes import has_scope
+from jupyterhub.apihandlers.users import UserServerAPIHandler
+from jupyterhub.scopes import has_scope, needs_scope
 from jupyterhub.user import User
 from tornado import web
 
@@ -112,10 +116,106 @@ class EffectivePolicyHandler(GatewayAPIHandler):
         self.write(json.dumps(report.as_dict()))
 
 
+class GatewayNotFoundHandler(GatewayAPIHandler):
+    """Any other path under ``/hub/api/gateway``: 404 saying which routes there are (JupyterHub's
+    own API 404 has ``"message": null``)."""
+
+    def check_xsrf_cookie(self):
+        pass
+
+    async def prepare(self):
+        await super().prepare()
+        raise web.HTTPError(
+            404, "No such gateway route: the hub's gateway routes are /hub/api/gateway/token and "
+                 "/hub/api/gateway/effective-policy/USERNAME (docs/configuration.md)."
+        )
+
+
+#: the keys JupyterHub's PATCH of a server reads
+PATCH_KEYS = ("name", "display_name", "user_options")
+
+
+class ServerAPIHandler(UserServerAPIHandler):
+    """JupyterHub's server API (start, create, edit, stop), with the body checked first.
+
+    Found by fuzzing the spawn API (tests/gateway/test_hostile_fuzz.py), each with JupyterHub 6.1:
+
+    - **POST** (start): the options of a stopped server are checked by the spawner's own hook
+      (the group policy, or the local spawner's "no options") before JupyterHub makes the
+      server's API token and OAuth client and saves the options as the user's defaults: a
+      refused request costs the hub a few milliseconds instead of half a second, and leaves
+      nothing behind. A new named server's options are checked at its spawn, as before.
+    - **PUT** and **PATCH** with ``user_options``: JupyterHub stores them unchecked, whatever their
+      size, serves them back in the user's model, and PATCH logs them whole. This gateway takes
+      options only with a start, where they are checked: 400, saying so.
+    - **PATCH** with an unknown key: JupyterHub answers 500 (its error message calls ``join`` on a
+      set); here 400 listing the keys it takes.
+    - A body that is not JSON: JupyterHub logs a traceback and the body; here one 400, no log.
+    """
+
+    def get_json_body(self):
+        if not self.request.body:
+            return None
+        try:
+            return json.loads(self.request.body)
+        except (ValueError, RecursionError):
+            raise web.HTTPError(400, "The body is not JSON: send a JSON object, e.g. {} or {\"cores\": 2}.") from None
+
+    def _body(self) -> dict:
+        body = self.get_json_body()
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, f"The body is JSON {type(body).__name__}, not an object: send e.g. {{}} or {{\"cores\": 2}}.")
+        return body
+
+    def _refuse_stored_options(self, options) -> None:
+        if options:
+            raise web.HTTPError(
+                400,
+                "This gateway takes spawn options only with a start (POST .../server or .../servers/NAME), "
+                "where they are checked against your groups' policy; it does not store them apart from one.",
+            )
+
+    @needs_scope("start:servers")
+    async def post(self, user_name, server_name=""):
+        body = self._body()
+        user = self.find_user(user_name)
+        options = self.get_server_json_body()["user_options"] if body else None
+        if options and user is not None and (server_name == "" or server_name in user.orm_spawners):
+            spawner = user.get_spawner(server_name)
+            if not spawner.active:
+                # the spawner's own check (JupyterHub's runner of apply_user_options), as at spawn
+                await spawner._run_apply_user_options(options)
+        return await super().post(user_name, server_name)
+
+    @needs_scope("start:servers")
+    async def put(self, user_name, server_name=""):
+        if self._body():
+            # JupyterHub reads a body without "user_options" or "display_name" as the options
+            self._refuse_stored_options(self.get_server_json_body()["user_options"])
+        return await super().put(user_name, server_name)
+
+    @needs_scope("start:servers")
+    async def patch(self, user_name, server_name=""):
+        body = self._body()
+        unknown = sorted(set(body) - set(PATCH_KEYS))
+        if unknown:
+            raise web.HTTPError(
+                400, f"Unknown key {quote_prefix(unknown[0])} in the body; a server's edit takes {', '.join(PATCH_KEYS)}."
+            )
+        self._refuse_stored_options(body.get("user_options"))
+        return await super().patch(user_name, server_name)
+
+
 def gateway_handlers() -> list[tuple]:
-    """The routes above, for an authenticator's ``get_handlers`` (paths relative to the hub prefix)."""
+    """The routes above, for an authenticator's ``get_handlers`` (paths relative to the hub prefix;
+    an authenticator's routes come before JupyterHub's own, so these replace its server routes)."""
     return [
         (r"/api/gateway/token", TokenHandler),
         (r"/api/gateway/token/([^/]+)", TokenHandler),
         (r"/api/gateway/effective-policy/([^/]+)", EffectivePolicyHandler),
+        (r"/api/gateway(?:/.*)?", GatewayNotFoundHandler),
+        (r"/api/users/([^/]+)/server", ServerAPIHandler),
+        (r"/api/users/([^/]+)/servers/([^/]*)", ServerAPIHandler),
     ]

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jupyterhub.auth import Authenticator
 from traitlets import Bool, Dict, HasTraits, Integer, List, TraitError, Unicode, default, validate
 
+from ..core.logs import scrub_library_logs
 from .api import gateway_handlers
 from .passwords import is_password_hash, verify_password
 
@@ -80,6 +81,7 @@ class DemoAuthenticator(Authenticator):
         return True
 
     def get_handlers(self, app):
+        scrub_library_logs()  # the hub's log lines without JupyterHub's XSRF cookie ids (core.logs)
         # the gateway's hub API routes (token, effective policy), see .api
         return [*super().get_handlers(app), *gateway_handlers()]
 

@@ -42,6 +42,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from traitlets import Callable, Dict, Float, Integer, Unicode, default
 
 from ..core.clock import utcnow  # the one clock (tests patch it here)
+from ..core.logs import scrub_library_logs
 from ..core.text import quote_prefix
 from .api import gateway_handlers
 from .entitlements import safe_username
@@ -210,6 +211,7 @@ class GatewayOAuthenticator(OAuthenticator):
         return self._discovered("userinfo_endpoint")
 
     def get_handlers(self, app):
+        scrub_library_logs()  # the hub's log lines without JupyterHub's XSRF cookie ids (core.logs)
         # oauthenticator's login and callback after discovery, then the gateway's hub API routes
         wrap = {self.login_handler, self.callback_handler}
         handlers = [(route, discovering(h) if h in wrap else h, *rest) for route, h, *rest in super().get_handlers(app)]
@@ -389,7 +391,7 @@ class GatewayOAuthenticator(OAuthenticator):
             account = self.unix_account_hook(self, username, auth_state)
         if account is None:
             account = self.unix_account_map.get(username, username)
-        if not UNIX_ACCOUNT.match(account):
+        if not UNIX_ACCOUNT.fullmatch(account):
             raise web.HTTPError(403, f"No valid local account for {username}; ask the gateway administrators.")
         return account
 

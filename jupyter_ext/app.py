@@ -8,6 +8,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Instance, Type, Unicode, default
 
 from ..core import __version__
+from ..core.logs import scrub_library_logs
 from . import proxy_guard
 from ..core.typed import check_settings
 from .catalog.base import CatalogBackend
@@ -71,6 +72,7 @@ class GatewayExtension(ExtensionApp):
         proxy_guard.install(self.serverapp.web_app)
 
     def initialize_settings(self):
+        scrub_library_logs()  # the server's log lines without JupyterHub's XSRF cookie ids (core.logs)
         # A misspelt setting stops the server with the key named: traitlets only warns, and
         # jupyter_server would go on without the extension (users would meet a 404 much later).
         try:

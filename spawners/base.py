@@ -40,8 +40,11 @@ library's ``start`` from :meth:`start_job` when it needs it (``await KubeSpawner
 from __future__ import annotations
 
 import pwd
+from inspect import isawaitable
 
 from jupyterhub.spawner import SpawnException
+from sqlalchemy.orm import object_session
+from tornado import web
 from traitlets import HasTraits, Instance, Integer, List, Unicode, default
 
 from ..core.names import is_unix_name
@@ -53,7 +56,39 @@ from .form import options_from_form_data, render_form
 UNIX_ACCOUNT_KEY = "unix_account"
 
 
-class PolicySpawnerMixin(HasTraits):
+def forget_user_options(spawner) -> None:
+    """Drop the options of a refused request: JupyterHub saved them as the user's defaults for the
+    next spawn (and serves them back in the user's model) before any hook could refuse them."""
+    spawner.user_options = {}
+    spawner.orm_spawner.user_options = {}
+    object_session(spawner.orm_spawner).commit()
+
+
+class RefusedOptionsMixin(HasTraits):
+    """How every gateway spawner runs its ``apply_user_options`` hook: a refusal (a
+    :class:`SpawnException`, e.g. out of policy) is one log line, not a traceback, and the refused
+    options are not kept. JupyterHub's own runner (``Spawner._run_apply_user_options``, JupyterHub
+    5.3+) logs every refusal with a traceback ("Exception applying user_options") and keeps the
+    options as the user's defaults for the next spawn; listed before the JupyterHub ``Spawner``
+    class, this replaces it. Other exceptions are handled as JupyterHub does (a traceback, 400)."""
+
+    async def _run_apply_user_options(self, user_options):
+        hook = self.apply_user_options
+        if not callable(hook) or isinstance(hook, dict):
+            return await super()._run_apply_user_options(user_options)
+        try:
+            result = hook(self, user_options)
+            if isawaitable(result):
+                await result
+        except SpawnException:
+            forget_user_options(self)
+            raise
+        except Exception:
+            self.log.exception("Exception applying user_options for %s", self._log_name)
+            raise web.HTTPError(400, "Invalid user options") from None
+
+
+class PolicySpawnerMixin(RefusedOptionsMixin):
     """Makes a Spawner check every start against the group policy and the account floor."""
 
     policy = Instance(ResourcePolicy, help="The group resource policy (configured as ResourcePolicy).")

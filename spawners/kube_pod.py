@@ -108,7 +108,7 @@ class PodAccount:
 
 def label_value(text: str) -> str:
     """``text`` if it is a valid label value, else '' (labels are for selecting; annotations keep all)."""
-    return text if _LABEL_VALUE_RE.match(text) else ""
+    return text if _LABEL_VALUE_RE.fullmatch(text) else ""
 
 
 def spawner_values(

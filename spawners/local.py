@@ -18,11 +18,11 @@ What it refuses:
 import os
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner, SpawnException
-from sqlalchemy.orm import object_session
 from traitlets import Bool, default
 
 from ..core.presets import DaskPresets, dask_environment
 from ..core.text import quote_prefix
+from .base import RefusedOptionsMixin
 
 ROOT_MESSAGE = (
     "This gateway's embedded default runs every user's server as the hub's own unix user, and the hub "
@@ -37,16 +37,13 @@ def refuse_user_options(spawner, user_options):
         return
     keys = sorted(map(str, user_options))
     shown = ", ".join(quote_prefix(k, 32) for k in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-    # neither kept as the user's defaults for the next spawn (JupyterHub saved them already) nor
-    # served back in the user's model
-    spawner.user_options = {}
-    spawner.orm_spawner.user_options = {}
-    object_session(spawner.orm_spawner).commit()
+    # neither kept as the user's defaults for the next spawn nor served back in the user's model:
+    # RefusedOptionsMixin forgets them
     raise SpawnException(f"This gateway's local servers take no spawn options; got {shown}.",
                          reason="user_options", status_code=400)
 
 
-class LocalSpawner(SimpleLocalProcessSpawner):
+class LocalSpawner(RefusedOptionsMixin, SimpleLocalProcessSpawner):
     """`SimpleLocalProcessSpawner` with the gateway's defaults: JupyterLab, a per-user home, no
     root, no spawn options (see the module docstring)."""
 

@@ -120,7 +120,7 @@ class CatalogBackend(LoggingConfigurable):
         if ":" in pattern and scope is None:
             scope, _, pattern = pattern.partition(":")
             pattern = pattern or "*"
-        if not _PATTERN_RE.match(pattern) or ".." in pattern:
+        if not _PATTERN_RE.fullmatch(pattern) or ".." in pattern:
             raise InvalidQuery(
                 f"name pattern {quote_prefix(pattern)} may hold letters, digits, '.', '_', '-', '/' and '*' only (no '..')"
             )
@@ -132,7 +132,7 @@ class CatalogBackend(LoggingConfigurable):
             self.check_scope(scope)
         filters = self._check_filters(filters)
         limit = self._check_limit(limit)
-        if page is not None and page != "" and (not isinstance(page, str) or not _PAGE_RE.match(page)):
+        if page is not None and page != "" and (not isinstance(page, str) or not _PAGE_RE.fullmatch(page)):
             raise InvalidQuery(f"page token {quote_prefix(page)} was not issued by this catalogue")
         return SearchQuery(
             pattern=pattern, filters=filters, limit=limit, page=page or None, scope=scope or None,
@@ -149,16 +149,16 @@ class CatalogBackend(LoggingConfigurable):
             raise InvalidQuery(f"filters {quote_prefix(filters)} must be text like 'key=value, key=value' or a dict")
         filters = dict(filters or {})
         for key, value in filters.items():
-            if not isinstance(key, str) or not _KEY_RE.match(key):
+            if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
                 raise InvalidQuery(
                     f"metadata key {quote_prefix(key)} must start with a letter and hold letters, digits, '_', '.' or '-'"
                 )
-            if not isinstance(value, str) or not _VALUE_RE.match(value):
+            if not isinstance(value, str) or not _VALUE_RE.fullmatch(value):
                 raise InvalidQuery(f"value {quote_prefix(value)} for {quote_prefix(key)} holds characters a filter cannot use")
         return filters
 
     def _check_limit(self, limit) -> int:
-        if isinstance(limit, str) and _NUMBER_RE.match(limit):
+        if isinstance(limit, str) and _NUMBER_RE.fullmatch(limit):
             limit = int(limit)
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise InvalidQuery(f"limit {quote_prefix(limit)} must be a whole number (digits 0-9)")

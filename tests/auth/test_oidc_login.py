@@ -25,6 +25,7 @@ from sgtest import oidc
 from sgtest.browser import chromium_page, screenshot
 from sgtest.hub import RunningHub, server_environ, wait_for
 from sgtest.kernel import RemoteKernel
+from sgtest.leaks import hub_secrets, leaks
 
 pytestmark = [pytest.mark.oidc, pytest.mark.hub, pytest.mark.browser]
 
@@ -253,3 +254,13 @@ def test_logs_hold_no_issued_tokens(gateway):
     # authorization codes are scrubbed too (JupyterHub's access log does; our 403 adds no other line)
     assert not re.search(r"[?&]code=(?!\[secret\])[\w-]{8,}", log), "an authorization code in the log"
     assert len(gateway.seen_tokens) >= 4
+    # and the run's other secrets: the OIDC client secret, the hub's and its processes' tokens and
+    # keys, the cookie secrets, the test token, the users' passwords
+    others = {
+        **hub_secrets(gateway.hub),
+        "the OIDC client secret": oidc.client(gateway.env, gateway.style)[1],
+        "the tests' admin token": gateway.token,
+        **{f"{user}'s password": oidc.password(gateway.env, user) for user in ("alice", "bob")},
+    }
+    assert "the OIDC client secret" in others and any("CLIENT_SECRET" in name for name in others), sorted(others)
+    assert not leaks(others, {str(gateway.hub.log_path): log}), leaks(others, {str(gateway.hub.log_path): log})

@@ -302,10 +302,13 @@ class _Recording(CatalogBackend):  # a minimal backend that records its hooks
         return False
 
 
-HOSTILE_DIDS = ["demo:../../etc/passwd", "demo", "a:b:c", "private:x", "demo:" + "a" * 10**6, "demo:x\x00", 5, None]
+# a trailing newline passed every grammar (``^...$`` matches before one) until they used fullmatch
+HOSTILE_DIDS = ["demo:../../etc/passwd", "demo", "a:b:c", "private:x", "demo:" + "a" * 10**6, "demo:x\x00", 5, None,
+                "demo:run2024.raw.0001\n", "demo\n:run2024.raw.0001"]
 
 
-@pytest.mark.parametrize("did", HOSTILE_DIDS, ids=["dotdot", "no-colon", "two-colons", "other-scope", "huge", "nul", "int", "none"])
+@pytest.mark.parametrize("did", HOSTILE_DIDS, ids=["dotdot", "no-colon", "two-colons", "other-scope", "huge", "nul", "int",
+                                                   "none", "newline-after-name", "newline-after-scope"])
 async def test_a_hostile_did_never_reaches_a_backend_hook(did):
     from science_gateway.core.catalog import CatalogError
 
@@ -317,7 +320,8 @@ async def test_a_hostile_did_never_reaches_a_backend_hook(did):
     assert backend.calls == []
 
 
-@pytest.mark.parametrize("request_id", ["../x", "", "a" * 65, "a b", "\u0663", None], ids=["dotdot", "empty", "long", "space", "arabic-digit", "none"])
+@pytest.mark.parametrize("request_id", ["../x", "", "a" * 65, "a b", "\u0663", None, "abc\n"],
+                         ids=["dotdot", "empty", "long", "space", "arabic-digit", "none", "trailing-newline"])
 async def test_a_hostile_request_id_never_reaches_a_backend_hook(request_id):
     backend = _Recording()
     for method in (backend.cancel, backend.get_request, backend.paths):
@@ -340,9 +344,13 @@ async def test_a_hostile_request_id_never_reaches_a_backend_hook(request_id):
         {"page": "x" * 201},
         {"details": "maybe"},
         {"details": None},
+        {"pattern": "run2024*\n"},
+        {"page": "abc\n"},
+        {"scope": "demo\n"},
     ],
     ids=["dotdot", "other-scope", "shell", "list-value", "superscript-limit", "fullwidth-limit", "bool-limit",
-         "superscript-page", "long-page", "details-word", "details-none"],
+         "superscript-page", "long-page", "details-word", "details-none", "newline-pattern",
+         "newline-page", "newline-scope"],
 )
 async def test_a_hostile_query_never_reaches_the_search_hook(raw):
     from science_gateway.core.catalog import CatalogError, SearchQuery

@@ -36,3 +36,7 @@ def test_comment_and_names():
     with pytest.raises(ValueError, match="partition name 'x y' must match"):
         check_name("partition", "x y")
     assert is_unix_name("alice") and not is_unix_name("#0") and not is_unix_name("-u") and not is_unix_name(None)
+    # ``^...$`` matched before a trailing newline: "root\n" was a plain unix name, "cpu\n" a partition
+    assert not is_unix_name("alice\n")
+    with pytest.raises(ValueError):
+        check_name("partition", "cpu\n")

@@ -137,6 +137,8 @@ class RunningHub:
         self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
         self.log_path = self.state_dir / "jupyterhub.log"
+        #: the environment the hub was started with (its secrets, e.g. JUPYTERHUB_CRYPT_KEY)
+        self.env: dict[str, str] = {}
 
     def _write_config(self) -> Path:
         base = {
@@ -179,6 +181,7 @@ class RunningHub:
         }
         # The hub's own Python's bin holds jupyterhub and jupyterhub-singleuser.
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        self.env = env
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "jupyterhub"), "-f", str(config if self.stock else REFERENCE_CONFIG)],

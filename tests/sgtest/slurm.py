@@ -120,29 +120,37 @@ class SlurmFixture:
 
     def hub_config(self, poller: dict | None = None, **spawner) -> dict:
         """Hub config for these tests; ``poller`` updates SlurmQueuePoller's, ``spawner`` SlurmSpawner's."""
-        prefix = os.environ.get("SG_TEST_VENV") or sys.prefix
-        return {
-            "JupyterHub": {"spawner_class": "science-gateway-slurm", "cleanup_servers": False},
-            "Spawner": {"http_timeout": 60, "poll_interval": 2},
-            "SlurmSpawner": {
-                "python_prefix": prefix,
-                "sbatch_path": str(self.dir / "sbatch"),
-                "scancel_path": str(self.dir / "scancel"),
-                "job_name": self.job_name,
-                **spawner,
-            },
-            "SlurmQueuePoller": {
-                "squeue": str(self.dir / "squeue"),
-                "interval": 2,
-                "fast_interval": 0.5,
-                "timeout": 3,
-                **(poller or {}),
-            },
-            "ResourcePolicy": {"groups": POLICY},
-            "DemoAuthenticator": {
-                "users": {
-                    name: {"password": hash_password(password), "groups": groups, "admin": name == "admin"}
-                    for name, (password, groups) in USERS.items()
-                }
-            },
-        }
+        return hub_config(self.dir, self.job_name, poller, **spawner)
+
+
+def hub_config(command_dir: Path, job_name: str, poller: dict | None = None, **spawner) -> dict:
+    """The Slurm spawner's hub config with the ``sbatch``, ``scancel`` and ``squeue`` of
+    ``command_dir`` (wrappers of the real ones, or stand-ins), the test policy and :data:`USERS`;
+    ``poller`` updates SlurmQueuePoller's, ``spawner`` SlurmSpawner's."""
+    prefix = os.environ.get("SG_TEST_VENV") or sys.prefix
+    command_dir = Path(command_dir)
+    return {
+        "JupyterHub": {"spawner_class": "science-gateway-slurm", "cleanup_servers": False},
+        "Spawner": {"http_timeout": 60, "poll_interval": 2},
+        "SlurmSpawner": {
+            "python_prefix": prefix,
+            "sbatch_path": str(command_dir / "sbatch"),
+            "scancel_path": str(command_dir / "scancel"),
+            "job_name": job_name,
+            **spawner,
+        },
+        "SlurmQueuePoller": {
+            "squeue": str(command_dir / "squeue"),
+            "interval": 2,
+            "fast_interval": 0.5,
+            "timeout": 3,
+            **(poller or {}),
+        },
+        "ResourcePolicy": {"groups": POLICY},
+        "DemoAuthenticator": {
+            "users": {
+                name: {"password": hash_password(password), "groups": groups, "admin": name == "admin"}
+                for name, (password, groups) in USERS.items()
+            }
+        },
+    }
