@@ -7,8 +7,10 @@ account's rules are never visible or cancellable.
 
 Calls to Rucio, per operation (none grows with the number of files):
 
-- search: one ``list_dids`` with a limit, then one bulk metadata call and one bulk dataset
-  replica call for the page (the RSE list, for tape or disk, is fetched once).
+- search: one ``list_dids`` with a limit, then for the page one bulk call for the DID columns
+  (sizes, built-in metadata), one bulk dataset replica call, and one bulk call per free-form
+  metadata plugin (by default JSON), which a partial search does not wait for (the RSE list, for
+  tape or disk, is fetched once).
 - stage: one rule lookup, one DID lookup, one usage/quota call, one dataset replica call, one
   ``add_replication_rule``.
 - status of all requests: one ``list_replication_rules`` per refresh (at most every
@@ -34,7 +36,7 @@ from dataclasses import replace
 from random import choice
 from urllib.parse import quote_plus
 
-from traitlets import Enum, Float, Integer, Unicode, default
+from traitlets import Enum, Float, Integer, List, Unicode, default
 
 from ...core.catalog import (
     FAILED,
@@ -163,7 +165,20 @@ def _jsonable(value):
     return _iso(value) if isinstance(value, datetime.datetime) else value
 
 
-def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None, rse_types: dict[str, str]) -> Dataset:
+def matched_metadata(filters: dict[str, str]) -> dict[str, str]:
+    """What a result is known to hold because the search matched it: the exact-match filters
+    (a key with an operator suffix, ``run_number.gte``, says nothing exact)."""
+    return {k: v for k, v in filters.items() if "." not in k}
+
+
+def merged_metadata(filters: dict[str, str], did_columns: dict | None, freeform: dict | None) -> dict:
+    """A result's metadata as Rucio's ``plugin=ALL`` gives it (the DID columns, then the
+    free-form plugins over them), starting from what the filters matched (pure)."""
+    return {**matched_metadata(filters), **(did_columns or {}), **(freeform or {})}
+
+
+def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None, rse_types: dict[str, str],
+                       metadata_pending: bool = False) -> Dataset:
     """One search result from ``list_dids(long=True)``, bulk metadata and dataset replicas
     (``replicas`` None: not looked up, availability "unknown")."""
     meta = meta or {}
@@ -182,6 +197,7 @@ def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None
         files=did.get("length") if did.get("length") is not None else meta.get("length"),
         metadata={k: _jsonable(v) for k, v in meta.items() if v is not None and k not in _BOOKKEEPING},
         availability=availability,
+        metadata_pending=metadata_pending,
     )
 
 
@@ -369,6 +385,17 @@ class RucioCatalog(CatalogBackend):
         300.0, help="How long a dataset's metadata and availability, fetched for search results, are reused."
     ).tag(config=True)
 
+    freeform_metadata_plugins = List(
+        Unicode(),
+        ["JSON"],
+        help="""Rucio metadata plugins that hold free-form metadata (the server's [metadata] plugins
+        setting; Rucio's default is JSON). Search details ask each for the page in one bulk call,
+        apart from the DID columns (sizes, file counts, built-in keys), which is one database query
+        for the page while a free-form plugin costs Rucio one query per dataset. A partial search
+        (the widget's) answers without waiting for them. Empty: results show built-in keys and the
+        filters' own keys only.""",
+    ).tag(config=True)
+
     rule_comment = Unicode("science-gateway stage-in", help="Comment set on the rules the gateway creates.").tag(config=True)
 
     @default("rucio_host")
@@ -410,9 +437,17 @@ class RucioCatalog(CatalogBackend):
         self._files = {}  # did -> [file dicts]
         self._failed = {}  # (rule id, stuck count) -> [FailedFile]
         self._pfns = {}  # scope:name -> PFN, when Rucio computes them
-        self._details_cache = {}  # (scope, name) -> (time, metadata, dataset replicas, RSE types)
+        self._details_cache = {}  # (scope, name) -> (time, DID columns, dataset replicas)
+        self._freeform_cache = {}  # (scope, name) -> (time, free-form metadata)
+        self._freeform_fetches = {}  # (scope, name) -> the task fetching its free-form metadata
         self._watermark = None  # the latest rule updated_at seen (Rucio's clock)
         self._last_full = 0.0
+
+    async def close(self) -> None:
+        for task in set(self._freeform_fetches.values()):  # a partial search's metadata still on its way
+            task.cancel()
+        self._freeform_fetches.clear()
+        await super().close()
 
     # -- talking to Rucio --------------------------------------------------------------------------
 
@@ -563,19 +598,40 @@ class RucioCatalog(CatalogBackend):
         if not found:
             return SearchPage([], next=next_token)
         if not query.details:
-            return SearchPage([dataset_from_rucio(d, dict(query.filters), None, {}) for d in found], next=next_token)
-        details = await self._details([(d["scope"], d["name"]) for d in found])
-        datasets = [dataset_from_rucio(d, *details[(d["scope"], d["name"])][1:]) for d in found]
+            return SearchPage([dataset_from_rucio(d, matched_metadata(query.filters), None, {}) for d in found], next=next_token)
+        keys = [(d["scope"], d["name"]) for d in found]
+        columns, freeform = await self._details(keys, wait=not query.partial)
+        rse_types = self._rse_types or {}
+        datasets = [
+            dataset_from_rucio(
+                d, merged_metadata(query.filters, columns[k][0], freeform.get(k)), columns[k][1], rse_types,
+                metadata_pending=bool(self.freeform_metadata_plugins) and k not in freeform,
+            )
+            for d, k in zip(found, keys)
+        ]
         return SearchPage(datasets, next=next_token)
 
-    async def _details(self, keys: list[tuple[str, str]]) -> dict:
-        """(scope, name) -> (time, metadata, replicas, rse types), fetched in bulk for those not cached."""
+    def _fresh(self, cache: dict, key, now: float) -> bool:
+        return key in cache and now - cache[key][0] <= self.details_cache_seconds
+
+    async def _details(self, keys: list[tuple[str, str]], wait: bool = True) -> tuple[dict, dict]:
+        """The details of a page: ``({key: (DID columns, dataset replicas)}, {key: free-form metadata})``.
+
+        What is not cached is fetched for the whole page at once: the DID columns (one query in
+        Rucio for the page) and the dataset replicas together, and the free-form metadata
+        (:attr:`freeform_metadata_plugins`, one query per dataset in Rucio) in a task of its own,
+        shared by every search that needs the same datasets. ``wait`` False (a partial search)
+        returns without the free-form metadata that has not arrived, and starts its fetch only
+        after the rest, so the page's own calls do not queue behind it in Rucio.
+        """
         now = time.monotonic()
-        missing = [k for k in keys if k not in self._details_cache or now - self._details_cache[k][0] > self.details_cache_seconds]
+        missing = [k for k in keys if not self._fresh(self._details_cache, k, now)]
+        if wait:
+            self._fetch_freeform(keys, now)
         if missing:
             dids = [{"scope": s, "name": n} for s, n in missing]
-            metas, replicas, rse_types = await asyncio.gather(
-                self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="ALL"))),
+            metas, replicas, _ = await asyncio.gather(
+                self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="DID_COLUMN"))),
                 self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))),
                 self._rse_type_map(),
             )
@@ -586,8 +642,55 @@ class RucioCatalog(CatalogBackend):
             if len(self._details_cache) > 10000:
                 self._details_cache.clear()
             for key in missing:
-                self._details_cache[key] = (now, meta_by.get(key), replicas_by.get(key, []), rse_types)
-        return {k: self._details_cache[k] for k in keys}
+                self._details_cache[key] = (now, meta_by.get(key), replicas_by.get(key, []))
+        if not wait:
+            self._fetch_freeform(keys, now)
+        else:
+            fetches = {self._freeform_fetches[k] for k in keys if k in self._freeform_fetches}
+            if fetches:
+                await asyncio.gather(*(asyncio.shield(f) for f in fetches))
+        columns = {k: self._details_cache[k][1:] for k in keys}
+        freeform = {k: self._freeform_cache[k][1] for k in keys if self._fresh(self._freeform_cache, k, now)}
+        return columns, freeform
+
+    def _fetch_freeform(self, keys: list[tuple[str, str]], now: float) -> None:
+        """Start one task fetching the free-form metadata of those ``keys`` not cached or on their way."""
+        todo = [
+            k for k in keys
+            if self.freeform_metadata_plugins and k not in self._freeform_fetches and not self._fresh(self._freeform_cache, k, now)
+        ]
+        if not todo:
+            return
+        task = asyncio.ensure_future(self._freeform_metadata(todo))
+        for key in todo:
+            self._freeform_fetches[key] = task
+
+        def done(task):
+            for key in todo:
+                if self._freeform_fetches.get(key) is task:
+                    del self._freeform_fetches[key]
+            if not task.cancelled() and task.exception() is not None:  # retrieved: a partial search may not await it
+                self.log.debug("free-form metadata for %d datasets failed: %s", len(todo), task.exception())
+
+        task.add_done_callback(done)
+
+    async def _freeform_metadata(self, keys: list[tuple[str, str]]) -> None:
+        """One bulk call per free-form plugin for ``keys``, into the cache (plugin=ALL's order)."""
+        dids = [{"scope": s, "name": n} for s, n in keys]
+        found = {k: {} for k in keys}
+        for plugin in self.freeform_metadata_plugins:
+            rows = await self._call(
+                "free-form metadata", lambda c, plugin=plugin: list(c.get_metadata_bulk(dids, plugin=plugin))
+            )
+            for row in rows:
+                key = (row.get("scope"), row.get("name"))
+                if key in found:
+                    found[key].update({k: v for k, v in row.items() if k not in ("scope", "name")})
+        now = time.monotonic()
+        if len(self._freeform_cache) > 10000:
+            self._freeform_cache.clear()
+        for key, meta in found.items():
+            self._freeform_cache[key] = (now, meta)
 
     async def _dataset_files(self, scope: str, name: str) -> list[dict] | None:
         from rucio.common.exception import DataIdentifierNotFound

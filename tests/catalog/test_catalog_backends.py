@@ -146,6 +146,18 @@ def test_dataset_from_rucio_availability_and_metadata():
     assert dataset_from_rucio(did, meta, [], types).availability == "unknown"
 
 
+def test_details_metadata_merges_as_rucio_plugin_all_does():
+    from science_gateway.jupyter_ext.catalog.rucio import matched_metadata, merged_metadata
+
+    filters = {"target": "crab", "run_number.gte": "5"}
+    assert matched_metadata(filters) == {"target": "crab"}  # an operator says nothing exact
+    columns = {"project": "run2024", "datatype": "RAW", "bytes": 10}
+    # before the free-form plugin answers: the DID columns and what the filter matched
+    assert merged_metadata(filters, columns, None) == {"target": "crab", **columns}
+    # then the free-form plugin's keys, over the DID columns (Rucio's plugin=ALL order)
+    assert merged_metadata(filters, columns, {"target": "crab", "project": "p2"}) == {**columns, "target": "crab", "project": "p2"}
+
+
 @pytest.mark.parametrize("request_id", ["../etc", "a" * 65, "", "x y", "r1/paths"], ids=["dotdot", "long", "empty", "space", "slash"])
 def test_bad_request_ids(request_id):
     with pytest.raises(InvalidDID):
