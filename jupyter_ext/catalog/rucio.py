@@ -289,6 +289,66 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
     return CatalogFailure(f"the catalogue answered {what} with {type(error).__name__}: {said}")
 
 
+class BulkCache:
+    """Per-dataset answers of one kind of bulk call, kept ``max_age`` seconds, fetched for a whole
+    page at once; a fetch on its way is shared by every search that needs the same datasets.
+
+    ``fetch(keys)`` returns ``{key: value}`` (a key it leaves out gets ``missing``); ``max_age()``
+    is read at each look-up.
+    """
+
+    def __init__(self, fetch, max_age, missing=None, log=None, limit: int = 10000):
+        self.fetch, self.max_age, self.missing, self.log, self.limit = fetch, max_age, missing, log, limit
+        self.values = {}  # key -> (monotonic time, value)
+        self.fetches = {}  # key -> the task fetching it
+
+    def fresh(self, key) -> bool:
+        return key in self.values and time.monotonic() - self.values[key][0] <= self.max_age()
+
+    def get(self, key, default=None):
+        return self.values[key][1] if self.fresh(key) else default
+
+    def start(self, keys) -> None:
+        """One task fetching those ``keys`` neither fresh nor on their way (none: no task)."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self.fetches and not self.fresh(k)]
+        if not todo:
+            return
+        task = asyncio.ensure_future(self._run(todo))
+        for key in todo:
+            self.fetches[key] = task
+
+        def done(task):
+            for key in todo:
+                if self.fetches.get(key) is task:
+                    del self.fetches[key]
+            if not task.cancelled() and task.exception() is not None and self.log is not None:
+                # retrieved here: nobody may await a fetch a partial search started
+                self.log.debug("a bulk fetch for %d datasets failed: %s", len(todo), task.exception())
+
+        task.add_done_callback(done)
+
+    async def _run(self, keys) -> None:
+        found = await self.fetch(keys)
+        now = time.monotonic()
+        if len(self.values) > self.limit:
+            self.values.clear()
+        for key in keys:
+            self.values[key] = (now, found.get(key, self.missing))
+
+    async def wait(self, keys) -> None:
+        """Until ``keys`` are fetched (started first when needed); a failed fetch raises here."""
+        self.start(keys)
+        fetches = {self.fetches[k] for k in keys if k in self.fetches}
+        if fetches:
+            await asyncio.gather(*(asyncio.shield(f) for f in fetches))
+
+    def clear(self) -> None:
+        for task in set(self.fetches.values()):
+            task.cancel()
+        self.fetches.clear()
+        self.values.clear()
+
+
 # -- the backend --------------------------------------------------------------------------------
 
 
@@ -437,16 +497,19 @@ class RucioCatalog(CatalogBackend):
         self._files = {}  # did -> [file dicts]
         self._failed = {}  # (rule id, stuck count) -> [FailedFile]
         self._pfns = {}  # scope:name -> PFN, when Rucio computes them
-        self._details_cache = {}  # (scope, name) -> (time, DID columns, dataset replicas)
-        self._freeform_cache = {}  # (scope, name) -> (time, free-form metadata)
-        self._freeform_fetches = {}  # (scope, name) -> the task fetching its free-form metadata
+        # search details per (scope, name): the DID columns, the dataset replicas, the free-form keys
+        def max_age():
+            return self.details_cache_seconds
+
+        self._columns = BulkCache(self._fetch_columns, max_age, missing={}, log=self.log)
+        self._replicas = BulkCache(self._fetch_replicas, max_age, missing=[], log=self.log)
+        self._freeform = BulkCache(self._fetch_freeform, max_age, missing={}, log=self.log)
         self._watermark = None  # the latest rule updated_at seen (Rucio's clock)
         self._last_full = 0.0
 
     async def close(self) -> None:
-        for task in set(self._freeform_fetches.values()):  # a partial search's metadata still on its way
-            task.cancel()
-        self._freeform_fetches.clear()
+        for cache in (self._columns, self._replicas, self._freeform):  # what a partial search left on its way
+            cache.clear()
         await super().close()
 
     # -- talking to Rucio --------------------------------------------------------------------------
@@ -600,82 +663,50 @@ class RucioCatalog(CatalogBackend):
         if not query.details:
             return SearchPage([dataset_from_rucio(d, matched_metadata(query.filters), None, {}) for d in found], next=next_token)
         keys = [(d["scope"], d["name"]) for d in found]
-        columns, freeform = await self._details(keys, wait=not query.partial)
+        # the sizes come with list_dids, except from a free-form plugin's search (Rucio's JSON
+        # plugin returns names only): then the DID columns are needed for the first answer too
+        sizes_known = all(d.get("length") is not None for d in found)
+        await self._details(keys, partial=query.partial, columns_now=not sizes_known)
         rse_types = self._rse_types or {}
-        datasets = [
-            dataset_from_rucio(
-                d, merged_metadata(query.filters, columns[k][0], freeform.get(k)), columns[k][1], rse_types,
-                metadata_pending=bool(self.freeform_metadata_plugins) and k not in freeform,
-            )
-            for d, k in zip(found, keys)
-        ]
+        datasets = []
+        for d, k in zip(found, keys):
+            columns, freeform = self._columns.get(k), self._freeform.get(k) if self.freeform_metadata_plugins else {}
+            datasets.append(dataset_from_rucio(
+                d, merged_metadata(query.filters, columns, freeform), self._replicas.get(k, []), rse_types,
+                metadata_pending=columns is None or freeform is None,
+            ))
         return SearchPage(datasets, next=next_token)
 
-    def _fresh(self, cache: dict, key, now: float) -> bool:
-        return key in cache and now - cache[key][0] <= self.details_cache_seconds
+    async def _details(self, keys: list[tuple[str, str]], partial: bool = False, columns_now: bool = True) -> None:
+        """Bring the details of a page into the caches, each kind in one bulk call for the page.
 
-    async def _details(self, keys: list[tuple[str, str]], wait: bool = True) -> tuple[dict, dict]:
-        """The details of a page: ``({key: (DID columns, dataset replicas)}, {key: free-form metadata})``.
-
-        What is not cached is fetched for the whole page at once: the DID columns (one query in
-        Rucio for the page) and the dataset replicas together, and the free-form metadata
-        (:attr:`freeform_metadata_plugins`, one query per dataset in Rucio) in a task of its own,
-        shared by every search that needs the same datasets. ``wait`` False (a partial search)
-        returns without the free-form metadata that has not arrived, and starts its fetch only
-        after the rest, so the page's own calls do not queue behind it in Rucio.
+        The dataset replicas (availability) and the DID columns (sizes, file counts, built-in
+        keys: one query in Rucio for the page) are fetched together, and the free-form metadata
+        (:attr:`freeform_metadata_plugins`: one query per dataset in Rucio) beside them. A partial
+        search waits only for what its first answer needs (the availability, and the DID columns
+        when list_dids gave no sizes) and starts the rest after it, so the page's own calls do not
+        queue behind the slow one in Rucio.
         """
-        now = time.monotonic()
-        missing = [k for k in keys if not self._fresh(self._details_cache, k, now)]
-        if wait:
-            self._fetch_freeform(keys, now)
-        if missing:
-            dids = [{"scope": s, "name": n} for s, n in missing]
-            metas, replicas, _ = await asyncio.gather(
-                self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="DID_COLUMN"))),
-                self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))),
-                self._rse_type_map(),
-            )
-            meta_by = {(m["scope"], m["name"]): m for m in metas}
-            replicas_by = {}
-            for r in replicas:
-                replicas_by.setdefault((r["scope"], r["name"]), []).append(r)
-            if len(self._details_cache) > 10000:
-                self._details_cache.clear()
-            for key in missing:
-                self._details_cache[key] = (now, meta_by.get(key), replicas_by.get(key, []))
-        if not wait:
-            self._fetch_freeform(keys, now)
-        else:
-            fetches = {self._freeform_fetches[k] for k in keys if k in self._freeform_fetches}
-            if fetches:
-                await asyncio.gather(*(asyncio.shield(f) for f in fetches))
-        columns = {k: self._details_cache[k][1:] for k in keys}
-        freeform = {k: self._freeform_cache[k][1] for k in keys if self._fresh(self._freeform_cache, k, now)}
-        return columns, freeform
+        kinds = [self._replicas, self._columns] + ([self._freeform] if self.freeform_metadata_plugins else [])
+        now = kinds if not partial else [self._replicas] + ([self._columns] if columns_now else [])
+        await asyncio.gather(self._rse_type_map(), *(cache.wait(keys) for cache in now))
+        for cache in kinds:
+            cache.start(keys)  # those a partial search did not wait for (nothing when all are here)
 
-    def _fetch_freeform(self, keys: list[tuple[str, str]], now: float) -> None:
-        """Start one task fetching the free-form metadata of those ``keys`` not cached or on their way."""
-        todo = [
-            k for k in keys
-            if self.freeform_metadata_plugins and k not in self._freeform_fetches and not self._fresh(self._freeform_cache, k, now)
-        ]
-        if not todo:
-            return
-        task = asyncio.ensure_future(self._freeform_metadata(todo))
-        for key in todo:
-            self._freeform_fetches[key] = task
+    async def _fetch_columns(self, keys) -> dict:
+        dids = [{"scope": s, "name": n} for s, n in keys]
+        rows = await self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="DID_COLUMN")))
+        return {(m["scope"], m["name"]): m for m in rows}
 
-        def done(task):
-            for key in todo:
-                if self._freeform_fetches.get(key) is task:
-                    del self._freeform_fetches[key]
-            if not task.cancelled() and task.exception() is not None:  # retrieved: a partial search may not await it
-                self.log.debug("free-form metadata for %d datasets failed: %s", len(todo), task.exception())
+    async def _fetch_replicas(self, keys) -> dict:
+        dids = [{"scope": s, "name": n} for s, n in keys]
+        found = {}
+        for r in await self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))):
+            found.setdefault((r["scope"], r["name"]), []).append(r)
+        return found
 
-        task.add_done_callback(done)
-
-    async def _freeform_metadata(self, keys: list[tuple[str, str]]) -> None:
-        """One bulk call per free-form plugin for ``keys``, into the cache (plugin=ALL's order)."""
+    async def _fetch_freeform(self, keys) -> dict:
+        """One bulk call per free-form plugin, merged in plugin=ALL's order."""
         dids = [{"scope": s, "name": n} for s, n in keys]
         found = {k: {} for k in keys}
         for plugin in self.freeform_metadata_plugins:
@@ -686,11 +717,7 @@ class RucioCatalog(CatalogBackend):
                 key = (row.get("scope"), row.get("name"))
                 if key in found:
                     found[key].update({k: v for k, v in row.items() if k not in ("scope", "name")})
-        now = time.monotonic()
-        if len(self._freeform_cache) > 10000:
-            self._freeform_cache.clear()
-        for key, meta in found.items():
-            self._freeform_cache[key] = (now, meta)
+        return found
 
     async def _dataset_files(self, scope: str, name: str) -> list[dict] | None:
         from rucio.common.exception import DataIdentifierNotFound
