@@ -168,11 +168,12 @@ async def peer_search(env, proxy: str, counter: Counter, filters: dict, runs: in
 
 async def _cold(catalog: RucioCatalog) -> None:
     """Empty the backend's details caches, once no fetch of an earlier search is on its way."""
-    fetches = set(catalog._freeform_fetches.values())
+    caches = (catalog._columns, catalog._sizes, catalog._replicas, catalog._freeform)
+    fetches = {task for cache in caches for task in cache.fetches.values()}
     if fetches:
         await asyncio.gather(*fetches, return_exceptions=True)
-    catalog._details_cache.clear()
-    catalog._freeform_cache.clear()
+    for cache in caches:
+        cache.clear()
 
 
 #: the variants timed for each filter: (label, details, cache) and what each call looks like

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
+import json
 import os
 import threading
 import time
@@ -78,6 +79,24 @@ TAPE_MARK = "tape-recall"
 def rucio_filters(query: SearchQuery) -> dict:
     """The ``list_dids`` filter for a query: the name pattern and exact-match metadata."""
     return {"name": query.pattern, **query.filters}
+
+
+def name_groups(names: list[str], budget: int = 1500) -> list[list[dict]]:
+    """``list_dids`` OR groups (one ``{"name": ...}`` each) for ``names``, in lists whose JSON stays
+    within ``budget`` characters: the filters travel in the URL, and Rucio's gunicorn refuses a
+    request line over 4 kB (pure)."""
+    chunks, current, size = [], [], 2
+    for name in names:
+        group = {"name": name}
+        cost = len(json.dumps(group)) + 2
+        if current and size + cost > budget:
+            chunks.append(current)
+            current, size = [], 2
+        current.append(group)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def encode_page(scope_index: int, offset: int) -> str:
@@ -502,13 +521,14 @@ class RucioCatalog(CatalogBackend):
             return self.details_cache_seconds
 
         self._columns = BulkCache(self._fetch_columns, max_age, missing={}, log=self.log)
+        self._sizes = BulkCache(self._fetch_sizes, max_age, missing={}, log=self.log)
         self._replicas = BulkCache(self._fetch_replicas, max_age, missing=[], log=self.log)
         self._freeform = BulkCache(self._fetch_freeform, max_age, missing={}, log=self.log)
         self._watermark = None  # the latest rule updated_at seen (Rucio's clock)
         self._last_full = 0.0
 
     async def close(self) -> None:
-        for cache in (self._columns, self._replicas, self._freeform):  # what a partial search left on its way
+        for cache in (self._columns, self._sizes, self._replicas, self._freeform):  # what a partial search left on its way
             cache.clear()
         await super().close()
 
@@ -616,13 +636,14 @@ class RucioCatalog(CatalogBackend):
 
     @staticmethod
     def _list_dids(client, scope, filters, did_type, limit):
-        """``list_dids`` with the server's ``limit`` (rucio-clients 41 does not send one)."""
+        """``list_dids`` with the server's ``limit`` (rucio-clients 41 does not send one);
+        ``filters`` one dict, or a list of them (OR groups)."""
         from requests.status_codes import codes
         from rucio.common.constants import HTTPMethod
         from rucio.common.utils import build_url
 
         path = "/".join([client.DIDS_BASEURL, quote_plus(scope), "dids", "search"])
-        params = {"type": did_type, "filters": [filters], "long": True, "limit": limit}
+        params = {"type": did_type, "filters": filters if isinstance(filters, list) else [filters], "long": True, "limit": limit}
         r = client._send_request(build_url(choice(client.list_hosts), path=path, params=params), method=HTTPMethod.GET)
         if r.status_code == codes.ok:
             return list(client._load_json_data(r))
@@ -666,32 +687,50 @@ class RucioCatalog(CatalogBackend):
         # the sizes come with list_dids, except from a free-form plugin's search (Rucio's JSON
         # plugin returns names only): then the DID columns are needed for the first answer too
         sizes_known = all(d.get("length") is not None for d in found)
-        await self._details(keys, partial=query.partial, columns_now=not sizes_known)
+        await self._details(keys, partial=query.partial, sizes=not sizes_known)
         rse_types = self._rse_types or {}
         datasets = []
         for d, k in zip(found, keys):
             columns, freeform = self._columns.get(k), self._freeform.get(k) if self.freeform_metadata_plugins else {}
+            if not sizes_known and columns is None:
+                d = {**d, **self._sizes.get(k, {})}
             datasets.append(dataset_from_rucio(
                 d, merged_metadata(query.filters, columns, freeform), self._replicas.get(k, []), rse_types,
                 metadata_pending=columns is None or freeform is None,
             ))
         return SearchPage(datasets, next=next_token)
 
-    async def _details(self, keys: list[tuple[str, str]], partial: bool = False, columns_now: bool = True) -> None:
+    async def _details(self, keys: list[tuple[str, str]], partial: bool = False, sizes: bool = False) -> None:
         """Bring the details of a page into the caches, each kind in one bulk call for the page.
 
-        The dataset replicas (availability) and the DID columns (sizes, file counts, built-in
-        keys: one query in Rucio for the page) are fetched together, and the free-form metadata
-        (:attr:`freeform_metadata_plugins`: one query per dataset in Rucio) beside them. A partial
-        search waits only for what its first answer needs (the availability, and the DID columns
-        when list_dids gave no sizes) and starts the rest after it, so the page's own calls do not
-        queue behind the slow one in Rucio.
+        The dataset replicas (availability), the DID columns (sizes, file counts, built-in keys:
+        one query in Rucio) and the free-form metadata (:attr:`freeform_metadata_plugins`: one
+        query per dataset in Rucio) are fetched together. A partial search waits only for what its
+        first answer needs, the availability and, when list_dids gave no sizes (Rucio's JSON plugin
+        returns names only), the sizes from a second list_dids by name (a GET: Rucio checks a bulk
+        call's body against its JSON schema first, which costs more than the query); it starts the
+        rest after that, so the page's own calls do not queue behind the slow ones in Rucio.
         """
         kinds = [self._replicas, self._columns] + ([self._freeform] if self.freeform_metadata_plugins else [])
-        now = kinds if not partial else [self._replicas] + ([self._columns] if columns_now else [])
+        now = kinds if not partial else [self._replicas] + ([self._sizes] if sizes else [])
         await asyncio.gather(self._rse_type_map(), *(cache.wait(keys) for cache in now))
         for cache in kinds:
             cache.start(keys)  # those a partial search did not wait for (nothing when all are here)
+
+    async def _fetch_sizes(self, keys) -> dict:
+        """Sizes and file counts of ``keys`` from list_dids by name (the DID columns' plugin)."""
+        by_scope = {}
+        for scope, name in keys:
+            by_scope.setdefault(scope, []).append(name)
+        calls = [
+            self._call("sizes", self._list_dids, scope, groups, self.did_type, len(groups))
+            for scope, names in by_scope.items() for groups in name_groups(names)
+        ]
+        found = {}
+        for rows in await asyncio.gather(*calls):
+            for r in rows:
+                found[(r["scope"], r["name"])] = {"bytes": r.get("bytes"), "length": r.get("length")}
+        return found
 
     async def _fetch_columns(self, keys) -> dict:
         dids = [{"scope": s, "name": n} for s, n in keys]

@@ -122,18 +122,23 @@ async def test_details_are_three_bulk_calls_and_partial_answers_with_sizes_and_a
         "dataset replicas", "free-form metadata", "metadata", "search", "search"
     ]
 
-    # a free-form filter's list_dids has no sizes: the DID columns come with the first answer
+    # a free-form filter's list_dids (Rucio's JSON plugin) has no sizes: a list_dids by name has
     plain = RucioCatalog(**{**backend_config(env), "freeform_metadata_plugins": []})
     try:
         plain_calls = count_calls(plain)
-        crab = await plain.search(plain.query("run2024*", "target=crab", scope="astro", partial=True))
-        assert sorted(c for c in plain_calls if c not in ("list RSEs",)) == ["dataset replicas", "metadata", "search"]
+        query = dict(pattern="run2024*", filters="target=crab", scope="astro")
+        crab = await plain.search(plain.query(**query, partial=True))
+        assert sorted(c for c in plain_calls if c != "list RSEs") == ["dataset replicas", "search", "sizes"]
+        first = next(d for d in crab.datasets if d.name == "run2024.raw.0001")
+        assert (first.files, first.availability, first.metadata) == (3, "disk", {"target": "crab"}) and first.bytes > 0
+        assert first.metadata_pending
+        crab = await plain.search(plain.query(**query))
+        first = next(d for d in crab.datasets if d.name == "run2024.raw.0001")
+        assert first.metadata["project"] == "run2024" and first.files == 3
+        assert not any(d.metadata_pending for d in crab.datasets)  # no free-form plugin to wait for
+        assert sorted(c for c in plain_calls if c != "list RSEs") == ["dataset replicas", "metadata", "search", "search", "sizes"]
     finally:
         await plain.close()
-    found = {d.name: d for d in crab.datasets}
-    assert found["run2024.raw.0001"].metadata["target"] == "crab" and found["run2024.raw.0001"].files == 3
-    assert found["run2024.raw.0001"].metadata["project"] == "run2024"
-    assert not any(d.metadata_pending for d in crab.datasets)  # no free-form plugin to wait for
     del alice._call  # the class's own _call again
 
 
