@@ -7,10 +7,10 @@ account's rules are never visible or cancellable.
 
 Calls to Rucio, per operation (none grows with the number of files):
 
-- search: one ``list_dids`` with a limit, then for the page one bulk call for the DID columns
-  (sizes, built-in metadata), one bulk dataset replica call, and one bulk call per free-form
-  metadata plugin (by default JSON), which a partial search does not wait for (the RSE list, for
-  tape or disk, is fetched once).
+- search: one ``list_dids`` with a limit, then for the page one bulk dataset replica call
+  (availability), one bulk call for the DID columns (sizes, built-in metadata) and one per
+  free-form metadata plugin (by default JSON); a partial search waits only for the first (the RSE
+  list, for tape or disk, is fetched once).
 - stage: one rule lookup, one DID lookup, one usage/quota call, one dataset replica call, one
   ``add_replication_rule``.
 - status of all requests: one ``list_replication_rules`` per refresh (at most every
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import hashlib
-import json
 import os
 import threading
 import time
@@ -79,24 +78,6 @@ TAPE_MARK = "tape-recall"
 def rucio_filters(query: SearchQuery) -> dict:
     """The ``list_dids`` filter for a query: the name pattern and exact-match metadata."""
     return {"name": query.pattern, **query.filters}
-
-
-def name_groups(names: list[str], budget: int = 1500) -> list[list[dict]]:
-    """``list_dids`` OR groups (one ``{"name": ...}`` each) for ``names``, in lists whose JSON stays
-    within ``budget`` characters: the filters travel in the URL, and Rucio's gunicorn refuses a
-    request line over 4 kB (pure)."""
-    chunks, current, size = [], [], 2
-    for name in names:
-        group = {"name": name}
-        cost = len(json.dumps(group)) + 2
-        if current and size + cost > budget:
-            chunks.append(current)
-            current, size = [], 2
-        current.append(group)
-        size += cost
-    if current:
-        chunks.append(current)
-    return chunks
 
 
 def encode_page(scope_index: int, offset: int) -> str:
@@ -196,10 +177,16 @@ def merged_metadata(filters: dict[str, str], did_columns: dict | None, freeform:
     return {**matched_metadata(filters), **(did_columns or {}), **(freeform or {})}
 
 
+def _first_known(key: str, *sources: dict):
+    return next((found[key] for found in sources if found.get(key) is not None), None)
+
+
 def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None, rse_types: dict[str, str],
                        metadata_pending: bool = False) -> Dataset:
     """One search result from ``list_dids(long=True)``, bulk metadata and dataset replicas
-    (``replicas`` None: not looked up, availability "unknown")."""
+    (``replicas`` None: not looked up, availability "unknown"). The size and file count come from
+    the first that has them: list_dids (not after a free-form filter: Rucio's JSON plugin returns
+    names only), the DID columns, a dataset replica (which counts the whole dataset)."""
     meta = meta or {}
     replicas = replicas or []
     kinds = {rse_types.get(r["rse"], "DISK") for r in replicas if r.get("state") == "AVAILABLE"}
@@ -212,8 +199,8 @@ def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None
     return Dataset(
         scope=did["scope"],
         name=did["name"],
-        bytes=did.get("bytes") if did.get("bytes") is not None else meta.get("bytes"),
-        files=did.get("length") if did.get("length") is not None else meta.get("length"),
+        bytes=_first_known("bytes", did, meta, *replicas),
+        files=_first_known("length", did, meta, *replicas),
         metadata={k: _jsonable(v) for k, v in meta.items() if v is not None and k not in _BOOKKEEPING},
         availability=availability,
         metadata_pending=metadata_pending,
@@ -469,9 +456,9 @@ class RucioCatalog(CatalogBackend):
         ["JSON"],
         help="""Rucio metadata plugins that hold free-form metadata (the server's [metadata] plugins
         setting; Rucio's default is JSON). Search details ask each for the page in one bulk call,
-        apart from the DID columns (sizes, file counts, built-in keys), which is one database query
-        for the page while a free-form plugin costs Rucio one query per dataset. A partial search
-        (the widget's) answers without waiting for them. Empty: results show built-in keys and the
+        apart from the DID columns (sizes, file counts, built-in keys): one database query in Rucio
+        for the page, while a free-form plugin costs it one query per dataset. A partial search (the
+        widget's) answers without waiting for either. Empty: results show the built-in keys and the
         filters' own keys only.""",
     ).tag(config=True)
 
@@ -521,14 +508,13 @@ class RucioCatalog(CatalogBackend):
             return self.details_cache_seconds
 
         self._columns = BulkCache(self._fetch_columns, max_age, missing={}, log=self.log)
-        self._sizes = BulkCache(self._fetch_sizes, max_age, missing={}, log=self.log)
         self._replicas = BulkCache(self._fetch_replicas, max_age, missing=[], log=self.log)
         self._freeform = BulkCache(self._fetch_freeform, max_age, missing={}, log=self.log)
         self._watermark = None  # the latest rule updated_at seen (Rucio's clock)
         self._last_full = 0.0
 
     async def close(self) -> None:
-        for cache in (self._columns, self._sizes, self._replicas, self._freeform):  # what a partial search left on its way
+        for cache in (self._columns, self._replicas, self._freeform):  # what a partial search left on its way
             cache.clear()
         await super().close()
 
@@ -636,14 +622,13 @@ class RucioCatalog(CatalogBackend):
 
     @staticmethod
     def _list_dids(client, scope, filters, did_type, limit):
-        """``list_dids`` with the server's ``limit`` (rucio-clients 41 does not send one);
-        ``filters`` one dict, or a list of them (OR groups)."""
+        """``list_dids`` with the server's ``limit`` (rucio-clients 41 does not send one)."""
         from requests.status_codes import codes
         from rucio.common.constants import HTTPMethod
         from rucio.common.utils import build_url
 
         path = "/".join([client.DIDS_BASEURL, quote_plus(scope), "dids", "search"])
-        params = {"type": did_type, "filters": filters if isinstance(filters, list) else [filters], "long": True, "limit": limit}
+        params = {"type": did_type, "filters": [filters], "long": True, "limit": limit}
         r = client._send_request(build_url(choice(client.list_hosts), path=path, params=params), method=HTTPMethod.GET)
         if r.status_code == codes.ok:
             return list(client._load_json_data(r))
@@ -684,53 +669,33 @@ class RucioCatalog(CatalogBackend):
         if not query.details:
             return SearchPage([dataset_from_rucio(d, matched_metadata(query.filters), None, {}) for d in found], next=next_token)
         keys = [(d["scope"], d["name"]) for d in found]
-        # the sizes come with list_dids, except from a free-form plugin's search (Rucio's JSON
-        # plugin returns names only): then the DID columns are needed for the first answer too
-        sizes_known = all(d.get("length") is not None for d in found)
-        await self._details(keys, partial=query.partial, sizes=not sizes_known)
+        await self._details(keys, partial=query.partial)
         rse_types = self._rse_types or {}
         datasets = []
         for d, k in zip(found, keys):
             columns, freeform = self._columns.get(k), self._freeform.get(k) if self.freeform_metadata_plugins else {}
-            if not sizes_known and columns is None:
-                d = {**d, **self._sizes.get(k, {})}
             datasets.append(dataset_from_rucio(
                 d, merged_metadata(query.filters, columns, freeform), self._replicas.get(k, []), rse_types,
                 metadata_pending=columns is None or freeform is None,
             ))
         return SearchPage(datasets, next=next_token)
 
-    async def _details(self, keys: list[tuple[str, str]], partial: bool = False, sizes: bool = False) -> None:
+    async def _details(self, keys: list[tuple[str, str]], partial: bool = False) -> None:
         """Bring the details of a page into the caches, each kind in one bulk call for the page.
 
         The dataset replicas (availability), the DID columns (sizes, file counts, built-in keys:
         one query in Rucio) and the free-form metadata (:attr:`freeform_metadata_plugins`: one
-        query per dataset in Rucio) are fetched together. A partial search waits only for what its
-        first answer needs, the availability and, when list_dids gave no sizes (Rucio's JSON plugin
-        returns names only), the sizes from a second list_dids by name (a GET: Rucio checks a bulk
-        call's body against its JSON schema first, which costs more than the query); it starts the
-        rest after that, so the page's own calls do not queue behind the slow ones in Rucio.
+        query per dataset in Rucio) are fetched together. A partial search waits only for the
+        dataset replicas, which also carry the sizes that a free-form search's list_dids lacks
+        (Rucio's JSON plugin returns names only), and starts the rest after them, so the page's
+        own call does not queue behind the slow ones in Rucio (each bulk call also costs Rucio a
+        check of its body against its JSON schema, more than the query itself).
         """
         kinds = [self._replicas, self._columns] + ([self._freeform] if self.freeform_metadata_plugins else [])
-        now = kinds if not partial else [self._replicas] + ([self._sizes] if sizes else [])
+        now = [self._replicas] if partial else kinds
         await asyncio.gather(self._rse_type_map(), *(cache.wait(keys) for cache in now))
         for cache in kinds:
             cache.start(keys)  # those a partial search did not wait for (nothing when all are here)
-
-    async def _fetch_sizes(self, keys) -> dict:
-        """Sizes and file counts of ``keys`` from list_dids by name (the DID columns' plugin)."""
-        by_scope = {}
-        for scope, name in keys:
-            by_scope.setdefault(scope, []).append(name)
-        calls = [
-            self._call("sizes", self._list_dids, scope, groups, self.did_type, len(groups))
-            for scope, names in by_scope.items() for groups in name_groups(names)
-        ]
-        found = {}
-        for rows in await asyncio.gather(*calls):
-            for r in rows:
-                found[(r["scope"], r["name"])] = {"bytes": r.get("bytes"), "length": r.get("length")}
-        return found
 
     async def _fetch_columns(self, keys) -> dict:
         dids = [{"scope": s, "name": n} for s, n in keys]

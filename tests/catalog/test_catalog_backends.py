@@ -144,18 +144,10 @@ def test_dataset_from_rucio_availability_and_metadata():
     both = dataset_from_rucio(did, meta, [{"rse": "SG-TAPE", "state": "AVAILABLE"}, {"rse": "SG-DISK", "state": "AVAILABLE"}], types)
     assert both.availability == "disk"
     assert dataset_from_rucio(did, meta, [], types).availability == "unknown"
-
-
-def test_names_for_list_dids_by_name_fit_in_a_request_line():
-    import json
-
-    from science_gateway.jupyter_ext.catalog.rucio import name_groups
-
-    names = [f"run2024.raw.{i:04d}" for i in range(50)] + ["x" * 250] * 20
-    chunks = name_groups(names)
-    assert [g["name"] for chunk in chunks for g in chunk] == names  # all of them, in order
-    assert len(chunks) > 1 and all(len(json.dumps(chunk)) <= 1500 for chunk in chunks)
-    assert name_groups(["a", "b"]) == [[{"name": "a"}, {"name": "b"}]] and name_groups([]) == []
+    # after a free-form filter and before the DID columns: the sizes a dataset replica counts
+    replica = {"rse": "SG-TAPE", "state": "AVAILABLE", "bytes": 30, "length": 3}
+    early = dataset_from_rucio(did, {"target": "crab"}, [replica], types)
+    assert (early.bytes, early.files, early.availability) == (30, 3, "tape")
 
 
 def test_details_metadata_merges_as_rucio_plugin_all_does():

@@ -122,13 +122,13 @@ async def test_details_are_three_bulk_calls_and_partial_answers_with_sizes_and_a
         "dataset replicas", "free-form metadata", "metadata", "search", "search"
     ]
 
-    # a free-form filter's list_dids (Rucio's JSON plugin) has no sizes: a list_dids by name has
+    # a free-form filter's list_dids (Rucio's JSON plugin) has no sizes: the dataset replicas have
     plain = RucioCatalog(**{**backend_config(env), "freeform_metadata_plugins": []})
     try:
         plain_calls = count_calls(plain)
         query = dict(pattern="run2024*", filters="target=crab", scope="astro")
         crab = await plain.search(plain.query(**query, partial=True))
-        assert sorted(c for c in plain_calls if c != "list RSEs") == ["dataset replicas", "search", "sizes"]
+        assert sorted(c for c in plain_calls if c != "list RSEs") == ["dataset replicas", "search"]
         first = next(d for d in crab.datasets if d.name == "run2024.raw.0001")
         assert (first.files, first.availability, first.metadata) == (3, "disk", {"target": "crab"}) and first.bytes > 0
         assert first.metadata_pending
@@ -136,7 +136,7 @@ async def test_details_are_three_bulk_calls_and_partial_answers_with_sizes_and_a
         first = next(d for d in crab.datasets if d.name == "run2024.raw.0001")
         assert first.metadata["project"] == "run2024" and first.files == 3
         assert not any(d.metadata_pending for d in crab.datasets)  # no free-form plugin to wait for
-        assert sorted(c for c in plain_calls if c != "list RSEs") == ["dataset replicas", "metadata", "search", "search", "sizes"]
+        assert sorted(c for c in plain_calls if c != "list RSEs") == ["dataset replicas", "metadata", "search", "search"]
     finally:
         await plain.close()
     del alice._call  # the class's own _call again
