@@ -167,7 +167,8 @@ class DatasetFile:
 @dataclass(frozen=True)
 class SearchPage:
     datasets: list[Dataset]
-    #: opaque token for the next page, or None on the last page
+    #: opaque token for the next page, or None on the last page (a backend that cannot tell may
+    #: give a full last page a token whose page is empty)
     next: str | None = None
 
     def to_dict(self) -> dict:

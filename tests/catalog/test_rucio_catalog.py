@@ -152,6 +152,12 @@ async def test_search_pages_and_scopes_follow_policy(alice):
         if token is None:
             break
     assert len(seen) == len(set(seen)) == 30 and pages == 5
+    calls = count_calls(alice)  # a page that ends exactly at the last result: one call, no extra row
+    full = await alice.search(alice.query("survey.tile.*", limit=30, scope="astro", details=False))
+    assert len(full.datasets) == 30 and full.next and calls == ["search"]
+    after = await alice.search(alice.query("survey.tile.*", limit=30, page=full.next, scope="astro", details=False))
+    assert (after.datasets, after.next) == ([], None)
+    del alice._call
     everywhere = await alice.search(alice.query("run2024*", "project=run2024", limit=50))
     dids = {d.did for d in everywhere.datasets}
     assert "calib:run2024.calib.0001" in dids and "astro:run2024.raw.0001" in dids
