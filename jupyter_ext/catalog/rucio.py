@@ -712,13 +712,23 @@ class RucioCatalog(CatalogBackend):
         return found
 
     async def _fetch_freeform(self, keys) -> dict:
-        """One bulk call per free-form plugin, merged in plugin=ALL's order."""
+        """One bulk call per free-form plugin, merged in plugin=ALL's order (a plugin the server
+        does not have adds nothing, with a warning: the search still answers)."""
+        from rucio.common.exception import UnsupportedMetadataPlugin
+
         dids = [{"scope": s, "name": n} for s, n in keys]
         found = {k: {} for k in keys}
         for plugin in self.freeform_metadata_plugins:
-            rows = await self._call(
-                "free-form metadata", lambda c, plugin=plugin: list(c.get_metadata_bulk(dids, plugin=plugin))
-            )
+            try:
+                rows = await self._call(
+                    "free-form metadata", lambda c, plugin=plugin: list(c.get_metadata_bulk(dids, plugin=plugin)),
+                    expect=(UnsupportedMetadataPlugin,),
+                )
+            except UnsupportedMetadataPlugin:
+                self.log.warning(
+                    "Rucio has no metadata plugin %r: check RucioCatalog.freeform_metadata_plugins", quote_prefix(plugin)
+                )
+                continue
             for row in rows:
                 key = (row.get("scope"), row.get("name"))
                 if key in found:
