@@ -355,9 +355,10 @@ async def test_a_hostile_request_id_never_reaches_a_backend_hook(request_id):
         {"page": "x" * 201},
         {"details": "maybe"},
         {"details": None},
+        {"partial": "maybe"},
     ],
     ids=["dotdot", "other-scope", "shell", "list-value", "superscript-limit", "fullwidth-limit", "bool-limit",
-         "superscript-page", "long-page", "details-word", "details-none"],
+         "superscript-page", "long-page", "details-word", "details-none", "partial-word"],
 )
 async def test_a_hostile_query_never_reaches_the_search_hook(raw):
     from science_gateway.core.catalog import CatalogError, SearchQuery
@@ -365,7 +366,7 @@ async def test_a_hostile_query_never_reaches_the_search_hook(raw):
     backend = _Recording(allowed_scopes=["demo"])
     with pytest.raises(CatalogError):
         await backend.search(**raw)
-    fields = {"pattern": "*", "filters": {}, "limit": 50, "page": None, "scope": None, "details": True}
+    fields = {"pattern": "*", "filters": {}, "limit": 50, "page": None, "scope": None, "details": True, "partial": False}
     if not isinstance(raw.get("filters"), str):  # a hand-made SearchQuery is validated again
         with pytest.raises(CatalogError):
             await backend.search(SearchQuery(**{**fields, **raw}))
@@ -374,10 +375,10 @@ async def test_a_hostile_query_never_reaches_the_search_hook(raw):
 
 async def test_a_valid_query_reaches_the_hook_validated():
     backend = _Recording(allowed_scopes=["demo"])
-    await backend.search(pattern="demo:run*", filters="project=run2024", limit="7", details="false")
+    await backend.search(pattern="demo:run*", filters="project=run2024", limit="7", details="false", partial="true")
     (name, query), = backend.calls
-    assert (query.scope, query.pattern, query.filters, query.limit, query.details) == (
-        "demo", "run*", {"project": "run2024"}, 7, False
+    assert (query.scope, query.pattern, query.filters, query.limit, query.details, query.partial) == (
+        "demo", "run*", {"project": "run2024"}, 7, False, True
     )
     await backend.list_files("demo:run2024.raw.0001")
     assert backend.calls[-1] == ("list_files", "demo", "run2024.raw.0001")
