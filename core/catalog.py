@@ -92,6 +92,10 @@ class SearchQuery:
     #: also fetch each result's full metadata and where it is now (False: what the search
     #: itself returns, which for Rucio is one call: size, file count, the filtered metadata)
     details: bool = True
+    #: with details: answer as soon as sizes and availability are known; metadata that needs a
+    #: slower query (Rucio's free-form keys) may follow, marked ``metadata_pending`` on each
+    #: dataset, and the same search again returns it (what the widget does)
+    partial: bool = False
 
 
 def parse_filters(text: str) -> dict[str, str]:
@@ -131,6 +135,8 @@ class Dataset:
     metadata: dict = field(default_factory=dict)
     #: where copies are now: "disk" (readable soon), "tape" (needs a recall), or "unknown"
     availability: str = "unknown"
+    #: part of the metadata is still being fetched (a ``partial`` search): search again for it
+    metadata_pending: bool = False
 
     @property
     def did(self) -> str:
@@ -163,7 +169,8 @@ class DatasetFile:
 @dataclass(frozen=True)
 class SearchPage:
     datasets: list[Dataset]
-    #: opaque token for the next page, or None on the last page
+    #: opaque token for the next page, or None on the last page (a backend that cannot tell may
+    #: give a full last page a token whose page is empty)
     next: str | None = None
 
     def to_dict(self) -> dict:

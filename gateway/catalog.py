@@ -118,14 +118,17 @@ class Catalog:
     # -- the API -------------------------------------------------------------------------------
 
     def search(self, pattern: str = "*", filters: str | dict | None = None, scope: str | None = None,
-               limit: int = 50, page: str | None = None, details: bool = True) -> SearchPage:
+               limit: int = 50, page: str | None = None, details: bool = True, partial: bool = False) -> SearchPage:
         """One page of datasets; ``filters`` as ``"project=run2024, datatype=RAW"`` or a dict.
 
-        ``details=False`` skips each result's full metadata and availability (faster)."""
+        ``details=False`` skips each result's full metadata and availability (faster).
+        ``partial=True`` answers once sizes and availability are known: datasets whose metadata
+        is still on its way have ``metadata_pending`` set, and the same search again returns them
+        complete."""
         if isinstance(filters, dict):
             filters = ", ".join(f"{k}={v}" for k, v in filters.items())
         params = {"pattern": pattern, "filters": filters, "scope": scope, "limit": limit, "page": page,
-                  "details": "true" if details else "false"}
+                  "details": "true" if details else "false", "partial": "true" if partial else "false"}
         return SearchPage.from_dict(self._call("GET", "/datasets", params))
 
     def files(self, did: str) -> list[DatasetFile]:

@@ -184,6 +184,7 @@ class DatasetsHandler(GatewayHandler):
             page=self.get_query_argument("page", None),
             scope=self.get_query_argument("scope", None),
             details=self.get_query_argument("details", "true"),
+            partial=self.get_query_argument("partial", "false"),
         )
         self.write_json(page.to_dict())
 

@@ -38,6 +38,8 @@ class BrowserState:
 
     Results are fetched from the gateway one page (``batch_size``) at a time, when the person
     moves forward; only the current batch is rendered, so 1,000 results cost no more than 50.
+    Each page is asked for ``partial``: it shows as soon as sizes and availability are known, and
+    :meth:`complete` then fetches the metadata the catalogue had not sent yet.
     """
 
     batch_size: int = 50
@@ -47,28 +49,56 @@ class BrowserState:
     error: str = ""
     searched: bool = False
     _query: tuple = ("*", "")
+    #: (page token, index of its first result) of fetched pages with metadata still pending
+    _pending: list = field(default_factory=list)
+
+    def _fetch(self, catalog, page: str | None, partial: bool = True):
+        return catalog.search(self._query[0], filters=self._query[1] or None, limit=self.batch_size, page=page,
+                              partial=partial)
+
+    def _note_pending(self, page: str | None, start: int, datasets) -> None:
+        if any(d.metadata_pending for d in datasets):
+            self._pending.append((page, start))
 
     def run_search(self, catalog, pattern: str, filters: str) -> None:
         """Start a new search; an error becomes :attr:`error` and the old results stay."""
         query = (pattern.strip() or "*", filters.strip())
         try:
-            page = catalog.search(query[0], filters=query[1] or None, limit=self.batch_size)
+            page = catalog.search(query[0], filters=query[1] or None, limit=self.batch_size, partial=True)
         except Exception as e:  # the API's errors are for people: show them, never raise
             self.error = error_text(e)
             return
         self.error, self.searched, self._query = "", True, query
         self.results, self.next_page, self.offset = list(page.datasets), page.next, 0
+        self._pending = []
+        self._note_pending(None, 0, page.datasets)
+
+    def complete(self, catalog) -> bool:
+        """Fetch the metadata that fetched pages still miss (the same search again, not partial:
+        the gateway has the rest cached or on its way). True when a result changed."""
+        changed = False
+        pending, self._pending = self._pending, []
+        for token, start in pending:
+            try:
+                page = self._fetch(catalog, token, partial=False)
+            except Exception:  # keep what is shown: the sizes and availability are there already
+                continue
+            fresh = {d.did: d for d in page.datasets}
+            for i in range(start, min(start + self.batch_size, len(self.results))):
+                found = fresh.get(self.results[i].did)
+                if found is not None and found != self.results[i]:
+                    self.results[i], changed = found, True
+        return changed
 
     def forward(self, catalog) -> None:
         """The next batch, fetching the next page from the gateway when it is not here yet."""
         if self.offset + self.batch_size >= len(self.results) and self.next_page:
             try:
-                page = catalog.search(
-                    self._query[0], filters=self._query[1] or None, limit=self.batch_size, page=self.next_page
-                )
+                page = self._fetch(catalog, self.next_page)
             except Exception as e:
                 self.error = error_text(e)
                 return
+            self._note_pending(self.next_page, len(self.results), page.datasets)
             self.results.extend(page.datasets)
             self.next_page = page.next
         if self.offset + self.batch_size < len(self.results):

@@ -243,6 +243,8 @@ class DatasetBrowser(w.VBox):
             self.filters.value = filters
         self.state.run_search(self.catalog, self.pattern.value, self.filters.value)
         self._render()
+        if self.state.complete(self.catalog):  # the metadata the first answer did not wait for
+            self._render()
 
     def stage(self, did: str):
         """Stage one dataset (what its Stage button does); the monitor shows its progress."""
@@ -260,6 +262,8 @@ class DatasetBrowser(w.VBox):
     def _move(self, back: bool) -> None:
         self.state.back() if back else self.state.forward(self.catalog)
         self._render()
+        if self.state.complete(self.catalog):
+            self._render()
 
     def _render(self) -> None:
         self.error.value = _error_html(self.state.error)

@@ -112,7 +112,7 @@ class CatalogBackend(LoggingConfigurable):
         self.check_scope(scope)
         return scope, name
 
-    def query(self, pattern="*", filters=None, limit=50, page=None, scope=None, details=True) -> SearchQuery:
+    def query(self, pattern="*", filters=None, limit=50, page=None, scope=None, details=True, partial=False) -> SearchQuery:
         """Validate raw user input into a :class:`SearchQuery`, raising :class:`InvalidQuery`."""
         pattern = pattern or "*"
         if not isinstance(pattern, str):
@@ -136,7 +136,7 @@ class CatalogBackend(LoggingConfigurable):
             raise InvalidQuery(f"page token {quote_prefix(page)} was not issued by this catalogue")
         return SearchQuery(
             pattern=pattern, filters=filters, limit=limit, page=page or None, scope=scope or None,
-            details=self._check_details(details),
+            details=self._check_flag("details", details), partial=self._check_flag("partial", partial),
         )
 
     @staticmethod
@@ -167,12 +167,12 @@ class CatalogBackend(LoggingConfigurable):
         return limit
 
     @staticmethod
-    def _check_details(details) -> bool:
-        if isinstance(details, bool):
-            return details
-        if isinstance(details, str) and details.lower() in _TRUE + _FALSE:
-            return details.lower() in _TRUE
-        raise InvalidQuery(f"details must be true or false, not {quote_prefix(details)}")
+    def _check_flag(name: str, value) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        raise InvalidQuery(f"{name} must be true or false, not {quote_prefix(value)}")
 
     def _checked(self, query: SearchQuery) -> SearchQuery:
         """A query validated again (a caller may have built a :class:`SearchQuery` by hand)."""
@@ -180,7 +180,7 @@ class CatalogBackend(LoggingConfigurable):
             raise InvalidQuery(f"search takes a SearchQuery or keyword arguments, not {quote_prefix(query)}")
         return self.query(
             pattern=query.pattern, filters=query.filters, limit=query.limit, page=query.page,
-            scope=query.scope if query.scope is not None else "", details=query.details,
+            scope=query.scope if query.scope is not None else "", details=query.details, partial=query.partial,
         )
 
     # -- the public template methods: validate, then call the hook --------------------------------

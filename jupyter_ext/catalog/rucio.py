@@ -7,8 +7,10 @@ account's rules are never visible or cancellable.
 
 Calls to Rucio, per operation (none grows with the number of files):
 
-- search: one ``list_dids`` with a limit, then one bulk metadata call and one bulk dataset
-  replica call for the page (the RSE list, for tape or disk, is fetched once).
+- search: one ``list_dids`` with a limit, then for the page one bulk dataset replica call
+  (availability), one bulk call for the DID columns (sizes, built-in metadata) and one per
+  free-form metadata plugin (by default JSON); a partial search waits only for the first (the RSE
+  list, for tape or disk, is fetched once).
 - stage: one rule lookup, one DID lookup, one usage/quota call, one dataset replica call, one
   ``add_replication_rule``.
 - status of all requests: one ``list_replication_rules`` per refresh (at most every
@@ -35,7 +37,7 @@ from dataclasses import replace
 from random import choice
 from urllib.parse import quote_plus
 
-from traitlets import Enum, Float, Integer, Unicode, default
+from traitlets import Enum, Float, Integer, List, Unicode, default
 
 from ...core.catalog import (
     FAILED,
@@ -164,9 +166,28 @@ def _jsonable(value):
     return _iso(value) if isinstance(value, datetime.datetime) else value
 
 
-def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None, rse_types: dict[str, str]) -> Dataset:
+def matched_metadata(filters: dict[str, str]) -> dict[str, str]:
+    """What a result is known to hold because the search matched it: the exact-match filters
+    (a key with an operator suffix, ``run_number.gte``, says nothing exact)."""
+    return {k: v for k, v in filters.items() if "." not in k}
+
+
+def merged_metadata(filters: dict[str, str], did_columns: dict | None, freeform: dict | None) -> dict:
+    """A result's metadata as Rucio's ``plugin=ALL`` gives it (the DID columns, then the
+    free-form plugins over them), starting from what the filters matched (pure)."""
+    return {**matched_metadata(filters), **(did_columns or {}), **(freeform or {})}
+
+
+def _first_known(key: str, *sources: dict):
+    return next((found[key] for found in sources if found.get(key) is not None), None)
+
+
+def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None, rse_types: dict[str, str],
+                       metadata_pending: bool = False) -> Dataset:
     """One search result from ``list_dids(long=True)``, bulk metadata and dataset replicas
-    (``replicas`` None: not looked up, availability "unknown")."""
+    (``replicas`` None: not looked up, availability "unknown"). The size and file count come from
+    the first that has them: list_dids (not after a free-form filter: Rucio's JSON plugin returns
+    names only), the DID columns, a dataset replica (which counts the whole dataset)."""
     meta = meta or {}
     replicas = replicas or []
     kinds = {rse_types.get(r["rse"], "DISK") for r in replicas if r.get("state") == "AVAILABLE"}
@@ -179,10 +200,11 @@ def dataset_from_rucio(did: dict, meta: dict | None, replicas: list[dict] | None
     return Dataset(
         scope=did["scope"],
         name=did["name"],
-        bytes=did.get("bytes") if did.get("bytes") is not None else meta.get("bytes"),
-        files=did.get("length") if did.get("length") is not None else meta.get("length"),
+        bytes=_first_known("bytes", did, meta, *replicas),
+        files=_first_known("length", did, meta, *replicas),
         metadata={k: _jsonable(v) for k, v in meta.items() if v is not None and k not in _BOOKKEEPING},
         availability=availability,
+        metadata_pending=metadata_pending,
     )
 
 
@@ -284,6 +306,66 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
             f"Rucio answered {what} with HTTP {server_error.group(1)} (a server error, no details); try again later"
         )
     return CatalogFailure(f"the catalogue answered {what} with {type(error).__name__}: {said}")
+
+
+class BulkCache:
+    """Per-dataset answers of one kind of bulk call, kept ``max_age`` seconds, fetched for a whole
+    page at once; a fetch on its way is shared by every search that needs the same datasets.
+
+    ``fetch(keys)`` returns ``{key: value}`` (a key it leaves out gets ``missing``); ``max_age()``
+    is read at each look-up.
+    """
+
+    def __init__(self, fetch, max_age, missing=None, log=None, limit: int = 10000):
+        self.fetch, self.max_age, self.missing, self.log, self.limit = fetch, max_age, missing, log, limit
+        self.values = {}  # key -> (monotonic time, value)
+        self.fetches = {}  # key -> the task fetching it
+
+    def fresh(self, key) -> bool:
+        return key in self.values and time.monotonic() - self.values[key][0] <= self.max_age()
+
+    def get(self, key, default=None):
+        return self.values[key][1] if self.fresh(key) else default
+
+    def start(self, keys) -> None:
+        """One task fetching those ``keys`` neither fresh nor on their way (none: no task)."""
+        todo = [k for k in dict.fromkeys(keys) if k not in self.fetches and not self.fresh(k)]
+        if not todo:
+            return
+        task = asyncio.ensure_future(self._run(todo))
+        for key in todo:
+            self.fetches[key] = task
+
+        def done(task):
+            for key in todo:
+                if self.fetches.get(key) is task:
+                    del self.fetches[key]
+            if not task.cancelled() and task.exception() is not None and self.log is not None:
+                # retrieved here: nobody may await a fetch a partial search started
+                self.log.debug("a bulk fetch for %d datasets failed: %s", len(todo), task.exception())
+
+        task.add_done_callback(done)
+
+    async def _run(self, keys) -> None:
+        found = await self.fetch(keys)
+        now = time.monotonic()
+        if len(self.values) > self.limit:
+            self.values.clear()
+        for key in keys:
+            self.values[key] = (now, found.get(key, self.missing))
+
+    async def wait(self, keys) -> None:
+        """Until ``keys`` are fetched (started first when needed); a failed fetch raises here."""
+        self.start(keys)
+        fetches = {self.fetches[k] for k in keys if k in self.fetches}
+        if fetches:
+            await asyncio.gather(*(asyncio.shield(f) for f in fetches))
+
+    def clear(self) -> None:
+        for task in set(self.fetches.values()):
+            task.cancel()
+        self.fetches.clear()
+        self.values.clear()
 
 
 # -- the backend --------------------------------------------------------------------------------
@@ -389,6 +471,17 @@ class RucioCatalog(CatalogBackend):
         and parse every row before it again.""",
     ).tag(config=True)
 
+    freeform_metadata_plugins = List(
+        Unicode(),
+        ["JSON"],
+        help="""Rucio metadata plugins that hold free-form metadata (the server's [metadata] plugins
+        setting; Rucio's default is JSON). Search details ask each for the page in one bulk call,
+        apart from the DID columns (sizes, file counts, built-in keys): one database query in Rucio
+        for the page, while a free-form plugin costs it one query per dataset. A partial search (the
+        widget's) answers without waiting for either. Empty: results show the built-in keys and the
+        filters' own keys only.""",
+    ).tag(config=True)
+
     rule_comment = Unicode("science-gateway stage-in", help="Comment set on the rules the gateway creates.").tag(config=True)
 
     @default("rucio_host")
@@ -432,10 +525,21 @@ class RucioCatalog(CatalogBackend):
         self._search_rows = {}  # (scope, filters, DID type) -> (time, list_dids rows, all rows there are)
         self._failed = {}  # (rule id, stuck count) -> [FailedFile]
         self._pfns = {}  # scope:name -> PFN, when Rucio computes them
-        self._details_cache = {}  # (scope, name) -> (time, metadata, dataset replicas, RSE types)
+        # search details per (scope, name): the DID columns, the dataset replicas, the free-form keys
+        def max_age():
+            return self.details_cache_seconds
+
+        self._columns = BulkCache(self._fetch_columns, max_age, missing={}, log=self.log)
+        self._replicas = BulkCache(self._fetch_replicas, max_age, missing=[], log=self.log)
+        self._freeform = BulkCache(self._fetch_freeform, max_age, missing={}, log=self.log)
         self._watermark = None  # the latest rule updated_at seen (Rucio's clock)
         self._last_full = 0.0
         self._outage = None  # (wall-clock start, monotonic time of the last failed try, why) while Rucio fails
+
+    async def close(self) -> None:
+        for cache in (self._columns, self._replicas, self._freeform):  # what a partial search left on its way
+            cache.clear()
+        await super().close()
 
     # -- talking to Rucio --------------------------------------------------------------------------
 
@@ -564,7 +668,9 @@ class RucioCatalog(CatalogBackend):
         while index < len(scopes) and len(found) < query.limit:
             want = query.limit - len(found)
             try:
-                rows = await self._search_rows_for(scopes[index], filters, offset + want + 1, fresh=not query.page)
+                # no extra row to learn whether more follow: Rucio streams rows in batches of 5,
+                # so a 51st row costs list_dids another batch (6-12 % of the call)
+                rows = await self._search_rows_for(scopes[index], filters, offset + want, fresh=not query.page)
             except ScopeNotFound:
                 raise InvalidQuery(f"there is no scope {quote_prefix(scopes[index])} in {self.display_name}") from None
             except (InvalidMetadata, KeyNotFound, DIDFilterSyntaxError) as e:
@@ -574,7 +680,7 @@ class RucioCatalog(CatalogBackend):
                 ) from None
             rows = rows[offset:]
             found.extend(rows[:want])
-            if len(rows) > want:
+            if len(rows) >= want:  # a full page: more may follow (if not, the next page is empty)
                 next_token = encode_page(index, offset + want)
                 break
             index, offset = index + 1, 0
@@ -583,9 +689,17 @@ class RucioCatalog(CatalogBackend):
         if not found:
             return SearchPage([], next=next_token)
         if not query.details:
-            return SearchPage([dataset_from_rucio(d, dict(query.filters), None, {}) for d in found], next=next_token)
-        details = await self._details([(d["scope"], d["name"]) for d in found])
-        datasets = [dataset_from_rucio(d, *details[(d["scope"], d["name"])][1:]) for d in found]
+            return SearchPage([dataset_from_rucio(d, matched_metadata(query.filters), None, {}) for d in found], next=next_token)
+        keys = [(d["scope"], d["name"]) for d in found]
+        await self._details(keys, partial=query.partial)
+        rse_types = self._rse_types or {}
+        datasets = []
+        for d, k in zip(found, keys):
+            columns, freeform = self._columns.get(k), self._freeform.get(k) if self.freeform_metadata_plugins else {}
+            datasets.append(dataset_from_rucio(
+                d, merged_metadata(query.filters, columns, freeform), self._replicas.get(k, []), rse_types,
+                metadata_pending=columns is None or freeform is None,
+            ))
         return SearchPage(datasets, next=next_token)
 
     async def _search_rows_for(self, scope: str, filters: dict, need: int, fresh: bool) -> list[dict]:
@@ -616,26 +730,58 @@ class RucioCatalog(CatalogBackend):
         self._search_rows[key] = (time.monotonic(), rows, len(rows) < ask)
         return rows
 
-    async def _details(self, keys: list[tuple[str, str]]) -> dict:
-        """(scope, name) -> (time, metadata, replicas, rse types), fetched in bulk for those not cached."""
-        now = time.monotonic()
-        missing = [k for k in keys if k not in self._details_cache or now - self._details_cache[k][0] > self.details_cache_seconds]
-        if missing:
-            dids = [{"scope": s, "name": n} for s, n in missing]
-            metas, replicas, rse_types = await asyncio.gather(
-                self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="ALL"))),
-                self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))),
-                self._rse_type_map(),
-            )
-            meta_by = {(m["scope"], m["name"]): m for m in metas}
-            replicas_by = {}
-            for r in replicas:
-                replicas_by.setdefault((r["scope"], r["name"]), []).append(r)
-            if len(self._details_cache) > 10000:
-                self._details_cache.clear()
-            for key in missing:
-                self._details_cache[key] = (now, meta_by.get(key), replicas_by.get(key, []), rse_types)
-        return {k: self._details_cache[k] for k in keys}
+    async def _details(self, keys: list[tuple[str, str]], partial: bool = False) -> None:
+        """Bring the details of a page into the caches, each kind in one bulk call for the page.
+
+        The dataset replicas (availability), the DID columns (sizes, file counts, built-in keys:
+        one query in Rucio) and the free-form metadata (:attr:`freeform_metadata_plugins`: one
+        query per dataset in Rucio) are fetched together. A partial search waits only for the
+        dataset replicas, which also carry the sizes that a free-form search's list_dids lacks
+        (Rucio's JSON plugin returns names only), and starts the rest after them, so the page's
+        own call does not queue behind the slow ones in Rucio (each bulk call also costs Rucio a
+        check of its body against its JSON schema, more than the query itself).
+        """
+        kinds = [self._replicas, self._columns] + ([self._freeform] if self.freeform_metadata_plugins else [])
+        now = [self._replicas] if partial else kinds
+        await asyncio.gather(self._rse_type_map(), *(cache.wait(keys) for cache in now))
+        for cache in kinds:
+            cache.start(keys)  # those a partial search did not wait for (nothing when all are here)
+
+    async def _fetch_columns(self, keys) -> dict:
+        dids = [{"scope": s, "name": n} for s, n in keys]
+        rows = await self._call("metadata", lambda c: list(c.get_metadata_bulk(dids, plugin="DID_COLUMN")))
+        return {(m["scope"], m["name"]): m for m in rows}
+
+    async def _fetch_replicas(self, keys) -> dict:
+        dids = [{"scope": s, "name": n} for s, n in keys]
+        found = {}
+        for r in await self._call("dataset replicas", lambda c: list(c.list_dataset_replicas_bulk(dids))):
+            found.setdefault((r["scope"], r["name"]), []).append(r)
+        return found
+
+    async def _fetch_freeform(self, keys) -> dict:
+        """One bulk call per free-form plugin, merged in plugin=ALL's order (a plugin the server
+        does not have adds nothing, with a warning: the search still answers)."""
+        from rucio.common.exception import UnsupportedMetadataPlugin
+
+        dids = [{"scope": s, "name": n} for s, n in keys]
+        found = {k: {} for k in keys}
+        for plugin in self.freeform_metadata_plugins:
+            try:
+                rows = await self._call(
+                    "free-form metadata", lambda c, plugin=plugin: list(c.get_metadata_bulk(dids, plugin=plugin)),
+                    expect=(UnsupportedMetadataPlugin,),
+                )
+            except UnsupportedMetadataPlugin:
+                self.log.warning(
+                    "Rucio has no metadata plugin %r: check RucioCatalog.freeform_metadata_plugins", quote_prefix(plugin)
+                )
+                continue
+            for row in rows:
+                key = (row.get("scope"), row.get("name"))
+                if key in found:
+                    found[key].update({k: v for k, v in row.items() if k not in ("scope", "name")})
+        return found
 
     async def _dataset_files(self, scope: str, name: str) -> list[dict] | None:
         from rucio.common.exception import DataIdentifierNotFound

@@ -145,6 +145,22 @@ def test_dataset_from_rucio_availability_and_metadata():
     both = dataset_from_rucio(did, meta, [{"rse": "SG-TAPE", "state": "AVAILABLE"}, {"rse": "SG-DISK", "state": "AVAILABLE"}], types)
     assert both.availability == "disk"
     assert dataset_from_rucio(did, meta, [], types).availability == "unknown"
+    # after a free-form filter and before the DID columns: the sizes a dataset replica counts
+    replica = {"rse": "SG-TAPE", "state": "AVAILABLE", "bytes": 30, "length": 3}
+    early = dataset_from_rucio(did, {"target": "crab"}, [replica], types)
+    assert (early.bytes, early.files, early.availability) == (30, 3, "tape")
+
+
+def test_details_metadata_merges_as_rucio_plugin_all_does():
+    from science_gateway.jupyter_ext.catalog.rucio import matched_metadata, merged_metadata
+
+    filters = {"target": "crab", "run_number.gte": "5"}
+    assert matched_metadata(filters) == {"target": "crab"}  # an operator says nothing exact
+    columns = {"project": "run2024", "datatype": "RAW", "bytes": 10}
+    # before the free-form plugin answers: the DID columns and what the filter matched
+    assert merged_metadata(filters, columns, None) == {"target": "crab", **columns}
+    # then the free-form plugin's keys, over the DID columns (Rucio's plugin=ALL order)
+    assert merged_metadata(filters, columns, {"target": "crab", "project": "p2"}) == {**columns, "target": "crab", "project": "p2"}
 
 
 @pytest.mark.parametrize("request_id", ["../etc", "a" * 65, "", "x y", "r1/paths"], ids=["dotdot", "long", "empty", "space", "slash"])
@@ -347,10 +363,11 @@ async def test_a_hostile_request_id_never_reaches_a_backend_hook(request_id):
         {"pattern": "run2024*\n"},
         {"page": "abc\n"},
         {"scope": "demo\n"},
+        {"partial": "maybe"},
     ],
     ids=["dotdot", "other-scope", "shell", "list-value", "superscript-limit", "fullwidth-limit", "bool-limit",
          "superscript-page", "long-page", "details-word", "details-none", "newline-pattern",
-         "newline-page", "newline-scope"],
+         "newline-page", "newline-scope", "partial-word"],
 )
 async def test_a_hostile_query_never_reaches_the_search_hook(raw):
     from science_gateway.core.catalog import CatalogError, SearchQuery
@@ -358,7 +375,7 @@ async def test_a_hostile_query_never_reaches_the_search_hook(raw):
     backend = _Recording(allowed_scopes=["demo"])
     with pytest.raises(CatalogError):
         await backend.search(**raw)
-    fields = {"pattern": "*", "filters": {}, "limit": 50, "page": None, "scope": None, "details": True}
+    fields = {"pattern": "*", "filters": {}, "limit": 50, "page": None, "scope": None, "details": True, "partial": False}
     if not isinstance(raw.get("filters"), str):  # a hand-made SearchQuery is validated again
         with pytest.raises(CatalogError):
             await backend.search(SearchQuery(**{**fields, **raw}))
@@ -367,10 +384,10 @@ async def test_a_hostile_query_never_reaches_the_search_hook(raw):
 
 async def test_a_valid_query_reaches_the_hook_validated():
     backend = _Recording(allowed_scopes=["demo"])
-    await backend.search(pattern="demo:run*", filters="project=run2024", limit="7", details="false")
+    await backend.search(pattern="demo:run*", filters="project=run2024", limit="7", details="false", partial="true")
     (name, query), = backend.calls
-    assert (query.scope, query.pattern, query.filters, query.limit, query.details) == (
-        "demo", "run*", {"project": "run2024"}, 7, False
+    assert (query.scope, query.pattern, query.filters, query.limit, query.details, query.partial) == (
+        "demo", "run*", {"project": "run2024"}, 7, False, True
     )
     await backend.list_files("demo:run2024.raw.0001")
     assert backend.calls[-1] == ("list_files", "demo", "run2024.raw.0001")

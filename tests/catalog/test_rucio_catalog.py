@@ -88,6 +88,50 @@ async def test_search_without_details_is_one_call(alice):
     del alice._call  # the class's own _call again
 
 
+async def test_details_are_three_bulk_calls_and_partial_answers_with_sizes_and_availability(env, alice):
+    """Details for a page: the dataset replicas, the DID columns and the free-form plugin, one bulk
+    call each. A partial search (the widget's) answers with the sizes list_dids gave and the
+    availability; the same search again brings the metadata without asking for the rest again."""
+    await alice.search(alice.query("*", scope="astro", limit=1, details=False))  # logs in, once
+    calls = count_calls(alice)
+    query = dict(pattern="run2024*", filters="project=run2024, datatype=RAW", scope="astro")
+    page = await alice.search(alice.query(**query, partial=True))
+    assert sorted(c for c in calls if c != "list RSEs") == ["dataset replicas", "search"]  # (RSE list: once)
+    first = next(d for d in page.datasets if d.name == "run2024.raw.0001")
+    assert (first.files, first.availability) == (3, "disk") and first.bytes > 0
+    assert first.metadata_pending and first.metadata == {"project": "run2024", "datatype": "RAW"}
+    assert next(d for d in page.datasets if d.name == "run2024.raw.0002").availability == "tape"
+
+    complete = await alice.search(alice.query(**query))
+    first = next(d for d in complete.datasets if d.name == "run2024.raw.0001")
+    assert first.metadata["target"] == "crab" and not first.metadata_pending and first.files == 3
+    assert sorted(c for c in calls if c != "list RSEs") == [
+        "dataset replicas", "free-form metadata", "metadata", "search", "search"
+    ]
+
+    # a free-form filter's list_dids (Rucio's JSON plugin) has no sizes: the dataset replicas have
+    # them; a plugin this Rucio does not have adds nothing and fails nothing
+    plain = RucioCatalog(**{**backend_config(env), "freeform_metadata_plugins": ["NO_SUCH_PLUGIN"]})
+    try:
+        plain_calls = count_calls(plain)
+        query = dict(pattern="run2024*", filters="target=crab", scope="astro")
+        crab = await plain.search(plain.query(**query, partial=True))
+        assert sorted(c for c in plain_calls if c != "list RSEs") == ["dataset replicas", "search"]
+        first = next(d for d in crab.datasets if d.name == "run2024.raw.0001")
+        assert (first.files, first.availability, first.metadata) == (3, "disk", {"target": "crab"}) and first.bytes > 0
+        assert first.metadata_pending
+        crab = await plain.search(plain.query(**query))
+        first = next(d for d in crab.datasets if d.name == "run2024.raw.0001")
+        assert first.metadata["project"] == "run2024" and first.files == 3
+        assert not any(d.metadata_pending for d in crab.datasets)
+        assert sorted(c for c in plain_calls if c != "list RSEs") == [
+            "dataset replicas", "free-form metadata", "metadata", "search", "search"
+        ]
+    finally:
+        await plain.close()
+    del alice._call  # the class's own _call again
+
+
 async def test_search_pages_and_scopes_follow_policy(alice):
     seen, token, pages = [], None, 0
     while True:
@@ -98,6 +142,12 @@ async def test_search_pages_and_scopes_follow_policy(alice):
         if token is None:
             break
     assert len(seen) == len(set(seen)) == 30 and pages == 5
+    calls = count_calls(alice)  # a page that ends exactly at the last result: one call, no extra row
+    full = await alice.search(alice.query("survey.tile.*", limit=30, scope="astro", details=False))
+    assert len(full.datasets) == 30 and full.next and calls == ["search"]
+    after = await alice.search(alice.query("survey.tile.*", limit=30, page=full.next, scope="astro", details=False))
+    assert (after.datasets, after.next) == ([], None)
+    del alice._call
     everywhere = await alice.search(alice.query("run2024*", "project=run2024", limit=50))
     dids = {d.did for d in everywhere.datasets}
     assert "calib:run2024.calib.0001" in dids and "astro:run2024.raw.0001" in dids
@@ -259,8 +309,12 @@ async def test_rest_api_with_rucio(env, admin, bob, jp_fetch):
         r = await jp_fetch("gateway", "api", *parts, method=method, **kwargs)
         return r.code, json.loads(r.body) if r.body else None
 
-    code, page = await fetch("GET", "datasets", params={"pattern": "astro:run2024*", "filters": "datatype=RAW", "limit": "2"})
+    search = {"pattern": "astro:run2024*", "filters": "datatype=RAW", "limit": "2"}
+    code, page = await fetch("GET", "datasets", params={**search, "partial": "true"})
     assert code == 200 and len(page["datasets"]) == 2 and page["next"]
+    assert all(d["metadata_pending"] and d["files"] for d in page["datasets"])  # the free-form keys follow
+    code, page = await fetch("GET", "datasets", params=search)
+    assert code == 200 and not any(d["metadata_pending"] for d in page["datasets"])
     did = rt.make_dataset(admin, env, n_files=2)
     code, request = await fetch("POST", "requests", body={"did": did})
     assert code == 201 and request["tape_recall"]

@@ -4,6 +4,8 @@ The fake stands at the Python API boundary (``science_gateway.catalog.Catalog``'
 real API, server and backends are exercised by the REST, hub and browser tests.
 """
 
+from dataclasses import replace
+
 import pytest
 
 pytest.importorskip("ipywidgets")
@@ -37,7 +39,7 @@ class FakeCatalog:
             error, self.fail_next = self.fail_next, None
             raise error
 
-    def search(self, pattern="*", filters=None, limit=50, page=None):
+    def search(self, pattern="*", filters=None, limit=50, page=None, partial=False):
         self.calls.append(("search", pattern, filters, limit, page))
         self._maybe_fail()
         start = int(page or 0)
@@ -79,6 +81,41 @@ def test_browser_state_pages_forward_and_back():
     searches = [c for c in catalog.calls if c[0] == "search"]
     state.forward(catalog)  # already fetched: no new call
     assert [c for c in catalog.calls if c[0] == "search"] == searches
+
+
+class PartialCatalog(FakeCatalog):
+    """Answers a partial search without the metadata, marked pending, as the Rucio backend does cold."""
+
+    def search(self, pattern="*", filters=None, limit=50, page=None, partial=False):
+        found = super().search(pattern, filters, limit, page)
+        self.calls[-1] += (partial,)
+        if not partial:
+            return found
+        return SearchPage([replace(d, metadata={}, metadata_pending=True) for d in found.datasets], next=found.next)
+
+
+def test_browser_state_shows_a_partial_page_then_completes_it():
+    catalog = PartialCatalog(n=70)
+    state = BrowserState(batch_size=50)
+    state.run_search(catalog, "ds.*", "")
+    first = state.visible()[0]
+    assert first.metadata_pending and first.metadata == {} and first.bytes == 0 and first.availability == "disk"
+    assert state.complete(catalog)
+    assert state.visible()[0].metadata == {"project": "run2024"} and not state.visible()[0].metadata_pending
+    state.forward(catalog)
+    assert state.visible()[0].metadata_pending
+    assert state.complete(catalog) and state.visible()[0].metadata == {"project": "run2024"}
+    assert [c[-2:] for c in catalog.calls] == [(None, True), (None, False), ("50", True), ("50", False)]
+    assert not state.complete(catalog)  # nothing pending: no call
+    assert len(catalog.calls) == 4
+
+
+def test_browser_renders_the_metadata_that_follows_a_partial_page():
+    catalog = PartialCatalog(n=3)
+    browser = DatasetBrowser(catalog, monitor=False)
+    browser.search()
+    assert "project=run2024" in browser._rows[0].cells.value
+    assert [c[-1] for c in catalog.calls] == [True, False]
 
 
 def test_browser_state_error_keeps_results_and_reads_well():
