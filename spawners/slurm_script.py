@@ -65,6 +65,45 @@ class JobInfo:
         return text + (f" ({reason})" if reason else "")
 
 
+#: pending reasons that mean the job's nodes are not available (drained, down, reserved, ...)
+NODE_REASONS = ("ReqNodeNotAvail", "Nodes_required_not_available", "NodeDown", "PartitionDown", "PartitionInactive")
+
+#: node state words (sinfo ``%T``) in which a node takes no new jobs
+UNAVAILABLE_NODE_STATES = {
+    "down", "drain", "drained", "draining", "fail", "failing", "maint", "inval", "future",
+    "power_down", "powered_down", "powering_down", "reboot_issued", "reboot_requested",
+}
+#: sinfo's one-character state suffixes (``*`` not responding, ``~`` powered off, ...)
+NODE_STATE_FLAGS = "*~#!%$@^-"
+
+
+def waits_for_nodes(reason: str) -> bool:
+    """Whether a pending ``reason`` says the job's nodes are unavailable (not merely busy)."""
+    return any(reason.startswith(word) for word in NODE_REASONS)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node of one partition as the last ``sinfo`` saw it."""
+
+    name: str
+    partition: str
+    state: str
+    reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        """Whether the node may take new jobs (busy counts as available: jobs wait, then run)."""
+        if self.state.endswith("*"):
+            return False  # not responding
+        words = self.state.strip(NODE_STATE_FLAGS).lower().replace("+", " ").split()
+        return bool(words) and not UNAVAILABLE_NODE_STATES.intersection(words)
+
+    def describe(self) -> str:
+        reason = "" if self.reason in ("", "none", "None", "(null)") else self.reason
+        return f"node {self.name} is {self.state.strip(NODE_STATE_FLAGS)}" + (f" ({reason})" if reason else "")
+
+
 def build_comment(identity: str, gateway: str) -> str:
     """``--comment``: who started the job, through which gateway."""
     return sanitize_comment(f"science-gateway={gateway} user={identity}")
@@ -122,6 +161,42 @@ def build_sbatch_argv(
 def build_squeue_argv(squeue: str, job_name: str) -> list[str]:
     """One ``squeue`` for every job of this gateway, in any state Slurm still remembers."""
     return [squeue, "--noheader", "--all", "--states=all", f"--name={job_name}", f"--format={SQUEUE_FORMAT}"]
+
+
+#: sinfo output fields, in order, separated by SQUEUE_SEP
+SINFO_FIELDS = ("name", "partition", "state", "reason")
+SINFO_FORMAT = "%N|%P|%T|%E"
+
+
+def build_sinfo_argv(sinfo: str, partitions) -> list[str]:
+    """One ``sinfo`` for the nodes (one line per node and partition) of ``partitions``."""
+    names = sorted(set(partitions))
+    if not names or not all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) for name in names):
+        raise ValueError(f"not a list of Slurm partition names: {names!r}")
+    return [sinfo, "--noheader", "--Node", f"--partition={','.join(names)}", f"--format={SINFO_FORMAT}"]
+
+
+def parse_sinfo(output: str) -> dict[str, list[NodeInfo]]:
+    """``sinfo`` output in :data:`SINFO_FORMAT` -> ``{partition: [NodeInfo, ...]}``; odd lines skipped.
+
+    The default partition carries a ``*`` in sinfo's output; it is dropped here.
+    """
+    nodes: dict[str, list[NodeInfo]] = {}
+    for line in output.splitlines():
+        parts = line.strip().split(SQUEUE_SEP, len(SINFO_FIELDS) - 1)
+        if len(parts) != len(SINFO_FIELDS) or not parts[0]:
+            continue
+        name, partition, state, reason = (part.strip() for part in parts)
+        partition = partition.rstrip("*")
+        nodes.setdefault(partition, []).append(NodeInfo(name, partition, state, reason))
+    return nodes
+
+
+def unavailable_nodes(nodes: list[NodeInfo]) -> str:
+    """What to tell a user whose job waits on ``nodes`` when none of them takes jobs, else ``""``."""
+    if not nodes or any(node.available for node in nodes):
+        return ""
+    return "; ".join(node.describe() for node in nodes)
 
 
 def build_scancel_argv(scancel: str, prefix: list[str], job_id: str) -> list[str]:

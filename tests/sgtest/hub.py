@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import os
 import re
 import signal
@@ -169,6 +170,20 @@ class RunningHub:
         self.stop()
 
 
+def restartable_hub(state_dir: Path, config: dict, env: dict | None = None):
+    """A factory of :class:`RunningHub` objects that share one state dir and fixed ports: each
+    call gives the same hub again, to stop and start (what a hub restart is)."""
+    hub_port, public_port = free_port(), free_port()
+    config = {**config, "JupyterHub": {**config.get("JupyterHub", {}), "hub_port": hub_port}}
+
+    def make() -> RunningHub:
+        hub = RunningHub(state_dir, config=config, env=env)
+        hub.port, hub.url = public_port, f"http://127.0.0.1:{public_port}"
+        return hub
+
+    return make
+
+
 class HubSession:
     """A person with a cookie jar, using the hub as a browser would (form login, redirects)."""
 
@@ -202,14 +217,35 @@ class HubSession:
             r.raise_for_status()
         wait_for(lambda: self.server_status(username) is not None, timeout, interval=0.5, what=f"{username}'s server")
 
+    def progress(self, username: str, until=None, timeout: float = 120, server: str = "") -> list[dict]:
+        """The spawn page's progress events (server-sent) of ``username``'s server ``server``,
+        until one is ready or failed, or ``until(event)`` is true; TimeoutError after ``timeout``."""
+        path = f"/users/{username}/servers/{server}/progress" if server else f"/users/{username}/server/progress"
+        events = []
+        deadline = time.monotonic() + timeout
+        with self.http.get(f"{self.hub.url}/hub/api{path}", stream=True, timeout=timeout) as r:
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    last = events[-1]
+                    if last.get("failed") or last.get("ready") or (until and until(last)):
+                        return events
+                if time.monotonic() > deadline:
+                    break
+        raise TimeoutError(f"the progress of {username}'s server ended or timed out: {events[-3:]}")
+
     def api(self, path: str, method: str = "GET", **kwargs) -> requests.Response:
         """The hub's REST API (``/hub/api{path}``) with this session's cookie and XSRF header."""
         kwargs.setdefault("timeout", 30)
         return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=self.xsrf_headers(), **kwargs)
 
+    def server_models(self, username: str) -> dict:
+        """The hub's models of ``username``'s active servers: name ("" the default) -> model."""
+        return self.api(f"/users/{username}").json()["servers"]
+
     def server(self, username: str) -> dict:
         """The hub's model of ``username``'s default server ({} when there is none)."""
-        return self.api(f"/users/{username}").json()["servers"].get("", {})
+        return self.server_models(username).get("", {})
 
     def stop_server(self, username: str, timeout: float = 90) -> None:
         """Stop ``username``'s server through the REST API and wait until the hub has no server."""
