@@ -77,12 +77,16 @@ from .slurm_script import (
     build_job_script,
     build_sbatch_argv,
     build_scancel_argv,
+    controller_unreachable,
     expand_prefix,
     parse_sbatch_output,
 )
 
 #: ports handed to servers of this hub process that may still be in use
 _PORTS_IN_USE: set[int] = set()
+
+#: seconds before the first new submission when sbatch could not reach the controller (then doubled)
+SUBMIT_RETRY_FIRST_DELAY = 1.0
 
 #: the path batchspawner registers (relative to the hub's prefix)
 BATCHSPAWNER_API_PATH = r"/api/batchspawner"
@@ -180,6 +184,15 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         """,
     ).tag(config=True)
     port_max = Integer(32767, help="Highest port the hub hands to a server (see port_min).").tag(config=True)
+    submit_retry_timeout = Float(
+        60,
+        help="""
+        Seconds a spawn keeps submitting its job again while sbatch cannot reach the Slurm
+        controller (e.g. while it restarts); the spawn page says so meanwhile. Only a submission
+        that never reached the controller is repeated, so no job is submitted twice. 0: fail at
+        once.
+        """,
+    ).tag(config=True)
     nodes_unavailable_timeout = Float(
         30,
         help="""
@@ -202,6 +215,7 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
     # the state of the current job (not configuration)
     _job_info = Instance(JobInfo, allow_none=True, help="The job as the last snapshot saw it.")
     _job_output = Unicode("", help="Path of the current job's output file.")
+    _submit_trouble = Unicode("", help="Why the current submission is being repeated ('' when it is not).")
 
     # -- defaults of JupyterHub/batchspawner traits -------------------------------------------
 
@@ -297,7 +311,7 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         script = build_job_script(self.job_command(), self.job_prologue)
         self.log.info("Submitting Slurm job for %s as %s: %s", self._log_name, account.pw_name, " ".join(argv))
         try:
-            out = await self.run_command(argv, input=script, env=env)
+            out = await self._submit_until_the_controller_answers(argv, script, env)
             self.job_id = parse_sbatch_output(out)
         except (CommandError, ValueError) as e:
             self.job_id = ""
@@ -308,6 +322,27 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         self._job_output = output.replace("%j", self.job_id)
         self.log.info("Slurm job %s submitted for %s", self.job_id, self._log_name)
         return self.job_id
+
+    async def _submit_until_the_controller_answers(self, argv, script, env) -> str:
+        """sbatch; again, with growing pauses, while it never reached the controller."""
+        deadline = time.monotonic() + self.submit_retry_timeout
+        delay = SUBMIT_RETRY_FIRST_DELAY
+        try:
+            while True:
+                try:
+                    return await self.run_command(argv, input=script, env=env)
+                except CommandError as e:
+                    if e.timed_out or not controller_unreachable(e.stderr) or time.monotonic() + delay > deadline:
+                        raise
+                    self._submit_trouble = (
+                        "The Slurm controller is not answering (sbatch: Unable to contact slurm controller); "
+                        f"submitting your job again in {delay:g} s"
+                    )
+                    self.log.warning("sbatch for %s could not reach the controller; again in %g s", self._log_name, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 10.0)
+        finally:
+            self._submit_trouble = ""
 
     async def query_job_status(self):
         """batchspawner's status query, answered from the shared snapshot."""
@@ -445,7 +480,7 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         elif self.job_id:
             message = f"Job {self.job_id} submitted to Slurm; waiting for the queue to answer"
         else:
-            message = "Submitting the job to Slurm"
+            message = self._submit_trouble or "Submitting the job to Slurm"
         trouble = self.poller.trouble() if self.job_id else ""
         return f"{trouble}. {message}" if trouble else message
 

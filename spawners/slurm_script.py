@@ -234,6 +234,15 @@ def parse_sbatch_output(output: str) -> str:
     return job_id
 
 
+#: what Slurm's commands print when they never reached the controller (nothing was submitted)
+CONTROLLER_UNREACHABLE = ("Unable to contact slurm controller (connect failure)",)
+
+
+def controller_unreachable(stderr: str) -> bool:
+    """Whether a failed command never reached the controller, so running it again is safe."""
+    return any(text in stderr for text in CONTROLLER_UNREACHABLE)
+
+
 def parse_squeue(output: str) -> dict[str, JobInfo]:
     """``squeue`` output in :data:`SQUEUE_FORMAT` -> ``{job_id: JobInfo}``; odd lines are skipped."""
     jobs = {}

@@ -49,7 +49,8 @@ def message_has(text):
 
 @pytest.mark.parametrize("fault", ["squeue hangs", "controller restarts"])
 def test_scheduler_trouble_keeps_servers_and_the_pending_spawn_says_so(slurm, faults_hub, fault):
-    demo, student = login(faults_hub, "demo"), login(faults_hub, "student")
+    demo, student, astro1 = (login(faults_hub, name) for name in ("demo", "student", "astro1"))
+    astro1.ensure_stopped("astro1")
     blocker = slurm.start_blocker()
     try:
         demo.ensure_stopped("demo")
@@ -61,6 +62,9 @@ def test_scheduler_trouble_keeps_servers_and_the_pending_spawn_says_so(slurm, fa
         queued = pending[-1]["message"]
 
         def check_during_the_fault():
+            # a spawn asked for now: it waits, and says why
+            r = astro1.api("/users/astro1/server", method="POST", json={"memory_gb": 1})
+            assert r.status_code == 202, r.text
             events = student.progress("student", until=message_has(TROUBLE), timeout=30)
             message = events[-1]["message"]
             # what the queue said last is still shown, with the trouble in front of it
@@ -69,6 +73,10 @@ def test_scheduler_trouble_keeps_servers_and_the_pending_spawn_says_so(slurm, fa
             time.sleep(6)
             assert demo.server("demo").get("ready") and demo.identity("demo") == "demo"
             assert student.server("student").get("pending") == "spawn"
+            # the new spawn: sbatch cannot reach the controller (and is repeated), or squeue cannot say
+            says = "submitting your job again" if fault == "controller restarts" else TROUBLE
+            events = astro1.progress("astro1", until=message_has(says), timeout=40)
+            assert not events[-1].get("failed"), events[-1]
 
         if fault == "squeue hangs":
             slurm.set_squeue_mode("hang")
@@ -82,14 +90,16 @@ def test_scheduler_trouble_keeps_servers_and_the_pending_spawn_says_so(slurm, fa
         # it answers again: the message goes, the spawn goes on once the partition is free
         events = student.progress("student", until=lambda e: TROUBLE not in e.get("message", ""), timeout=60)
         assert events[-1]["message"].startswith(queued.split(",")[0]), events[-1]
+        assert astro1.progress("astro1")[-1].get("ready"), "the spawn asked for during the fault did not finish"
         subprocess.run(["scancel", blocker], timeout=30, check=True)
         assert student.progress("student")[-1].get("ready"), "the pending spawn did not finish"
-        assert student.identity("student") == "student" and demo.identity("demo") == "demo"
+        for name, session in (("student", student), ("demo", demo), ("astro1", astro1)):
+            assert session.identity(name) == name
     finally:
         subprocess.run(["scancel", blocker], timeout=30, check=False)
         slurm.set_squeue_mode("ok")
-        demo.ensure_stopped("demo")
-        student.ensure_stopped("student")
+        for name, session in (("student", student), ("demo", demo), ("astro1", astro1)):
+            session.ensure_stopped(name)
 
 
 def test_a_drained_node_fails_the_spawn_early_with_its_reason_and_keeps_running_servers(slurm, faults_hub):

@@ -320,6 +320,38 @@ async def test_the_spawn_page_says_why_the_job_waits_and_that_slurm_is_not_answe
     assert message.endswith("unless a node comes back"), message
 
 
+UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+
+
+@pytest.mark.parametrize("error, submitted", [
+    (CommandError(["sbatch"], 1, "", UNREACHABLE), True),
+    (CommandError(["sbatch"], 1, "", "sbatch: error: invalid partition specified: x"), False),
+    (CommandError(["sbatch"], None, "", "", timed_out=True), False),  # it may have reached Slurm: never twice
+], ids=["controller-unreachable", "refused", "timed-out"])
+async def test_sbatch_is_repeated_only_while_it_never_reached_the_controller(monkeypatch, error, submitted):
+    monkeypatch.setattr(slurm_module, "SUBMIT_RETRY_FIRST_DELAY", 0.01)
+    calls, messages = [], []
+    spawner = make_spawner()
+
+    async def flaky(argv, *, input=None, env=None, timeout=30, check=True):
+        calls.append(argv)
+        if any(a.endswith("sbatch") for a in argv) and len(calls) <= 2:
+            messages.append(spawner.progress_message())
+            raise error
+        return CommandResult(list(argv), 0, "42\n", "")
+
+    monkeypatch.setattr(slurm_module, "run_command", flaky)
+    if submitted:
+        assert await spawner.submit_batch_script() == "42"
+        assert len(calls) == 3
+        assert "The Slurm controller is not answering" in messages[-1] and "submitting your job again" in messages[-1]
+        assert spawner.progress_message() != messages[-1]  # the message goes with the trouble
+    else:
+        with pytest.raises(SpawnException, match="Slurm refused the job"):
+            await spawner.submit_batch_script()
+        assert len(calls) == 1
+
+
 async def test_port_released_when_start_is_cancelled(commands):
     spawner = make_spawner()
     spawner.poller.jobs["42"] = JobInfo("42", "PENDING", "Resources")
