@@ -66,7 +66,9 @@ class JobInfo:
 
 
 #: pending reasons that mean the job's nodes are not available (drained, down, reserved, ...)
-NODE_REASONS = ("ReqNodeNotAvail", "Nodes_required_not_available", "NodeDown", "PartitionDown", "PartitionInactive")
+NODE_REASONS = (
+    "ReqNodeNotAvail", "Nodes_required_for_job_are_DOWN", "NodeDown", "PartitionDown", "PartitionInactive",
+)
 
 #: node state words (sinfo ``%T``) in which a node takes no new jobs
 UNAVAILABLE_NODE_STATES = {

@@ -184,6 +184,46 @@ def restartable_hub(state_dir: Path, config: dict, env: dict | None = None):
     return make
 
 
+def named_servers(users, per_user: int) -> list[tuple[str, str]]:
+    """``per_user`` named servers (``s0``, ``s1``, ...) for each of ``users``: (user, server) pairs."""
+    return [(name, f"s{i}") for name in users for i in range(per_user)]
+
+
+class ManyServers:
+    """Many named servers of a few users on one hub (JupyterHub.allow_named_servers): started
+    at once, checked, stopped at once, as at the start and end of a workshop."""
+
+    def __init__(self, hub: RunningHub, sessions: dict, servers: list[tuple[str, str]]):
+        self.hub, self.sessions, self.servers = hub, sessions, servers
+
+    def start_all(self, options: dict | None = None) -> None:
+        for name, server in self.servers:
+            r = self.sessions[name].api(f"/users/{name}/servers/{server}", method="POST", json=options or {})
+            assert r.status_code in (201, 202), r.text
+
+    def all_ready(self) -> bool:
+        models = {name: session.server_models(name) for name, session in self.sessions.items()}
+        return all(models[name].get(server, {}).get("ready") for name, server in self.servers)
+
+    def none_left(self) -> bool:
+        return not any(session.server_models(name) for name, session in self.sessions.items())
+
+    def check_each_answers_as_its_user(self) -> None:
+        """Each server answers ``/api/me`` through the proxy as its own user (a token of the user)."""
+        from sgtest.notebooks import api_token
+
+        tokens = {name: api_token(session, name, note="many servers") for name, session in self.sessions.items()}
+        for name, server in self.servers:
+            r = requests.get(f"{self.hub.url}/user/{name}/{server}/api/me", timeout=30,
+                             headers={"Authorization": f"token {tokens[name]}"})
+            assert r.status_code == 200 and r.json()["identity"]["username"] == name, (name, server, r.text[:200])
+
+    def stop_all(self) -> None:
+        for name, server in self.servers:
+            r = self.sessions[name].api(f"/users/{name}/servers/{server}", method="DELETE")
+            assert r.status_code in (202, 204), r.text
+
+
 class HubSession:
     """A person with a cookie jar, using the hub as a browser would (form login, redirects)."""
 

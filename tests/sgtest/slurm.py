@@ -10,7 +10,6 @@ other tests share that Slurm.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 from science_gateway.hub.config import DEMO_USERS
 from science_gateway.hub.passwords import hash_password
 from sgtest.commands import SCRIPT, FakeCommand
+from sgtest.server import small_server_env
 from sgtest.services import missing, service_env
 
 SLURM_SERVICE = Path(__file__).resolve().parents[2] / "scripts" / "services" / "slurm"
@@ -166,19 +166,8 @@ class SlurmFixture:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def small_server_env(self) -> dict:
-        """The job environment of the smallest real server: ``jupyterhub-singleuser`` (Jupyter
-        Server and the hub's auth, so the REST API and the proxy work as usual) without
-        JupyterLab, the gateway extension or any other server extension. For tests that run many
-        servers at once on a small machine."""
-        folder = self.dir / "small-server-config"
-        folder.mkdir(mode=0o755, exist_ok=True)
-        # the server extensions the project installs (their jupyter_server_config.d files)
-        off = ["jupyterlab", "science_gateway.jupyter_ext", "jupyter_lsp", "jupyter_server_proxy",
-               "jupyter_server_terminals", "notebook_shim"]
-        config = {"ServerApp": {"jpserver_extensions": {name: False for name in off}}}
-        (folder / "jupyter_server_config.json").write_text(json.dumps(config))
-        os.chmod(folder / "jupyter_server_config.json", 0o644)
-        return {"JUPYTER_CONFIG_DIR": str(folder)}
+        """The job environment of the smallest real server (:func:`sgtest.server.small_server_env`)."""
+        return small_server_env(self.dir)
 
     def hub_config(self, poller: dict | None = None, **spawner) -> dict:
         """Hub config for these tests; ``poller`` updates SlurmQueuePoller's, ``spawner`` SlurmSpawner's."""

@@ -10,7 +10,7 @@ import pytest
 import requests
 from sgtest.slurm import USERS, SlurmFixture
 from sgtest.hostile import HOSTILE
-from sgtest.hub import HubSession, RunningHub, restartable_hub, wait_for
+from sgtest.hub import HubSession, ManyServers, RunningHub, named_servers, restartable_hub, wait_for
 from sgtest.notebooks import api_token
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]
@@ -320,7 +320,7 @@ def test_jobs_run_as_the_auth_state_account_never_as_a_system_account(slurm, tmp
 # -- a hub restart with 20 running servers --------------------------------------------------------
 
 #: 20 servers: 4 named servers each for 5 users (the test Slurm has a unix account per user)
-MANY = [(name, f"s{i}") for name in ("demo", "admin", "astro1", "astro2", "astro3") for i in range(4)]
+MANY = named_servers(("demo", "admin", "astro1", "astro2", "astro3"), 4)
 
 
 def test_restart_with_20_servers_readopts_all_with_no_orphan_and_no_burst_of_scheduler_calls(
@@ -334,11 +334,9 @@ def test_restart_with_20_servers_readopts_all_with_no_orphan_and_no_burst_of_sch
     make_hub = restartable_hub(tmp_path_factory.mktemp("restart20"), config)
     users = sorted({name for name, _ in MANY})
     with make_hub() as hub:
-        sessions = {name: login(hub, name) for name in users}
-        for name, server in MANY:  # all at once, as at the start of a workshop
-            r = sessions[name].api(f"/users/{name}/servers/{server}", method="POST", json={"memory_gb": 1})
-            assert r.status_code in (201, 202), r.text
-        wait_for(lambda: all_ready(sessions), 300, interval=1, what="20 servers to be ready")
+        many = ManyServers(hub, {name: login(hub, name) for name in users}, MANY)
+        many.start_all({"memory_gb": 1})
+        wait_for(many.all_ready, 300, interval=1, what="20 servers to be ready")
     job_ids = set(slurm.job_ids())
     assert len(job_ids) == len(MANY), job_ids
 
@@ -346,29 +344,18 @@ def test_restart_with_20_servers_readopts_all_with_no_orphan_and_no_burst_of_sch
     before = {command: slurm.calls(command) for command in scheduler}
     started = time.monotonic()
     with make_hub() as hub:
-        sessions = {name: login(hub, name) for name in users}
-        wait_for(lambda: all_ready(sessions), 60, interval=0.5, what="the 20 re-adopted servers")
-        tokens = {name: api_token(session, name, note="restart test") for name, session in sessions.items()}
-        for name, server in MANY:  # each answers through the proxy, as its own user
-            r = requests.get(f"{hub.url}/user/{name}/{server}/api/me", timeout=30,
-                             headers={"Authorization": f"token {tokens[name]}"})
-            assert r.status_code == 200 and r.json()["identity"]["username"] == name, (name, server, r.text[:200])
+        many = ManyServers(hub, {name: login(hub, name) for name in users}, MANY)
+        wait_for(many.all_ready, 60, interval=0.5, what="the 20 re-adopted servers")
+        many.check_each_answers_as_its_user()
         calls = {command: slurm.calls(command) - before[command] for command in scheduler}
         took = time.monotonic() - started
         # one squeue for all 20 at start-up, then the poller's own interval: no call per server
-        assert calls["squeue"] <= 1 + int(took // 30) + 1, (calls, took)
+        assert calls["squeue"] <= 2 + int(took // 30), (calls, took)
         assert calls == {**calls, "sinfo": 0, "sbatch": 0, "scancel": 0}, calls
         assert set(slurm.job_ids()) == job_ids  # no job lost, none started twice
         # all stopped at once: every job leaves the queue (no orphan) and the node stays in service
-        for name, server in MANY:
-            r = sessions[name].api(f"/users/{name}/servers/{server}", method="DELETE")
-            assert r.status_code in (202, 204), r.text
+        many.stop_all()
         wait_for(lambda: not slurm.job_ids(), 180, interval=1, what="the 20 jobs to leave the queue")
-        wait_for(lambda: not any(sessions[n].server_models(n) for n in users), 60, what="the hub to drop the servers")
+        wait_for(many.none_left, 60, what="the hub to drop the servers")
     assert {line[-1] for line in slurm.scancel.lines() if line[-1].isdigit()} >= job_ids
     assert not slurm.node_state().startswith("drain"), slurm.node_state()
-
-
-def all_ready(sessions) -> bool:
-    models = {name: session.server_models(name) for name, session in sessions.items()}
-    return all(models[name].get(server, {}).get("ready") for name, server in MANY)
