@@ -188,6 +188,7 @@ class SlurmQueuePoller(LoggingConfigurable):
             else:
                 detail = (e.stderr or e.stdout or str(e)).strip().splitlines()
                 self.last_error = f"squeue failed: {quote_prefix(detail[-1] if detail else '', 160)}"
+            self._nodes = {}  # node states are as old as the snapshot: unknown, and never fail a spawn
             log = self.log.warning if self._failures <= self.max_failures_logged else self.log.debug
             log("squeue failed (%d in a row), keeping the last snapshot: %s", self._failures, e)
             return

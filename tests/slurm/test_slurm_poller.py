@@ -79,6 +79,13 @@ async def test_sinfo_runs_only_while_a_job_waits_for_nodes(tmp_path, fake_squeue
     sinfo.set(out="vm|cpu*|idle|none\n")  # the node was resumed
     await poller.refresh()
     assert poller.nodes_unavailable(info) == ""
+    sinfo.set(out="vm|cpu*|drained|Kill task failed\n")
+    await poller.refresh()
+    assert poller.nodes_unavailable(info)
+    fake_squeue.set(mode="fail")  # node states as old as the last snapshot are unknown
+    await poller.refresh()
+    assert poller.nodes_unavailable(info) == ""
+    fake_squeue.set(mode="ok")
     sinfo.set(mode="fail")  # unknown node states never fail a spawn
     await poller.refresh()
     assert poller.nodes_unavailable(info) == ""
