@@ -39,7 +39,9 @@ def small_server_env(folder: Path) -> dict:
     path = config_dir / "jupyter_server_config.json"
     path.write_text(json.dumps({"ServerApp": {"jpserver_extensions": {name: False for name in INSTALLED_EXTENSIONS}}}))
     os.chmod(path, 0o644)
-    return {"JUPYTER_CONFIG_DIR": str(config_dir)}
+    # an extra config path (read-only, above the environment's own), not the user's config dir
+    # (which the server writes to)
+    return {"JUPYTER_CONFIG_PATH": str(config_dir)}
 
 
 def server_config(extra: dict | None = None) -> Config:
