@@ -65,9 +65,11 @@ class JobInfo:
         return text + (f" ({reason})" if reason else "")
 
 
-#: pending reasons that mean the job's nodes are not available (drained, down, reserved, ...)
+#: pending reasons that mean the job's nodes are not available (drained, down, reserved, ...);
+#: squeue prints some with spaces ("Nodes required for job are DOWN, DRAINED or ..."), scontrol
+#: with underscores: they are compared with underscores as spaces
 NODE_REASONS = (
-    "ReqNodeNotAvail", "Nodes_required_for_job_are_DOWN", "NodeDown", "PartitionDown", "PartitionInactive",
+    "ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown", "PartitionDown", "PartitionInactive",
 )
 
 #: node state words (sinfo ``%T``) in which a node takes no new jobs
@@ -81,6 +83,7 @@ NODE_STATE_FLAGS = "*~#!%$@^-"
 
 def waits_for_nodes(reason: str) -> bool:
     """Whether a pending ``reason`` says the job's nodes are unavailable (not merely busy)."""
+    reason = reason.replace("_", " ")
     return any(reason.startswith(word) for word in NODE_REASONS)
 
 

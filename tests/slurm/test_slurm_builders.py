@@ -162,6 +162,7 @@ def test_parse_squeue_and_describe():
         ("ReqNodeNotAvail, UnavailableNodes:vm", True),
         ("ReqNodeNotAvail, Reserved for maintenance", True),
         ("Nodes_required_for_job_are_DOWN,_DRAINED_or_reserved_for_jobs_in_higher_priority_partitions", True),
+        ("Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions", True),
         ("PartitionDown", True),
         ("Resources", False),
         ("Priority", False),

@@ -31,7 +31,9 @@ def slurm():
 
 @pytest.fixture(scope="module")
 def faults_hub(slurm, tmp_path_factory):
-    config = slurm.hub_config(poller={"interval": 1, "timeout": 3}, nodes_unavailable_timeout=4)
+    # a spawn that fails within the hub's slow_spawn_timeout (10 s) fails the POST itself: give
+    # the spawn page time to show the node's state first
+    config = slurm.hub_config(poller={"interval": 1, "timeout": 3}, nodes_unavailable_timeout=12)
     with RunningHub(tmp_path_factory.mktemp("faultshub"), config=config) as hub:
         yield hub
 
