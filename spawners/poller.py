@@ -11,19 +11,37 @@ Failure rules: a failing or hanging ``squeue`` keeps the last good snapshot (``l
 from it, so no live server is dropped); before the first good snapshot, and for a job submitted
 after the snapshot was taken, the answer is :data:`UNKNOWN`, which spawners treat as "keep".
 Concurrent callers share one ``squeue`` in flight, so a restarted hub polling every server at once
-makes one call, not one per server.
+makes one call, not one per server. While ``squeue`` fails, :meth:`SlurmQueuePoller.trouble` says so
+in words a user can read (the spawn page shows it).
+
+Nodes: when a watched job pends for a reason that says its nodes are unavailable
+(``ReqNodeNotAvail``, ...), the same refresh runs one ``sinfo`` for those jobs' partitions, and
+:meth:`SlurmQueuePoller.nodes_unavailable` tells a spawner that no node of its partition takes jobs
+(drained, down, ...) and why (the node's reason, e.g. ``Kill task failed``). Nothing calls ``sinfo``
+while no job waits like that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 
 from traitlets import Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..core.commands import CommandError, run_command
-from .slurm_script import JobInfo, build_squeue_argv, parse_squeue
+from ..core.text import quote_prefix
+from .slurm_script import (
+    JobInfo,
+    NodeInfo,
+    build_sinfo_argv,
+    build_squeue_argv,
+    parse_sinfo,
+    parse_squeue,
+    unavailable_nodes,
+    waits_for_nodes,
+)
 
 #: lookup() answer when the poller cannot tell (no good snapshot yet, or the job is newer than it)
 UNKNOWN = object()
@@ -32,7 +50,17 @@ UNKNOWN = object()
 class SlurmQueuePoller(LoggingConfigurable):
     """A shared, periodically refreshed view of all jobs named :attr:`job_name`."""
 
-    squeue = Unicode("/usr/bin/squeue", help="Absolute path of squeue.").tag(config=True)
+    squeue = Unicode(
+        "/usr/bin/squeue",
+        help="Absolute path of squeue (or of a wrapper that runs it, e.g. to reach another cluster).",
+    ).tag(config=True)
+    sinfo = Unicode(
+        "/usr/bin/sinfo",
+        help="""
+        Absolute path of sinfo, run (once per refresh, for all jobs) only while some watched job
+        pends because its nodes are unavailable, to tell the user which node and why.
+        """,
+    ).tag(config=True)
     job_name = Unicode(help="The job name all gateway jobs carry (squeue filters on it).").tag(config=True)
     interval = Float(30, help="Seconds between refreshes while no server is starting.").tag(config=True)
     fast_interval = Float(1, help="Seconds between refreshes while some server is starting.").tag(config=True)
@@ -54,7 +82,10 @@ class SlurmQueuePoller(LoggingConfigurable):
         self._task: asyncio.Task | None = None
         self._last_attempt = 0.0
         self._failures = 0
+        self._failing_since: float | None = None  # wall time of the first failure in a row
+        self._nodes: dict[str, list[NodeInfo]] = {}  # partition -> nodes, from the last sinfo
         self.calls = 0  # squeue calls made, for the benchmark and tests
+        self.sinfo_calls = 0
         self.last_error = ""
 
     # -- what spawners call -------------------------------------------------------------------
@@ -91,6 +122,22 @@ class SlurmQueuePoller(LoggingConfigurable):
         if self._watched.get(job_id, 0.0) >= self._snapshot_started:
             return UNKNOWN  # submitted after the snapshot began: it cannot be in it yet
         return None
+
+    def trouble(self) -> str:
+        """What a user should read while squeue fails (``""`` while it answers)."""
+        if self._failing_since is None:
+            return ""
+        since = datetime.fromtimestamp(self._failing_since, timezone.utc).strftime("%H:%M:%S UTC")
+        return (
+            f"Slurm is not answering since {since} ({self.last_error}). No server is stopped for this: "
+            "what you see is what Slurm last said, and the gateway keeps asking"
+        )
+
+    def nodes_unavailable(self, info) -> str:
+        """For a pending job whose partition has no node that takes jobs: which nodes and why."""
+        if not isinstance(info, JobInfo) or not info.pending or not waits_for_nodes(info.reason):
+            return ""
+        return unavailable_nodes(self._nodes.get(info.partition, []))
 
     async def next_snapshot(self, timeout: float):
         """Wait (at most ``timeout`` s) until the next refresh attempt has finished."""
@@ -134,14 +181,46 @@ class SlurmQueuePoller(LoggingConfigurable):
             raise
         except CommandError as e:
             self._failures += 1
-            self.last_error = str(e)
+            if self._failing_since is None:
+                self._failing_since = started
+            if e.timed_out:
+                self.last_error = f"squeue gave no answer within {self.timeout:g} s"
+            else:
+                detail = (e.stderr or e.stdout or str(e)).strip().splitlines()
+                self.last_error = f"squeue failed: {quote_prefix(detail[-1] if detail else '', 160)}"
+            self._nodes = {}  # node states are as old as the snapshot: unknown, and never fail a spawn
             log = self.log.warning if self._failures <= self.max_failures_logged else self.log.debug
             log("squeue failed (%d in a row), keeping the last snapshot: %s", self._failures, e)
             return
         self._jobs = parse_squeue(result.stdout)
         self._snapshot_started = started
+        if self._failing_since is not None:
+            self.log.info("squeue answers again after %d failures", self._failures)
         self._failures = 0
+        self._failing_since = None
         self.last_error = ""
+        await self._refresh_nodes()
+
+    async def _refresh_nodes(self):
+        """One sinfo for the partitions of watched jobs that wait for unavailable nodes."""
+        partitions = {
+            info.partition
+            for job_id, info in self._jobs.items()
+            if job_id in self._watched and info.pending and waits_for_nodes(info.reason) and info.partition
+        }
+        if not partitions:
+            self._nodes = {}
+            return
+        self.sinfo_calls += 1
+        try:
+            result = await run_command(build_sinfo_argv(self.sinfo, partitions), timeout=self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except (CommandError, ValueError) as e:
+            self._nodes = {}  # unknown nodes never fail a spawn
+            self.log.warning("sinfo failed; node states unknown: %s", e)
+            return
+        self._nodes = parse_sinfo(result.stdout)
 
     def _ensure_loop(self):
         if self._wake is None:

@@ -18,7 +18,11 @@ What this adds to batchspawner's ``SlurmSpawner`` (entry point ``science-gateway
   shared snapshot; a failing ``squeue`` keeps the last snapshot, so no live server is dropped.
   Its settings live on :class:`~.poller.SlurmQueuePoller` only.
 - **Queue-aware progress**: the pending reason and estimated start from ``squeue``; a job that
-  ends before the server answers fails the spawn with Slurm's state and reason.
+  ends before the server answers fails the spawn with Slurm's state and reason. While ``squeue``
+  fails or hangs (e.g. the controller restarts) the spawn page says so and the spawn keeps waiting.
+  A job whose partition has no node that takes jobs (drained, down) fails the spawn after
+  :attr:`SlurmSpawner.nodes_unavailable_timeout` with the node's state and reason, instead of
+  waiting out ``start_timeout``; the job is cancelled.
 - The hub picks each server's port (unique among this hub's servers) and passes it in
   ``JUPYTERHUB_SERVICE_URL``, so two servers starting on one node cannot race for a port; the port
   is released on every path that ends a job.
@@ -77,12 +81,16 @@ from .slurm_script import (
     build_job_script,
     build_sbatch_argv,
     build_scancel_argv,
+    controller_unreachable,
     expand_prefix,
     parse_sbatch_output,
 )
 
 #: ports handed to servers of this hub process that may still be in use
 _PORTS_IN_USE: set[int] = set()
+
+#: seconds before the first new submission when sbatch could not reach the controller (then doubled)
+SUBMIT_RETRY_FIRST_DELAY = 1.0
 
 #: the path batchspawner registers (relative to the hub's prefix)
 BATCHSPAWNER_API_PATH = r"/api/batchspawner"
@@ -182,6 +190,24 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         """,
     ).tag(config=True)
     port_max = Integer(32767, help="Highest port the hub hands to a server (see port_min).").tag(config=True)
+    submit_retry_timeout = Float(
+        60,
+        help="""
+        Seconds a spawn keeps submitting its job again while sbatch cannot reach the Slurm
+        controller (e.g. while it restarts); the spawn page says so meanwhile. Only a submission
+        that never reached the controller is repeated, so no job is submitted twice. 0: fail at
+        once.
+        """,
+    ).tag(config=True)
+    nodes_unavailable_timeout = Float(
+        30,
+        help="""
+        Seconds a spawn waits while no node of its partition takes jobs (every node drained, down,
+        ...: Slurm's pending reason ``ReqNodeNotAvail``) before it fails with the nodes' state and
+        reason and its job is cancelled. A node that comes back within this time lets the spawn go
+        on. Without it such a spawn waits out the whole ``start_timeout``.
+        """,
+    ).tag(config=True)
 
     poller = Instance(
         SlurmQueuePoller,
@@ -195,6 +221,7 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
     # the state of the current job (not configuration)
     _job_info = Instance(JobInfo, allow_none=True, help="The job as the last snapshot saw it.")
     _job_output = Unicode("", help="Path of the current job's output file.")
+    _submit_trouble = Unicode("", help="Why the current submission is being repeated ('' when it is not).")
 
     # -- defaults of JupyterHub/batchspawner traits -------------------------------------------
 
@@ -290,7 +317,7 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         script = build_job_script(self.job_command(), self.job_prologue)
         self.log.info("Submitting Slurm job for %s as %s: %s", self._log_name, account.pw_name, " ".join(argv))
         try:
-            out = await self.run_command(argv, input=script, env=env)
+            out = await self._submit_until_the_controller_answers(argv, script, env)
             self.job_id = parse_sbatch_output(out)
         except (CommandError, ValueError) as e:
             self.job_id = ""
@@ -301,6 +328,27 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         self._job_output = output.replace("%j", self.job_id)
         self.log.info("Slurm job %s submitted for %s", self.job_id, self._log_name)
         return self.job_id
+
+    async def _submit_until_the_controller_answers(self, argv, script, env) -> str:
+        """sbatch; again, with growing pauses, while it never reached the controller."""
+        deadline = time.monotonic() + self.submit_retry_timeout
+        delay = SUBMIT_RETRY_FIRST_DELAY
+        try:
+            while True:
+                try:
+                    return await self.run_command(argv, input=script, env=env)
+                except CommandError as e:
+                    if e.timed_out or not controller_unreachable(e.stderr) or time.monotonic() + delay > deadline:
+                        raise
+                    self._submit_trouble = (
+                        "The Slurm controller is not answering (sbatch: Unable to contact slurm controller); "
+                        f"submitting your job again in {delay:g} s"
+                    )
+                    self.log.warning("sbatch for %s could not reach the controller; again in %g s", self._log_name, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 10.0)
+        finally:
+            self._submit_trouble = ""
 
     async def query_job_status(self):
         """batchspawner's status query, answered from the shared snapshot."""
@@ -357,6 +405,7 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         job_id = self.job_id
         # any snapshot begun before sbatch returned may miss the job: it counts as unknown, not gone
         self.poller.watch(job_id, submitted_at=time.time(), starting=True)
+        blocked_since = None
         try:
             while True:
                 status = await self.query_job_status()
@@ -364,6 +413,14 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
                     break
                 if status == batchspawner.JobStatus.NOTFOUND:
                     raise self._job_ended_error(job_id)
+                why = self.poller.nodes_unavailable(self._job_info) if status == batchspawner.JobStatus.PENDING else ""
+                if not why:
+                    blocked_since = None
+                elif blocked_since is None:
+                    blocked_since = time.monotonic()
+                    self.log.warning("Slurm job %s of %s cannot start: %s", job_id, self._log_name, why)
+                elif time.monotonic() - blocked_since >= self.nodes_unavailable_timeout:
+                    raise self._nodes_unavailable_error(job_id, why)
                 await self.poller.next_snapshot(timeout=max(5.0, 3 * self.poller.fast_interval))
             host = self.state_gethost()
             await self._wait_for_port(job_id, host, self.port)
@@ -404,6 +461,35 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
             status_code=500,
         )
 
+    def _nodes_unavailable_error(self, job_id, why) -> SpawnException:
+        """The spawn gives up: no node of the partition takes jobs. The job is still queued; the
+        hub's clean-up after a failed start (``stop``) cancels it."""
+        partition = self._job_info.partition if self._job_info else "?"
+        return SpawnException(
+            f"Your server cannot start: no node of partition {partition} takes jobs now ({why}). "
+            f"Job {job_id} was cancelled. Try another partition, or ask the site admins to bring the node back.",
+            reason="nodes_unavailable",
+            status_code=503,
+        )
+
+    def progress_message(self) -> str:
+        """What the spawn page shows now: the queue's word on the job, and any trouble."""
+        info = self._job_info
+        if info is not None:
+            message = info.describe()
+            why = self.poller.nodes_unavailable(info)
+            if why:
+                message += (
+                    f". It cannot start: {why}; the spawn gives up after "
+                    f"{self.nodes_unavailable_timeout:g} s unless a node comes back"
+                )
+        elif self.job_id:
+            message = f"Job {self.job_id} submitted to Slurm; waiting for the queue to answer"
+        else:
+            message = self._submit_trouble or "Submitting the job to Slurm"
+        trouble = self.poller.trouble() if self.job_id else ""
+        return f"{trouble}. {message}" if trouble else message
+
     async def poll(self):
         if not self.job_id:
             return 0
@@ -440,12 +526,7 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         last = None
         while True:
             info = self._job_info
-            if info is not None:
-                message = info.describe()
-            elif self.job_id:
-                message = f"Job {self.job_id} submitted to Slurm; waiting for the queue to answer"
-            else:
-                message = "Submitting the job to Slurm"
+            message = self.progress_message()
             if message != last:
                 yield {"message": message}
                 last = message

@@ -65,6 +65,50 @@ class JobInfo:
         return text + (f" ({reason})" if reason else "")
 
 
+#: pending reasons that mean the job's nodes are not available (drained, down, reserved, ...);
+#: squeue prints some with spaces ("Nodes required for job are DOWN, DRAINED or ..."), scontrol
+#: with underscores: they are compared with underscores as spaces
+NODE_REASONS = (
+    "ReqNodeNotAvail", "Nodes required for job are DOWN", "NodeDown", "PartitionDown", "PartitionInactive",
+)
+
+#: node state words (sinfo ``%T``) in which a node takes no new jobs
+UNAVAILABLE_NODE_STATES = {
+    "down", "drain", "drained", "draining", "fail", "failing", "maint", "inval", "future",
+    "power_down", "powered_down", "powering_down", "reboot_issued", "reboot_requested",
+}
+#: sinfo's one-character state suffixes (``*`` not responding, ``~`` powered off, ...)
+NODE_STATE_FLAGS = "*~#!%$@^-"
+
+
+def waits_for_nodes(reason: str) -> bool:
+    """Whether a pending ``reason`` says the job's nodes are unavailable (not merely busy)."""
+    reason = reason.replace("_", " ")
+    return any(reason.startswith(word) for word in NODE_REASONS)
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node of one partition as the last ``sinfo`` saw it."""
+
+    name: str
+    partition: str
+    state: str
+    reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        """Whether the node may take new jobs (busy counts as available: jobs wait, then run)."""
+        if self.state.endswith("*"):
+            return False  # not responding
+        words = self.state.strip(NODE_STATE_FLAGS).lower().replace("+", " ").split()
+        return bool(words) and not UNAVAILABLE_NODE_STATES.intersection(words)
+
+    def describe(self) -> str:
+        reason = "" if self.reason in ("", "none", "None", "(null)") else self.reason
+        return f"node {self.name} is {self.state.strip(NODE_STATE_FLAGS)}" + (f" ({reason})" if reason else "")
+
+
 def build_comment(identity: str, gateway: str) -> str:
     """``--comment``: who started the job, through which gateway."""
     return sanitize_comment(f"science-gateway={gateway} user={identity}")
@@ -124,6 +168,42 @@ def build_squeue_argv(squeue: str, job_name: str) -> list[str]:
     return [squeue, "--noheader", "--all", "--states=all", f"--name={job_name}", f"--format={SQUEUE_FORMAT}"]
 
 
+#: sinfo output fields, in order, separated by SQUEUE_SEP
+SINFO_FIELDS = ("name", "partition", "state", "reason")
+SINFO_FORMAT = "%N|%P|%T|%E"
+
+
+def build_sinfo_argv(sinfo: str, partitions) -> list[str]:
+    """One ``sinfo`` for the nodes (one line per node and partition) of ``partitions``."""
+    names = sorted(set(partitions))
+    if not names or not all(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) for name in names):
+        raise ValueError(f"not a list of Slurm partition names: {names!r}")
+    return [sinfo, "--noheader", "--Node", f"--partition={','.join(names)}", f"--format={SINFO_FORMAT}"]
+
+
+def parse_sinfo(output: str) -> dict[str, list[NodeInfo]]:
+    """``sinfo`` output in :data:`SINFO_FORMAT` -> ``{partition: [NodeInfo, ...]}``; odd lines skipped.
+
+    The default partition carries a ``*`` in sinfo's output; it is dropped here.
+    """
+    nodes: dict[str, list[NodeInfo]] = {}
+    for line in output.splitlines():
+        parts = line.strip().split(SQUEUE_SEP, len(SINFO_FIELDS) - 1)
+        if len(parts) != len(SINFO_FIELDS) or not parts[0]:
+            continue
+        name, partition, state, reason = (part.strip() for part in parts)
+        partition = partition.rstrip("*")
+        nodes.setdefault(partition, []).append(NodeInfo(name, partition, state, reason))
+    return nodes
+
+
+def unavailable_nodes(nodes: list[NodeInfo]) -> str:
+    """What to tell a user whose job waits on ``nodes`` when none of them takes jobs, else ``""``."""
+    if not nodes or any(node.available for node in nodes):
+        return ""
+    return "; ".join(node.describe() for node in nodes)
+
+
 def build_scancel_argv(scancel: str, prefix: list[str], job_id: str) -> list[str]:
     if not job_id.isdigit():
         raise ValueError(f"not a Slurm job id: {job_id!r}")
@@ -157,6 +237,15 @@ def parse_sbatch_output(output: str) -> str:
     if not job_id.isdigit():
         raise ValueError(f"sbatch printed no job id: {output.strip()[-200:]!r}")
     return job_id
+
+
+#: what Slurm's commands print when they never reached the controller (nothing was submitted)
+CONTROLLER_UNREACHABLE = ("Unable to contact slurm controller (connect failure)",)
+
+
+def controller_unreachable(stderr: str) -> bool:
+    """Whether a failed command never reached the controller, so running it again is safe."""
+    return any(text in stderr for text in CONTROLLER_UNREACHABLE)
 
 
 def parse_squeue(output: str) -> dict[str, JobInfo]:

@@ -213,7 +213,7 @@ def refused_by_policy(options) -> bool:
 def policy_hub(tmp_path_factory, run_secrets):
     """The Slurm spawner with the test policy, its scheduler commands stand-ins that only log."""
     state = tmp_path_factory.mktemp("policy-hub")
-    commands = {name: FakeCommand(state / "commands", name) for name in ("sbatch", "scancel", "squeue")}
+    commands = {name: FakeCommand(state / "commands", name) for name in ("sbatch", "scancel", "squeue", "sinfo")}
     config = slurm_hub_config(state / "commands", job_name="sgtest-fuzz")
     config["JupyterHub"]["allow_named_servers"] = True
     config["DemoAuthenticator"]["users"] = long_password_users(
@@ -239,7 +239,7 @@ def no_server_and_nothing_kept(hub) -> list[str]:
             problems.append(f"server {name!r} is {server['pending'] or 'running'}")
         if server.get("user_options"):
             problems.append(f"server {name!r} keeps the options {json.dumps(server['user_options'])[:100]}")
-    calls = {name: command.calls() for name, command in hub.commands.items() if name != "squeue"}
+    calls = {name: command.calls() for name, command in hub.commands.items() if name not in ("squeue", "sinfo")}
     problems.extend(f"{name} ran {n} times" for name, n in calls.items() if n)
     return problems
 

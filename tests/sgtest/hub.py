@@ -222,6 +222,58 @@ def server_environ(pid: int) -> dict[str, str]:
     server model, ``servers[""]["state"]["pid"]``), e.g. the API token the hub gave it."""
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(e.decode().split("=", 1) for e in environ if b"=" in e)
+def restartable_hub(state_dir: Path, config: dict, env: dict | None = None):
+    """A factory of :class:`RunningHub` objects that share one state dir and fixed ports: each
+    call gives the same hub again, to stop and start (what a hub restart is)."""
+    hub_port, public_port = free_port(), free_port()
+    config = {**config, "JupyterHub": {**config.get("JupyterHub", {}), "hub_port": hub_port}}
+
+    def make() -> RunningHub:
+        hub = RunningHub(state_dir, config=config, env=env)
+        hub.port, hub.url = public_port, f"http://127.0.0.1:{public_port}"
+        return hub
+
+    return make
+
+
+def named_servers(users, per_user: int) -> list[tuple[str, str]]:
+    """``per_user`` named servers (``s0``, ``s1``, ...) for each of ``users``: (user, server) pairs."""
+    return [(name, f"s{i}") for name in users for i in range(per_user)]
+
+
+class ManyServers:
+    """Many named servers of a few users on one hub (JupyterHub.allow_named_servers): started
+    at once, checked, stopped at once, as at the start and end of a workshop."""
+
+    def __init__(self, hub: RunningHub, sessions: dict, servers: list[tuple[str, str]]):
+        self.hub, self.sessions, self.servers = hub, sessions, servers
+
+    def start_all(self, options: dict | None = None) -> None:
+        for name, server in self.servers:
+            r = self.sessions[name].api(f"/users/{name}/servers/{server}", method="POST", json=options or {})
+            assert r.status_code in (201, 202), r.text
+
+    def all_ready(self) -> bool:
+        models = {name: session.server_models(name) for name, session in self.sessions.items()}
+        return all(models[name].get(server, {}).get("ready") for name, server in self.servers)
+
+    def none_left(self) -> bool:
+        return not any(session.server_models(name) for name, session in self.sessions.items())
+
+    def check_each_answers_as_its_user(self) -> None:
+        """Each server answers ``/api/me`` through the proxy as its own user (a token of the user)."""
+        from sgtest.notebooks import api_token
+
+        tokens = {name: api_token(session, name, note="many servers") for name, session in self.sessions.items()}
+        for name, server in self.servers:
+            r = requests.get(f"{self.hub.url}/user/{name}/{server}/api/me", timeout=30,
+                             headers={"Authorization": f"token {tokens[name]}"})
+            assert r.status_code == 200 and r.json()["identity"]["username"] == name, (name, server, r.text[:200])
+
+    def stop_all(self) -> None:
+        for name, server in self.servers:
+            r = self.sessions[name].api(f"/users/{name}/servers/{server}", method="DELETE")
+            assert r.status_code in (202, 204), r.text
 
 
 class HubSession:
@@ -257,14 +309,35 @@ class HubSession:
             r.raise_for_status()
         wait_for(lambda: self.server_status(username) is not None, timeout, interval=0.5, what=f"{username}'s server")
 
+    def progress(self, username: str, until=None, timeout: float = 120, server: str = "") -> list[dict]:
+        """The spawn page's progress events (server-sent) of ``username``'s server ``server``,
+        until one is ready or failed, or ``until(event)`` is true; TimeoutError after ``timeout``."""
+        path = f"/users/{username}/servers/{server}/progress" if server else f"/users/{username}/server/progress"
+        events = []
+        deadline = time.monotonic() + timeout
+        with self.http.get(f"{self.hub.url}/hub/api{path}", stream=True, timeout=timeout) as r:
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+                    last = events[-1]
+                    if last.get("failed") or last.get("ready") or (until and until(last)):
+                        return events
+                if time.monotonic() > deadline:
+                    break
+        raise TimeoutError(f"the progress of {username}'s server ended or timed out: {events[-3:]}")
+
     def api(self, path: str, method: str = "GET", **kwargs) -> requests.Response:
         """The hub's REST API (``/hub/api{path}``) with this session's cookie and XSRF header."""
         kwargs.setdefault("timeout", 30)
         return self.http.request(method, f"{self.hub.url}/hub/api{path}", headers=self.xsrf_headers(), **kwargs)
 
+    def server_models(self, username: str) -> dict:
+        """The hub's models of ``username``'s active servers: name ("" the default) -> model."""
+        return self.api(f"/users/{username}").json()["servers"]
+
     def server(self, username: str) -> dict:
         """The hub's model of ``username``'s default server ({} when there is none)."""
-        return self.api(f"/users/{username}").json()["servers"].get("", {})
+        return self.server_models(username).get("", {})
 
     def stop_server(self, username: str, timeout: float = 90) -> None:
         """Stop ``username``'s server through the REST API and wait until the hub has no server."""

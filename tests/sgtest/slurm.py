@@ -2,7 +2,10 @@
 
 The wrappers (sgtest.commands.FakeCommand) stand between the hub and the real Slurm commands:
 ``sbatch`` logs each call (so a test can prove a refused spawn never reached it), ``squeue`` logs
-each call and can be switched to fail or hang (``set_squeue_mode``) to inject scheduler trouble.
+each call and can be switched to fail or hang (``set_squeue_mode``) to inject scheduler trouble,
+``sinfo`` logs each call. :meth:`SlurmFixture.controller_stopped` and :meth:`SlurmFixture.node_drained`
+inject faults into the shared Slurm itself (restored on the way out): use them rarely and briefly,
+other tests share that Slurm.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ import secrets
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from science_gateway.hub.config import DEMO_USERS
 from science_gateway.hub.passwords import hash_password
 from sgtest.commands import SCRIPT, FakeCommand
+from sgtest.server import small_server_env
 from sgtest.services import missing, service_env
+
+SLURM_SERVICE = Path(__file__).resolve().parents[2] / "scripts" / "services" / "slurm"
 
 #: hub users of the Slurm tests: name -> (password, groups); each has a unix account
 #: (scripts/services/slurm install creates them)
@@ -71,6 +78,10 @@ class SlurmFixture:
         # sbatch runs as the user through sudo: its log has the argv, its .env the names (never values)
         self.sbatch = FakeCommand(self.dir, "sbatch", real=env.get("SLURM_SBATCH", "/usr/bin/sbatch"), env_names=True)
         self.scancel = FakeCommand(self.dir, "scancel", real=env.get("SLURM_SCANCEL", "/usr/bin/scancel"))
+        self.sinfo = FakeCommand(self.dir, "sinfo", real=env.get("SLURM_SINFO", "/usr/bin/sinfo"))
+        self.node = env.get("SLURM_NODE") or subprocess.run(
+            ["hostname", "-s"], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def set_squeue_mode(self, mode: str):
         self.squeue.set(mode=mode)
@@ -91,6 +102,42 @@ class SlurmFixture:
             jobs[user] = dict(job_id=job_id, state=state, comment=comment, name=name, partition=partition,
                               account=account, cpus=cpus, mem=mem)
         return jobs
+
+    def job_ids(self) -> list[str]:
+        """Ids of this run's jobs (every server, several per user) that Slurm still runs or queues."""
+        out = subprocess.run(
+            ["squeue", "--noheader", f"--name={self.job_name}", "--format=%i"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+        return out.split()
+
+    def node_state(self) -> str:
+        """The test node's state and reason, as ``sinfo`` prints them (``idle``, ``drained|why``)."""
+        return subprocess.run(
+            ["sinfo", "--noheader", "--Node", f"--nodes={self.node}", "--format=%T|%E"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout.splitlines()[0].strip()
+
+    @contextmanager
+    def controller_stopped(self):
+        """slurmctld stopped (jobs, slurmd and munged go on); started again on the way out, as
+        ``scripts/services/slurm start-controller`` does. Keep the block short."""
+        subprocess.run([str(SLURM_SERVICE), "stop-controller"], check=True, timeout=60)
+        try:
+            yield
+        finally:
+            subprocess.run([str(SLURM_SERVICE), "start-controller"], check=True, timeout=60)
+
+    @contextmanager
+    def node_drained(self, reason: str):
+        """The test node drained (running jobs go on, new ones wait) with ``reason``; resumed on
+        the way out. Keep the block short."""
+        update = ["scontrol", "update", f"nodename={self.node}"]
+        subprocess.run([*update, "state=drain", f"reason={reason}"], check=True, timeout=30)
+        try:
+            yield
+        finally:
+            subprocess.run([*update, "state=resume"], check=True, timeout=30)
 
     def job_state(self, job_id: str) -> str:
         out = subprocess.run(["squeue", "--noheader", f"--jobs={job_id}", "--states=all", "--format=%T"],
@@ -118,13 +165,17 @@ class SlurmFixture:
         self.cancel_all()
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def small_server_env(self) -> dict:
+        """The job environment of the smallest real server (:func:`sgtest.server.small_server_env`)."""
+        return small_server_env(self.dir)
+
     def hub_config(self, poller: dict | None = None, **spawner) -> dict:
         """Hub config for these tests; ``poller`` updates SlurmQueuePoller's, ``spawner`` SlurmSpawner's."""
         return hub_config(self.dir, self.job_name, poller, **spawner)
 
 
 def hub_config(command_dir: Path, job_name: str, poller: dict | None = None, **spawner) -> dict:
-    """The Slurm spawner's hub config with the ``sbatch``, ``scancel`` and ``squeue`` of
+    """The Slurm spawner's hub config with the ``sbatch``, ``scancel``, ``squeue`` and ``sinfo`` of
     ``command_dir`` (wrappers of the real ones, or stand-ins), the test policy and :data:`USERS`;
     ``poller`` updates SlurmQueuePoller's, ``spawner`` SlurmSpawner's."""
     prefix = os.environ.get("SG_TEST_VENV") or sys.prefix
@@ -141,6 +192,7 @@ def hub_config(command_dir: Path, job_name: str, poller: dict | None = None, **s
         },
         "SlurmQueuePoller": {
             "squeue": str(command_dir / "squeue"),
+            "sinfo": str(command_dir / "sinfo"),
             "interval": 2,
             "fast_interval": 0.5,
             "timeout": 3,

@@ -9,14 +9,19 @@ from science_gateway.core.policy import ResourcePolicy
 from science_gateway.spawners.form import options_from_form_data, render_form
 from science_gateway.spawners.slurm_script import (
     JobInfo,
+    NodeInfo,
     build_comment,
     build_job_script,
     build_sbatch_argv,
     build_scancel_argv,
+    build_sinfo_argv,
     build_squeue_argv,
     expand_prefix,
     parse_sbatch_output,
+    parse_sinfo,
     parse_squeue,
+    unavailable_nodes,
+    waits_for_nodes,
 )
 
 
@@ -149,6 +154,55 @@ def test_parse_squeue_and_describe():
     assert JobInfo("1", "PENDING", "Priority", "N/A", partition="cpu").describe() == (
         "Job 1 is queued in partition cpu, waiting for Priority"
     )
+
+
+@pytest.mark.parametrize(
+    "reason, for_nodes",
+    [
+        ("ReqNodeNotAvail, UnavailableNodes:vm", True),
+        ("ReqNodeNotAvail, Reserved for maintenance", True),
+        ("Nodes_required_for_job_are_DOWN,_DRAINED_or_reserved_for_jobs_in_higher_priority_partitions", True),
+        ("Nodes required for job are DOWN, DRAINED or reserved for jobs in higher priority partitions", True),
+        ("PartitionDown", True),
+        ("Resources", False),
+        ("Priority", False),
+        ("None", False),
+    ],
+    ids=lambda v: str(v)[:20],
+)
+def test_which_pending_reasons_wait_for_nodes(reason, for_nodes):
+    assert waits_for_nodes(reason) is for_nodes
+
+
+@pytest.mark.parametrize(
+    "state, available",
+    [
+        ("idle", True), ("mixed", True), ("allocated", True), ("completing", True), ("mixed-", True),
+        ("drained", False), ("draining", False), ("drain", False), ("down", False), ("down*", False),
+        ("idle*", False), ("idle+drain", False), ("mixed+drain", False), ("maint", False),
+        ("powered_down", False), ("idle~", True), ("", False),
+    ],
+)
+def test_node_states_that_take_jobs(state, available):
+    assert NodeInfo("vm", "cpu", state).available is available
+
+
+def test_sinfo_argv_and_parsing():
+    assert build_sinfo_argv("/usr/bin/sinfo", ["debug", "cpu", "cpu"]) == [
+        "/usr/bin/sinfo", "--noheader", "--Node", "--partition=cpu,debug", "--format=%N|%P|%T|%E",
+    ]
+    for bad in ([], ["cpu,debug"], ["--all"], ["a b"]):
+        with pytest.raises(ValueError):
+            build_sinfo_argv("/usr/bin/sinfo", bad)
+    out = "vm|cpu*|drained|Kill task failed\nvm|debug|drained|Kill task failed\nn2|debug|idle|none\ngarbage\n"
+    nodes = parse_sinfo(out)
+    assert sorted(nodes) == ["cpu", "debug"]
+    assert nodes["cpu"] == [NodeInfo("vm", "cpu", "drained", "Kill task failed")]
+    assert unavailable_nodes(nodes["cpu"]) == "node vm is drained (Kill task failed)"
+    assert unavailable_nodes(nodes["debug"]) == ""  # n2 still takes jobs
+    assert unavailable_nodes([]) == ""  # unknown nodes never fail a spawn
+    assert parse_sinfo("vm|cpu|down*|Not responding|with|bars\n")["cpu"][0].reason == "Not responding|with|bars"
+    assert NodeInfo("vm", "cpu", "down*", "none").describe() == "node vm is down"
 
 
 def test_form_shows_only_allowed_choices():

@@ -3,7 +3,6 @@
 Needs scripts/services/slurm (started, with its test users) and configurable-http-proxy on PATH.
 """
 
-import json
 import subprocess
 import time
 
@@ -11,7 +10,8 @@ import pytest
 import requests
 from sgtest.slurm import USERS, SlurmFixture
 from sgtest.hostile import HOSTILE
-from sgtest.hub import HubSession, RunningHub, free_port, wait_for
+from sgtest.hub import HubSession, ManyServers, RunningHub, named_servers, restartable_hub, wait_for
+from sgtest.notebooks import api_token
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]
 
@@ -88,20 +88,6 @@ def test_hostile_rest_options_are_refused_before_sbatch(slurm, slurm_hub, option
     assert not session.server("demo")
 
 
-def progress_events(session, name) -> list[dict]:
-    """The spawn progress stream (server-sent events) until it ends."""
-    r = session.http.get(f"{session.hub.url}/hub/api/users/{name}/server/progress", stream=True, timeout=120)
-    events = []
-    deadline = time.monotonic() + 120
-    for line in r.iter_lines(decode_unicode=True):
-        if line and line.startswith("data:"):
-            events.append(json.loads(line[5:]))
-            if events[-1].get("failed") or events[-1].get("ready") or time.monotonic() > deadline:
-                break
-    r.close()
-    return events
-
-
 def test_queue_reason_in_progress_and_a_cancelled_job_fails_with_its_reason(slurm, slurm_hub):
     blocker = slurm.start_blocker()
     try:
@@ -112,21 +98,11 @@ def test_queue_reason_in_progress_and_a_cancelled_job_fails_with_its_reason(slur
         wait_for(lambda: slurm.jobs().get("student", {}).get("state") == "PENDING", 60, what="a pending job")
         job_id = slurm.jobs()["student"]["job_id"]
         # what the pending page shows: the queue's reason
-        first = session.http.get(
-            f"{slurm_hub.url}/hub/api/users/student/server/progress", stream=True, timeout=60
-        )
-        messages = []
-        deadline = time.monotonic() + 60
-        for line in first.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                messages.append(json.loads(line[5:]).get("message", ""))
-                if "waiting for" in messages[-1] or time.monotonic() > deadline:
-                    break
-        first.close()
-        assert f"Job {job_id} is queued in partition debug, waiting for " in messages[-1], messages
+        events = session.progress("student", until=lambda e: "waiting for" in e.get("message", ""), timeout=60)
+        assert f"Job {job_id} is queued in partition debug, waiting for " in events[-1]["message"], events
         # the job is cancelled by someone else: the spawn fails and says why
         subprocess.run(["scancel", job_id], check=True, timeout=30)
-        events = progress_events(session, "student")
+        events = session.progress("student")
         assert events[-1].get("failed"), events
         assert f"Job {job_id} ended: CANCELLED" in events[-1]["message"], events[-1]
         wait_for(lambda: not session.server("student"), 60, what="the failed server to be cleared")
@@ -147,15 +123,8 @@ def test_a_user_in_no_policy_group_gets_403(slurm, tmp_path_factory):
 
 
 def test_restart_readopts_servers_and_scheduler_trouble_drops_nothing(slurm, tmp_path_factory):
-    state = tmp_path_factory.mktemp("restart")
-    hub_port, public_port = free_port(), free_port()
-    config = slurm.hub_config(poller={"interval": 600})  # only the start-up snapshot, no periodic calls
-    config["JupyterHub"]["hub_port"] = hub_port
-
-    def make_hub():
-        hub = RunningHub(state, config=config)
-        hub.port, hub.url = public_port, f"http://127.0.0.1:{public_port}"
-        return hub
+    # only the start-up snapshot, no periodic calls
+    make_hub = restartable_hub(tmp_path_factory.mktemp("restart"), slurm.hub_config(poller={"interval": 600}))
 
     names = ["demo", "astro1", "astro2", "astro3"]
     with make_hub() as hub:
@@ -235,7 +204,6 @@ def hostile_payload(marker) -> dict:
 
 async def test_batchspawner_route_is_closed_and_a_payload_never_runs(slurm, slurm_hub):
     from sgtest.kernel import RemoteKernel
-    from sgtest.notebooks import api_token
 
     marker = slurm.dir / "marker-batchspawner-api"
     payload = hostile_payload(marker)
@@ -347,3 +315,47 @@ def test_jobs_run_as_the_auth_state_account_never_as_a_system_account(slurm, tmp
             assert "system account" in r.json()["message"] and "map" in r.json()["message"]
             assert slurm.calls("sbatch") == before
             assert not session.server(name)
+
+
+# -- a hub restart with 20 running servers --------------------------------------------------------
+
+#: 20 servers: 4 named servers each for 5 users (the test Slurm has a unix account per user)
+MANY = named_servers(("demo", "admin", "astro1", "astro2", "astro3"), 4)
+
+
+def test_restart_with_20_servers_readopts_all_with_no_orphan_and_no_burst_of_scheduler_calls(
+    slurm, tmp_path_factory
+):
+    """20 of the smallest real servers (jupyterhub-singleuser without JupyterLab): all re-adopted
+    after a hub restart with one squeue and no other scheduler call, then all stopped at once,
+    leaving no job behind and the node in service."""
+    config = slurm.hub_config(poller={"interval": 30}, environment=slurm.small_server_env())
+    config["JupyterHub"].update(allow_named_servers=True, named_server_limit_per_user=4)
+    make_hub = restartable_hub(tmp_path_factory.mktemp("restart20"), config)
+    users = sorted({name for name, _ in MANY})
+    with make_hub() as hub:
+        many = ManyServers(hub, {name: login(hub, name) for name in users}, MANY)
+        many.start_all({"memory_gb": 1})
+        wait_for(many.all_ready, 300, interval=1, what="20 servers to be ready")
+    job_ids = set(slurm.job_ids())
+    assert len(job_ids) == len(MANY), job_ids
+
+    scheduler = ("squeue", "sinfo", "sbatch", "scancel")
+    before = {command: slurm.calls(command) for command in scheduler}
+    started = time.monotonic()
+    with make_hub() as hub:
+        many = ManyServers(hub, {name: login(hub, name) for name in users}, MANY)
+        wait_for(many.all_ready, 60, interval=0.5, what="the 20 re-adopted servers")
+        many.check_each_answers_as_its_user()
+        calls = {command: slurm.calls(command) - before[command] for command in scheduler}
+        took = time.monotonic() - started
+        # one squeue for all 20 at start-up, then the poller's own interval: no call per server
+        assert calls["squeue"] <= 2 + int(took // 30), (calls, took)
+        assert calls == {**calls, "sinfo": 0, "sbatch": 0, "scancel": 0}, calls
+        assert set(slurm.job_ids()) == job_ids  # no job lost, none started twice
+        # all stopped at once: every job leaves the queue (no orphan) and the node stays in service
+        many.stop_all()
+        wait_for(lambda: not slurm.job_ids(), 180, interval=1, what="the 20 jobs to leave the queue")
+        wait_for(many.none_left, 60, what="the hub to drop the servers")
+    assert {line[-1] for line in slurm.scancel.lines() if line[-1].isdigit()} >= job_ids
+    assert not slurm.node_state().startswith("drain"), slurm.node_state()

@@ -42,6 +42,57 @@ async def test_failures_and_hangs_keep_the_last_snapshot(fake_squeue):
     assert await poller.lookup("11") is None
 
 
+@pytest.mark.parametrize("mode, says", [("fail", "Unable to contact slurm controller"), ("hang", "no answer within 1 s")])
+async def test_trouble_is_said_while_it_lasts(fake_squeue, mode, says):
+    poller = make_poller(fake_squeue)
+    await poller.refresh()
+    assert poller.trouble() == ""
+    fake_squeue.set(mode=mode)
+    await poller.refresh()
+    await poller.refresh()
+    message = poller.trouble()
+    assert "Slurm is not answering since" in message and says in message, message
+    assert "No server is stopped" in message
+    assert (await poller.lookup("11")).running
+    fake_squeue.set(mode="ok")
+    await poller.refresh()
+    assert poller.trouble() == ""
+
+
+DRAINED = "21|PENDING|ReqNodeNotAvail, UnavailableNodes:vm|N/A|n/a|cpu|demo|sg\n"
+
+
+async def test_sinfo_runs_only_while_a_job_waits_for_nodes(tmp_path, fake_squeue):
+    sinfo = FakeCommand(tmp_path, "sinfo", out="vm|cpu*|drained|Kill task failed\n")
+    poller = make_poller(fake_squeue, sinfo=sinfo.path)
+    for job in ("11", "12", "21"):
+        poller.watch(job)
+    await poller.refresh()
+    assert sinfo.calls() == 0  # job 12 waits for Resources: busy, not unavailable
+    fake_squeue.set(out=LINES + DRAINED)
+    await poller.refresh()
+    assert sinfo.calls() == 1
+    assert sinfo.lines()[-1][-2:] == ["--partition=cpu", "--format=%N|%P|%T|%E"]
+    info = await poller.lookup("21")
+    assert poller.nodes_unavailable(info) == "node vm is drained (Kill task failed)"
+    assert poller.nodes_unavailable(await poller.lookup("12")) == ""
+    sinfo.set(out="vm|cpu*|idle|none\n")  # the node was resumed
+    await poller.refresh()
+    assert poller.nodes_unavailable(info) == ""
+    sinfo.set(out="vm|cpu*|drained|Kill task failed\n")
+    await poller.refresh()
+    assert poller.nodes_unavailable(info)
+    fake_squeue.set(mode="fail")  # node states as old as the last snapshot are unknown
+    await poller.refresh()
+    assert poller.nodes_unavailable(info) == ""
+    fake_squeue.set(mode="ok")
+    sinfo.set(mode="fail")  # unknown node states never fail a spawn
+    await poller.refresh()
+    assert poller.nodes_unavailable(info) == ""
+    for job in ("11", "12", "21"):
+        poller.unwatch(job)
+
+
 async def test_no_snapshot_yet_is_unknown_not_gone(fake_squeue):
     fake_squeue.set(mode="fail")
     poller = make_poller(fake_squeue)

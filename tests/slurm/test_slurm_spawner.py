@@ -53,6 +53,11 @@ class QuietPoller(SlurmQueuePoller):
     async def lookup(self, job_id):
         return self.jobs.get(job_id)
 
+    def nodes_unavailable(self, info):
+        return self.unavailable if info is not None and info.pending else ""
+
+    unavailable = ""
+
     async def next_snapshot(self, timeout):
         await asyncio.sleep(0)
 
@@ -325,6 +330,67 @@ async def test_port_released_when_start_fails_after_submit(commands, monkeypatch
     with pytest.raises(RuntimeError):
         await spawner.start()
     assert spawner.job_id == "42" and not _PORTS_IN_USE
+
+
+async def test_a_job_whose_nodes_are_all_drained_fails_the_spawn_early_and_is_cancelled(commands):
+    spawner = make_spawner(nodes_unavailable_timeout=0)
+    spawner.poller.jobs["42"] = JobInfo("42", "PENDING", "ReqNodeNotAvail, UnavailableNodes:vm", partition="cpu")
+    spawner.poller.unavailable = "node vm is drained (Kill task failed)"
+    with pytest.raises(SpawnException) as failed:
+        await spawner.start()
+    message = str(failed.value)
+    assert "no node of partition cpu takes jobs now (node vm is drained (Kill task failed))" in message
+    assert "Job 42 was cancelled" in message and "another partition" in message
+    assert spawner.job_id == "42"  # kept, so the hub's clean-up (stop) cancels the job
+    await spawner.stop()
+    assert commands[-2][0][-1] == "42" and commands[-2][0][-2].endswith("scancel")
+    assert not _PORTS_IN_USE
+
+
+async def test_the_spawn_page_says_why_the_job_waits_and_that_slurm_is_not_answering(commands):
+    spawner = make_spawner()
+    spawner.job_id = "42"
+    spawner._job_info = JobInfo("42", "PENDING", "ReqNodeNotAvail, UnavailableNodes:vm", partition="cpu")
+    spawner.poller.unavailable = "node vm is drained (Kill task failed)"
+    message = spawner.progress_message()
+    assert message.startswith("Job 42 is queued in partition cpu, waiting for ReqNodeNotAvail"), message
+    assert "It cannot start: node vm is drained (Kill task failed); the spawn gives up after 30 s" in message
+    spawner.poller._failing_since, spawner.poller.last_error = 0.0, "squeue gave no answer within 20 s"
+    message = spawner.progress_message()
+    assert message.startswith("Slurm is not answering since 00:00:00 UTC (squeue gave no answer within 20 s)")
+    assert message.endswith("unless a node comes back"), message
+
+
+UNREACHABLE = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
+
+
+@pytest.mark.parametrize("error, submitted", [
+    (CommandError(["sbatch"], 1, "", UNREACHABLE), True),
+    (CommandError(["sbatch"], 1, "", "sbatch: error: invalid partition specified: x"), False),
+    (CommandError(["sbatch"], None, "", "", timed_out=True), False),  # it may have reached Slurm: never twice
+], ids=["controller-unreachable", "refused", "timed-out"])
+async def test_sbatch_is_repeated_only_while_it_never_reached_the_controller(monkeypatch, error, submitted):
+    monkeypatch.setattr(slurm_module, "SUBMIT_RETRY_FIRST_DELAY", 0.01)
+    calls, messages = [], []
+    spawner = make_spawner()
+
+    async def flaky(argv, *, input=None, env=None, timeout=30, check=True):
+        calls.append(argv)
+        if any(a.endswith("sbatch") for a in argv) and len(calls) <= 2:
+            messages.append(spawner.progress_message())
+            raise error
+        return CommandResult(list(argv), 0, "42\n", "")
+
+    monkeypatch.setattr(slurm_module, "run_command", flaky)
+    if submitted:
+        assert await spawner.submit_batch_script() == "42"
+        assert len(calls) == 3
+        assert "The Slurm controller is not answering" in messages[-1] and "submitting your job again" in messages[-1]
+        assert spawner.progress_message() != messages[-1]  # the message goes with the trouble
+    else:
+        with pytest.raises(SpawnException, match="Slurm refused the job"):
+            await spawner.submit_batch_script()
+        assert len(calls) == 1
 
 
 async def test_port_released_when_start_is_cancelled(commands):
