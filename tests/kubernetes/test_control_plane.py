@@ -17,10 +17,10 @@ from sgtest.kube import KubeCluster, KubeError, container_state, pod_manifest
 pytestmark = [pytest.mark.kubernetes]
 
 SHELL_IMAGE = "sg-test/shell"
-#: a unix user of the test machine (scripts/services/slurm install creates it; its uid is whatever
-#: useradd gave it on this machine)
-DEMO = pwd.getpwnam("demo") if "demo" in {p.pw_name for p in pwd.getpwall()} else None
-DEMO_UID = DEMO.pw_uid if DEMO else None   # (no demo user: the kube fixture skips or fails first)
+#: the test machine's unix user the pods run as by default (scripts/services/slurm install creates
+#: it; useradd picks its uid): looked up when a test needs it
+def demo_user() -> pwd.struct_passwd:
+    return pwd.getpwnam("demo")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_both_nodes_ready_with_pools_taint_and_capacity(kube):
 
 
 def test_pod_runs_as_its_user_and_reports_the_exit_code(kube, ns):
-    body = pod_manifest("whoami", ["sh", "-c", "id -u; id -G; pwd; echo HOME=$HOME; echo $SG_IMAGE_MARK $PATH; exit 3"], uid=DEMO_UID,
+    body = pod_manifest("whoami", ["sh", "-c", "id -u; id -G; pwd; echo HOME=$HOME; echo $SG_IMAGE_MARK $PATH; exit 3"], uid="demo",
                         workingDir="/tmp")
     body["spec"]["securityContext"]["fsGroup"] = 100
     pod = run_to_end(kube, ns, body)
@@ -80,10 +80,10 @@ def test_pod_runs_as_its_user_and_reports_the_exit_code(kube, ns):
     assert state["exitCode"] == 3 and state["reason"] == "Error"
     assert pod["status"]["phase"] == "Failed"
     uid_line, groups_line, cwd, home, image = kube.pod_log(pod).splitlines()[:5]
-    assert uid_line == str(DEMO_UID)
+    assert uid_line == str(demo_user().pw_uid)
     assert "100" in groups_line.split()
     assert cwd == "/tmp"
-    assert home == f"HOME={DEMO.pw_dir}"
+    assert home == f"HOME={demo_user().pw_dir}"
     # the images file gave the image's environment and PATH
     assert image == "shell-image /usr/bin:/usr/local/bin:/usr/bin:/bin"
     reasons = [e["reason"] for e in kube.events(ns, "whoami")]
@@ -207,7 +207,7 @@ def test_deleting_a_pod_ends_its_process(kube, ns):
     pid = int(kube.pod_log(pod).split()[0])
     assert pid_alive(pid)
     with open(f"/proc/{pid}/status") as f:
-        assert f"Uid:\t{DEMO_UID}" in f.read()
+        assert f"Uid:\t{demo_user().pw_uid}" in f.read()
     kube.delete("pods", "sleeper", ns)
     kube.wait_gone("pods", "sleeper", ns, timeout=30)
     assert not pid_alive(pid)
@@ -308,7 +308,7 @@ def test_sg_local_claim_is_bound_and_the_pod_writes_into_its_volume(kube, ns):
     note = os.path.join(host_dir, "note.txt")
     with open(note) as f:
         assert f.read() == "written-in-pod\n"
-    assert os.stat(note).st_uid == DEMO_UID
+    assert os.stat(note).st_uid == demo_user().pw_uid
     assert not os.path.exists("/home/sgtest-claim/note.txt")
     # deleting the claim deletes its volume and the directory (reclaimPolicy Delete)
     kube.delete("pods", "writer", ns)

@@ -14,6 +14,7 @@ import datetime
 import fcntl
 import json
 import os
+import pwd
 import secrets
 import time
 from pathlib import Path
@@ -259,9 +260,12 @@ def container_state(pod: dict | None, container: str | None = None) -> dict:
     return {}
 
 
-def pod_manifest(name: str, argv: list[str], image: str = "sg-test/shell", uid: int | None = 1001,
+def pod_manifest(name: str, argv: list[str], image: str = "sg-test/shell", uid: int | str | None = "demo",
                  **spec) -> dict:
-    """A one-container pod running ``argv`` as ``uid`` (None: no securityContext)."""
+    """A one-container pod running ``argv`` as ``uid``: a number, a unix user's name (the test
+    machine's ``demo`` by default, whatever uid useradd gave it) or None (no securityContext)."""
+    if isinstance(uid, str):
+        uid = pwd.getpwnam(uid).pw_uid
     container = {"name": "main", "image": f"{image}:1", "command": argv[:1], "args": argv[1:]}
     for key in ("env", "envFrom", "volumeMounts", "workingDir", "resources"):
         if key in spec:
