@@ -15,18 +15,11 @@ import time
 
 import pytest
 from sgtest.hub import HubSession, RunningHub, wait_for
-from sgtest.slurm import USERS, SlurmFixture
+from sgtest.slurm import USERS
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]
 
 TROUBLE = "Slurm is not answering since"
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    fixture = SlurmFixture()
-    yield fixture
-    fixture.cleanup()
 
 
 @pytest.fixture(scope="module")

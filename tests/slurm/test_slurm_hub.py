@@ -8,19 +8,12 @@ import time
 
 import pytest
 import requests
-from sgtest.slurm import USERS, SlurmFixture
+from sgtest.slurm import USERS
 from sgtest.hostile import HOSTILE
 from sgtest.hub import HubSession, ManyServers, RunningHub, named_servers, restartable_hub, wait_for
 from sgtest.notebooks import api_token
 
 pytestmark = [pytest.mark.slurm, pytest.mark.hub]
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    fixture = SlurmFixture()
-    yield fixture
-    fixture.cleanup()
 
 
 @pytest.fixture(scope="module")
