@@ -18,6 +18,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from science_gateway import catalog as notebook_catalog
 from science_gateway.jupyter_ext.catalog.demo import DemoCatalog
 from science_gateway.jupyter_ext.handlers import handlers
+from science_gateway.dask.server import handlers as dask_handlers
 from sgtest.hub import async_wait_for
 from sgtest.rucio_fakes import raising_catalog, rucio_exception
 
@@ -268,7 +269,7 @@ def _spec_path(route: str) -> str:
 def test_openapi_file_and_routes_agree():
     spec = yaml.safe_load((files("science_gateway.jupyter_ext") / "openapi.yaml").read_text())
     routes = {}
-    for route, handler in handlers:
+    for route, handler in handlers + dask_handlers:
         verbs = {m for m in ("get", "post", "put", "patch", "delete") if m in vars(handler)}
         routes[_spec_path(route)] = verbs
     described = {path: {m for m in ops if m in ("get", "post", "put", "patch", "delete")} for path, ops in spec["paths"].items()}

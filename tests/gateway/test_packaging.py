@@ -62,6 +62,21 @@ def test_server_extension_is_enabled_by_the_data_file():
     text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)
     assert "science_gateway.jupyter_ext enabled" in text, text
     assert "science_gateway.jupyter_ext 0.1.0 OK" in text or "science_gateway.jupyter_ext  OK" in text, text
+    # the side panel's clusters (the dask extra)
+    assert "science_gateway.dask.server enabled" in text, text
+
+
+def test_the_side_panel_is_in_the_wheel_and_enabled_after_install(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = [n for n in names if "/share/jupyter/labextensions/science-gateway-panel/" in n]
+    assert any(n.endswith("/package.json") for n in shipped) and any(n.endswith("/install.json") for n in shipped)
+    assert any(re.search(r"/static/remoteEntry\.[0-9a-f]+\.js$", n) for n in shipped), shipped
+    # prebuilt: nothing of the TypeScript sources or node_modules in the wheel
+    assert not [n for n in names if "node_modules" in n or n.endswith(".ts")]
+    out = subprocess.run([BIN / "jupyter", "labextension", "list"], capture_output=True, text=True, check=True)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.stdout + out.stderr)
+    line = next((row for row in text.splitlines() if "science-gateway-panel" in row), "")
+    assert re.search(r"science-gateway-panel v0\.1\.0 enabled\s+OK \(python, science-gateway\)", line), text
 
 
 @pytest.mark.parametrize("script", ["science-gateway-hash-password", "science-gateway-config"])

@@ -176,3 +176,120 @@ def run_walkthrough(page, hub_url: str, username: str, did: str, artifacts_dir: 
     wait_until_ran(page, run_cell_containing(page, "launcher.close_cluster()"))
     launcher.locator(".sg-worker-count", has_text="No cluster running.").wait_for(timeout=60_000)
     return seen
+
+
+# -- the JupyterLab side panel -------------------------------------------------------------------
+
+PANEL = "#science-gateway-panel"
+
+
+def open_panel(page):
+    """Open the gateway's side panel from JupyterLab's left sidebar, as a person would."""
+    page.locator(".jp-SideBar [data-id='science-gateway-panel']").click()
+    panel = page.locator(PANEL)
+    panel.wait_for(state="visible", timeout=30_000)
+    return panel
+
+
+def panel_tab(page, name: str):
+    page.locator(f"{PANEL} .sg-tab[data-tab='{name}']").click()
+    return page.locator(f"{PANEL} .sg-{name.lower()}")
+
+
+def new_notebook(page, hub_url: str, username: str):
+    """JupyterLab with a new, empty notebook open and its kernel idle."""
+    page.goto(f"{hub_url}/user/{username}/lab")
+    page.wait_for_selector(".jp-Launcher", timeout=90_000)
+    page.locator(".jp-LauncherCard[data-category='Notebook']").first.click()
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
+
+
+def gateway_calls_while(page, seconds: float) -> list[str]:
+    """The gateway API calls the page makes during ``seconds`` (what the panel polls)."""
+    calls: list[str] = []
+
+    def seen(request):
+        if "/gateway/api/" in request.url:
+            calls.append(request.url)
+
+    page.on("request", seen)
+    try:
+        page.wait_for_timeout(seconds * 1000)
+    finally:
+        page.remove_listener("request", seen)
+    return calls
+
+
+def run_panel(page, hub_url: str, username: str, did: str, artifacts_dir: str, prefix: str, *, pattern: str,
+              filters: str, while_staging=contextlib.nullcontext, on_cluster=None, timeout_ms: float = 120_000) -> dict:
+    """What an astronomer does in the side panel without writing code; returns what they saw.
+
+    The user is logged in and their server is up. In a new notebook: open the panel, search by name
+    and metadata, see ``did`` among the results, Stage it (inside ``while_staging()``), watch the
+    request reach ready in Requests with its local paths, Insert paths into the notebook and run
+    that cell; in Clusters start a cluster of 2 workers, see them connect (then ``on_cluster()``),
+    open the dashboard in a JupyterLab tab, close the cluster. Screenshots ``{prefix}-01`` to ``-06``.
+    """
+    seen: dict = {}
+    new_notebook(page, hub_url, username)
+    panel = open_panel(page)
+
+    data = panel.locator(".sg-data")
+    data.locator(".sg-pattern").fill(pattern)
+    data.locator(".sg-filters").fill(filters)
+    data.locator(".sg-filters").press("Enter")
+    row = data.locator(f".sg-dataset[data-did='{did}']")
+    row.wait_for(timeout=60_000)
+    seen["row"] = row.inner_text()
+    seen["results"] = data.locator(".sg-results").inner_text()
+    screenshot(page, artifacts_dir, f"{prefix}-01-panel-search")
+
+    with while_staging():
+        row.get_by_role("button", name="Stage").click()
+        row.locator(".sg-row-note", has_text="see Requests").wait_for(timeout=30_000)
+        requests_tab = panel_tab(page, "Requests")
+        request = requests_tab.locator(f".sg-request[data-did='{did}']")
+        request.wait_for(timeout=30_000)
+        seen["first_words"] = request.locator(".sg-words").inner_text()
+        request.locator(".sg-words", has_text="ready").wait_for(timeout=timeout_ms)
+    request.locator(".sg-paths summary").click()
+    seen["paths"] = request.locator(".sg-paths li").all_inner_texts()
+    seen["request"] = request.inner_text()
+    screenshot(page, artifacts_dir, f"{prefix}-02-panel-request-ready")
+
+    request.get_by_role("button", name="Insert paths").click()
+    cell = run_cell_containing(page, "catalog.wait(catalog.stage(")
+    wait_until_ran(page, cell, timeout=timeout_ms)
+    seen["cell_source"] = cell.locator(".jp-InputArea-editor").inner_text()
+    seen["cell_output"] = "\n".join(cell.locator(".jp-OutputArea-output").all_inner_texts())
+    screenshot(page, artifacts_dir, f"{prefix}-03-panel-paths-in-notebook")
+
+    clusters = panel_tab(page, "Clusters")
+    clusters.locator(".sg-preset option").first.wait_for(state="attached", timeout=30_000)
+    seen["presets"] = clusters.locator(".sg-preset").inner_text()
+    seen["limit"] = clusters.locator(".sg-limit").inner_text()
+    clusters.locator(".sg-workers").fill("2")
+    clusters.get_by_role("button", name="Start cluster").click()
+    cluster = clusters.locator(".sg-cluster")
+    cluster.locator(".sg-worker-count", has_text="2 of 2 workers connected").wait_for(timeout=timeout_ms)
+    seen["cluster"] = cluster.inner_text()
+    screenshot(page, artifacts_dir, f"{prefix}-04-panel-cluster-workers")
+    if on_cluster is not None:
+        on_cluster()
+
+    cluster.get_by_role("button", name="Dashboard").click()
+    frame = page.locator("#jp-main-dock-panel .jp-MainAreaWidget iframe").last
+    frame.wait_for(timeout=30_000)
+    seen["dashboard_src"] = src = frame.get_attribute("src")
+    seen["dashboard_tab"] = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current").inner_text()
+    seen["dashboard_status"] = page.evaluate("async src => (await fetch(src, {credentials: 'same-origin'})).status", src)
+    page.frame_locator("#jp-main-dock-panel .jp-MainAreaWidget iframe >> nth=-1").locator(
+        ".bk-root, .bk-Column, [data-root-id]").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(2_000)  # let Bokeh draw the plots
+    screenshot(page, artifacts_dir, f"{prefix}-05-panel-dashboard-tab")
+
+    cluster.get_by_role("button", name="Close").click()
+    cluster.wait_for(state="detached", timeout=60_000)
+    screenshot(page, artifacts_dir, f"{prefix}-06-panel-cluster-closed")
+    return seen

@@ -24,7 +24,7 @@ BASE = {
 
 
 #: the server extensions the project installs (their jupyter_server_config.d files)
-INSTALLED_EXTENSIONS = ("jupyterlab", "science_gateway.jupyter_ext", "jupyter_lsp", "jupyter_server_proxy",
+INSTALLED_EXTENSIONS = ("jupyterlab", "science_gateway.jupyter_ext", "science_gateway.dask.server", "jupyter_lsp", "jupyter_server_proxy",
                         "jupyter_server_terminals", "notebook_shim")
 
 
