@@ -12,7 +12,8 @@ replicating or fetching. Its handler (41.0.0) reads only ``force``, not ``poll``
 file replicas cached in its sqlite database, refreshed in the background, plus the dataset's rules.
 Its own Rucio REST client talks to ``url`` (the counting proxy). Before ``start_at`` it has already
 shown every dataset once (its cache is warm, as in a running server); then it polls for ``seconds``.
-Prints one JSON line: for each dataset, when (naive UTC, ISO) it first showed every file available.
+Prints one JSON line: for each dataset, when (naive UTC, ISO) it first showed every file available,
+and how many calls its frontend made to its server extension (one per watched dataset per poll).
 """
 
 import concurrent.futures
@@ -46,13 +47,14 @@ def main():
         # a handler per request, as its Tornado handler makes one
         return did, ReplicaModeHandler("bench", api).get_did_details(scope, name, False)
 
-    watched, ready, polls = set(args["dids"]), {}, 0
+    watched, ready, polls, calls = set(args["dids"]), {}, 0, 0
     list(executor.map(details, sorted(watched)))  # the datasets were shown before: fetch and cache
     concurrent.futures.wait(list(ReplicaModeHandler._inflight_fetches.values()), timeout=60)
     time.sleep(max(0.0, args["start_at"] - time.time()))
     stop = time.monotonic() + args["seconds"]
     while time.monotonic() < stop:
         tick = time.monotonic()
+        calls += len(watched)  # one call of its frontend to its server extension per watched dataset
         for did, files in executor.map(details, sorted(watched)):
             if files and all(f["status"] == "OK" for f in files) and did not in ready:
                 ready[did] = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat()
@@ -60,7 +62,7 @@ def main():
                 watched.discard(did)
         polls += 1
         time.sleep(max(0.0, args["interval"] - (time.monotonic() - tick)))
-    print(json.dumps({"ready": ready, "polls": polls, "still_watched": len(watched)}))
+    print(json.dumps({"ready": ready, "polls": polls, "calls": calls, "still_watched": len(watched)}))
 
 
 if __name__ == "__main__":

@@ -79,9 +79,9 @@ abstract class PollingTab extends Widget {
   private polling = false;
   private onVisibility = () => this.wake();
 
-  constructor(interval: number, maxInterval: number) {
+  constructor(interval: number, steady: number, maxInterval: number) {
     super();
-    this.schedule = new PollSchedule(interval, maxInterval);
+    this.schedule = new PollSchedule(interval, steady, maxInterval);
   }
 
   /** One poll: ask the gateway, render, return the delay before the next one. */
@@ -316,7 +316,7 @@ export class RequestsTab extends PollingTab {
   requests: IStageRequest[] = [];
 
   constructor(private host: IPanelHost) {
-    super(2000, 30000);
+    super(2000, 15000, 60000);
     this.addClass('sg-requests');
     this.title.label = 'Requests';
     this.notice = el('div', { className: 'sg-notice', role: 'status' });
@@ -429,7 +429,8 @@ export class ClustersTab extends PollingTab {
   clusters: ICluster[] = [];
 
   constructor(private host: IPanelHost) {
-    super(1000, 30000);
+    // workers arrive within seconds of a scale: a cluster settling is watched closely
+    super(1000, 2000, 60000);
     this.addClass('sg-clusters');
     this.title.label = 'Clusters';
     this.preset = el('select', { className: 'sg-preset', 'aria-label': 'Dask preset' });

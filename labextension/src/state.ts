@@ -184,8 +184,11 @@ export function requestsSnapshot(requests: IStageRequest[], error = ''): string 
 /**
  * When a tab asks the gateway again (pure; the panel's timer follows it).
  *
- * It polls only while the panel is visible, every `interval` ms after a change, doubling up to
- * `maxInterval` while nothing changes, and at `maxInterval` while nothing is in progress.
+ * It polls only while the panel is visible: `interval` ms after something happened here (a stage,
+ * a cancel, the tab shown), then every `steady` ms while what it shows changes, doubling up to
+ * `maxInterval` while nothing changes, and at `maxInterval` while nothing is in progress. One call
+ * asks for everything the tab shows (all of the user's requests at once), so 20 requests cost what
+ * one does. Staging from tape takes minutes: `steady` is what a person watching needs, not more.
  */
 export class PollSchedule {
   delay: number;
@@ -193,19 +196,22 @@ export class PollSchedule {
 
   constructor(
     readonly interval = 2000,
-    readonly maxInterval = 30000
+    readonly steady = 15000,
+    readonly maxInterval = 60000
   ) {
     this.delay = interval;
   }
 
   /** Note one poll's answer; returns the delay before the next one. */
   polled(snapshot: string, inProgress = true): number {
-    if (snapshot !== this.last) {
-      this.last = snapshot;
-      this.delay = inProgress ? this.interval : this.maxInterval;
+    if (!inProgress) {
+      this.delay = this.maxInterval;
+    } else if (snapshot !== this.last) {
+      this.delay = this.steady;
     } else {
-      this.delay = Math.min(this.delay * 2, this.maxInterval);
+      this.delay = Math.min(Math.max(this.delay * 2, this.steady), this.maxInterval);
     }
+    this.last = snapshot;
     return this.delay;
   }
 
