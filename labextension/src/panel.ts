@@ -72,6 +72,15 @@ function messageOf(e: unknown): string {
   return e instanceof GatewayError ? e.message : e instanceof Error ? e.message : String(e);
 }
 
+/** Insert paths: the code into the active notebook, and what happened in the row's note. */
+async function insertPaths(host: IPanelHost, did: string, note: HTMLElement): Promise<void> {
+  const inserted = await host.insertPaths(did);
+  note.className = inserted ? 'sg-row-note' : 'sg-row-note sg-error';
+  note.textContent = inserted
+    ? 'Code inserted into the notebook: run the cell for the paths.'
+    : 'Open a notebook first: the code goes into the active notebook.';
+}
+
 /** A tab that asks the gateway again on a schedule, only while it is visible. */
 abstract class PollingTab extends Widget {
   protected schedule: PollSchedule;
@@ -213,18 +222,16 @@ export class DataTab extends Widget {
     await this.fetch(false);
   }
 
-  private async fetch(more: boolean, partial = true): Promise<void> {
+  private async fetch(more: boolean): Promise<void> {
     const page = more ? this.next : null;
     this.error.textContent = '';
     try {
-      let query = searchQuery(this.query[0], this.query[1], page);
-      if (!partial) {
-        query = query.replace('partial=true', 'partial=false');
-      }
-      const answer = await this.host.api.get<ISearchPage>(`datasets?${query}`);
+      const answer = await this.host.api.get<ISearchPage>(
+        `datasets?${searchQuery(this.query[0], this.query[1], page)}`
+      );
       this.shown = more ? [...this.shown, ...answer.datasets] : answer.datasets;
       this.next = answer.next;
-      if (partial && answer.datasets.some(d => d.metadata_pending)) {
+      if (answer.datasets.some(d => d.metadata_pending)) {
         // sizes and availability are here; the rest of the metadata is on its way
         window.setTimeout(() => void this.complete(page), 1000);
       }
@@ -235,10 +242,11 @@ export class DataTab extends Widget {
     this.render();
   }
 
+  /** The same page again, not partial: the metadata the catalogue had not sent yet. */
   private async complete(page: string | null): Promise<void> {
     try {
       const answer = await this.host.api.get<ISearchPage>(
-        `datasets?${searchQuery(this.query[0], this.query[1], page).replace('partial=true', 'partial=false')}`
+        `datasets?${searchQuery(this.query[0], this.query[1], page, 50, false)}`
       );
       const fresh = new Map(answer.datasets.map(d => [d.did, d]));
       this.shown = this.shown.map(d => fresh.get(d.did) ?? d);
@@ -263,7 +271,7 @@ export class DataTab extends Widget {
     const insert = button(
       'Insert paths',
       'sg-insert',
-      () => void this.insert(dataset.did, note),
+      () => void insertPaths(this.host, dataset.did, note),
       `Insert code with the local paths of ${dataset.did} into the active notebook`
     );
     return el(
@@ -295,14 +303,6 @@ export class DataTab extends Widget {
       note.className = 'sg-row-note sg-error';
       note.textContent = messageOf(e);
     }
-  }
-
-  private async insert(did: string, note: HTMLElement): Promise<void> {
-    const inserted = await this.host.insertPaths(did);
-    note.className = inserted ? 'sg-row-note' : 'sg-row-note sg-error';
-    note.textContent = inserted
-      ? 'Code inserted into the notebook: run the cell for the paths.'
-      : 'Open a notebook first: the code goes into the active notebook.';
   }
 }
 
@@ -361,7 +361,7 @@ export class RequestsTab extends PollingTab {
     }
     if (request.state === 'ready') {
       actions.append(
-        button('Insert paths', 'sg-insert', () => void this.insert(view.did, note), `Insert code with the local paths of ${view.did}`)
+        button('Insert paths', 'sg-insert', () => void insertPaths(this.host, view.did, note), `Insert code with the local paths of ${view.did}`)
       );
     }
     const details = el('div', { className: 'sg-request-details' });
@@ -405,14 +405,6 @@ export class RequestsTab extends PollingTab {
       note.className = 'sg-row-note sg-error';
       note.textContent = messageOf(e);
     }
-  }
-
-  private async insert(did: string, note: HTMLElement): Promise<void> {
-    const inserted = await this.host.insertPaths(did);
-    note.className = inserted ? 'sg-row-note' : 'sg-row-note sg-error';
-    note.textContent = inserted
-      ? 'Code inserted into the notebook: run the cell for the paths.'
-      : 'Open a notebook first: the code goes into the active notebook.';
   }
 }
 

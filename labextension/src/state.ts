@@ -295,7 +295,8 @@ export function searchQuery(
   pattern: string,
   filters: string,
   page: string | null,
-  limit = 50
+  limit = 50,
+  partial = true
 ): string {
   const params = new URLSearchParams();
   params.set('pattern', pattern.trim() || '*');
@@ -303,7 +304,7 @@ export function searchQuery(
     params.set('filters', filters.trim());
   }
   params.set('limit', String(limit));
-  params.set('partial', 'true');
+  params.set('partial', String(partial));
   if (page) {
     params.set('page', page);
   }

@@ -9,15 +9,12 @@ the dashboard opens in a JupyterLab tab, Close ends the worker jobs. Screenshots
 ``panel-slurm-rucio-*``.
 """
 
-import asyncio
-import contextlib
 import pwd
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from sgtest.real_stack import USER, dataset, drive_transfers, hub, rucio, slurm, squeue, start_session, stop_session  # noqa: F401
+from sgtest.real_stack import USER, dataset, hub, rucio, slurm, squeue, start_session, stop_session, transfers_in_thread  # noqa: F401
 from sgtest.slurm import USERS
 
 from sgtest import rucio_transfers as rt
@@ -36,16 +33,8 @@ def test_panel_in_chromium_on_slurm_and_rucio(slurm, rucio, dataset, hub, artifa
     session, workers_name = start_session(hub, slurm)
     rounds, workers = [], []
 
-    @contextlib.contextmanager
     def transfers():
-        stop = threading.Event()
-        thread = threading.Thread(target=lambda: rounds.append(asyncio.run(drive_transfers(rucio, admin, dataset, stop))))
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(300)
+        return transfers_in_thread(rucio, admin, dataset, rounds)
 
     def cluster_up():
         workers.extend(squeue(workers_name))

@@ -8,12 +8,8 @@ Rucio's transfer daemons, the launcher's workers connect (checked in ``squeue``)
 opens through the hub, the plot appears. Screenshots ``walkthrough-slurm-rucio-*``.
 """
 
-import asyncio
-import contextlib
-import threading
-
 import pytest
-from sgtest.real_stack import USER, dataset, drive_transfers, hub, rucio, slurm, squeue, start_session, stop_session  # noqa: F401
+from sgtest.real_stack import USER, dataset, hub, rucio, slurm, squeue, start_session, stop_session, transfers_in_thread  # noqa: F401
 from sgtest.slurm import USERS
 
 from sgtest import rucio_transfers as rt
@@ -30,17 +26,8 @@ def test_walkthrough_in_chromium_on_slurm_and_rucio(slurm, rucio, dataset, hub, 
     session, workers_name = start_session(hub, slurm)
     rounds, workers = [], []
 
-    @contextlib.contextmanager
     def transfers():
-        """Rucio's transfer daemons, in a thread, until the rule is OK (or the block is left)."""
-        stop = threading.Event()
-        thread = threading.Thread(target=lambda: rounds.append(asyncio.run(drive_transfers(rucio, admin, dataset, stop))))
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(300)
+        return transfers_in_thread(rucio, admin, dataset, rounds)
 
     def cluster_up():
         workers.extend(squeue(workers_name))

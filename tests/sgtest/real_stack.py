@@ -13,11 +13,13 @@ and configurable-http-proxy on PATH.
 """
 
 import asyncio
+import contextlib
 import copy
 import pwd
 import secrets
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,20 @@ async def drive_transfers(env: dict, admin, did: str, stop) -> int:
             return rounds
         await asyncio.sleep(0.5)
     return rounds
+
+
+@contextlib.contextmanager
+def transfers_in_thread(env: dict, admin, did: str, rounds: list):
+    """Rucio's transfer daemons in a thread (beside a browser), until ``did``'s stage-in rule is OK
+    or the block is left; the number of rounds they ran is appended to ``rounds``."""
+    stop = threading.Event()
+    thread = threading.Thread(target=lambda: rounds.append(asyncio.run(drive_transfers(env, admin, did, stop))))
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(300)
 
 
 def start_session(hub: RunningHub, slurm) -> tuple[HubSession, str]:
