@@ -197,8 +197,9 @@ def panel_tab(page, name: str):
 
 
 def new_notebook(page, hub_url: str, username: str):
-    """JupyterLab with a new, empty notebook open and its kernel idle."""
-    page.goto(f"{hub_url}/user/{username}/lab")
+    """JupyterLab with a new, empty notebook open and its kernel idle (a fresh workspace: ``?reset``
+    drops what an earlier visit left open, so the launcher shows)."""
+    page.goto(f"{hub_url}/user/{username}/lab?reset")
     page.wait_for_selector(".jp-Launcher", timeout=90_000)
     page.locator(".jp-LauncherCard[data-category='Notebook']").first.click()
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
