@@ -86,6 +86,7 @@ abstract class PollingTab extends Widget {
   protected schedule: PollSchedule;
   private timer: number | null = null;
   private polling = false;
+  private again = false;
   private onVisibility = () => this.wake();
 
   constructor(interval: number, steady: number, maxInterval: number) {
@@ -108,15 +109,14 @@ abstract class PollingTab extends Widget {
 
   private wake(): void {
     this.clearTimer();
-    if (this.visibleNow()) {
+    if (this.polling) {
+      this.again = true; // asked for during a poll: poll once more right after it
+    } else if (this.visibleNow()) {
       void this.run();
     }
   }
 
   private async run(): Promise<void> {
-    if (this.polling) {
-      return;
-    }
     this.polling = true;
     let delay: number;
     try {
@@ -124,10 +124,15 @@ abstract class PollingTab extends Widget {
     } finally {
       this.polling = false;
     }
+    if (this.again) {
+      this.again = false;
+      this.schedule.changed();
+      delay = this.schedule.interval;
+    }
     const wait = this.schedule.nextWait(this.visibleNow());
     this.clearTimer();
     if (wait !== null) {
-      this.timer = window.setTimeout(() => void this.run(), Math.max(delay, wait));
+      this.timer = window.setTimeout(() => void this.run(), Math.min(delay, wait));
     }
   }
 
