@@ -54,7 +54,8 @@ from traitlets import Dict, Float, HasTraits, Instance, Integer, List, Unicode, 
 
 from ..core.commands import CommandError, run_command
 from ..core.policy import ResourceRequest
-from ..core.text import quote_prefix
+from ..core.presets import DaskPresets, dask_environment, worker_job_name
+from ..core.text import quote_prefix, sanitize_comment
 from .base import PolicySpawnerMixin
 from .condor_submit import (
     QUERY_ATTRS,
@@ -62,6 +63,7 @@ from .condor_submit import (
     PartitionTarget,
     build_env_file,
     build_rm_argv,
+    build_rm_workers_argv,
     build_submit_description,
     build_write_env_argv,
     job_constraint,
@@ -176,6 +178,14 @@ class CondorSpawner(PolicySpawnerMixin, batchspawner.CondorSpawner):
         job's environment never does (it travels in a 0600 file of the user's).
         """,
     ).tag(config=True)
+    job_env_keep = List(
+        Unicode(),
+        ["CONDOR_CONFIG"],
+        help="""
+        Names of the hub's environment variables the job receives too (e.g. CONDOR_CONFIG, so
+        the user's kernels can submit Dask worker jobs to the same pool).
+        """,
+    ).tag(config=True)
     job_name = Unicode(
         "science-gateway-jupyter",
         help="The GatewayJob attribute of every server job: lets site admins spot gateway jobs and one query find them.",
@@ -275,6 +285,24 @@ class CondorSpawner(PolicySpawnerMixin, batchspawner.CondorSpawner):
     def get_env(self):
         env = super().get_env()
         env["PATH"] = os.pathsep.join([os.path.join(self.python_prefix, "bin"), "/usr/local/bin", "/usr/bin", "/bin"])
+        env.update({k: os.environ[k] for k in self.job_env_keep if k in os.environ})
+        request = self.resource_request
+        presets = DaskPresets(parent=self)
+        if not presets.condor_requirements:
+            # the worker jobs of a preset's partition go where the admin mapped that partition
+            presets.condor_requirements = {
+                name: target.requirements for name, target in self.partitions.items() if target.requirements
+            }
+        env.update(
+            dask_environment(
+                presets,
+                backend="condor",
+                groups=self.user_groups(),
+                choices=self.policy.choices(self.user_groups()),
+                account=request.account if request else "",
+                comment=sanitize_comment(f"science-gateway={self.gateway_name} user={self.job_identity()}"),
+            )
+        )
         return env
 
     def command_env(self) -> dict:
@@ -383,6 +411,16 @@ class CondorSpawner(PolicySpawnerMixin, batchspawner.CondorSpawner):
     async def cancel_batch_job(self):
         account = self.unix_account()
         await self.run_command(build_rm_argv(self.condor_rm_path, self.user_prefix(account.pw_name), self.job_id))
+
+    async def remove_dask_workers(self, job_id):
+        """Remove the Dask worker jobs the session ``job_id`` started (GatewayJob named after it)."""
+        name = worker_job_name(DaskPresets(parent=self).job_name, job_id.split(".")[0])
+        try:
+            account = self.unix_account()
+            await self.run_command(build_rm_workers_argv(self.condor_rm_path, self.user_prefix(account.pw_name), name))
+        except (CommandError, ValueError, SpawnException) as e:
+            # condor_rm exits non-zero when no job matched: the usual case (no workers left)
+            self.log.debug("removing Dask workers %s of %s: %s", name, self._log_name, e)
 
     # -- the spawner lifecycle -------------------------------------------------------------
 
@@ -504,6 +542,7 @@ class CondorSpawner(PolicySpawnerMixin, batchspawner.CondorSpawner):
             except (CommandError, ValueError, SpawnException) as e:
                 # a job that already left the queue (e.g. while the hub was down) cannot be removed
                 self.log.warning("condor_rm %s: %s", job_id, e)
+            await self.remove_dask_workers(job_id)
             self.poller.unwatch(job_id)
         finally:
             self._release_port()

@@ -232,6 +232,14 @@ def build_rm_argv(condor_rm: str, prefix: list[str], job_id: str) -> list[str]:
     return [*prefix, condor_rm, check_job_id(job_id)]
 
 
+def build_rm_workers_argv(condor_rm: str, prefix: list[str], job_name: str) -> list[str]:
+    """``condor_rm`` of every job of the user (the one running it) whose GatewayJob is ``job_name``
+    (a session's Dask workers)."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", job_name or ""):
+        raise ValueError(f"not a worker job name: {job_name!r}")
+    return [*prefix, condor_rm, "-constraint", job_constraint(job_name)]
+
+
 def build_write_env_argv(prefix: list[str], path: str) -> list[str]:
     """Write stdin to ``path`` (mode 0600, the folder made first), as the user: a fixed script,
     the path as its argument (never part of the script)."""

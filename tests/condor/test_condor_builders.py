@@ -181,3 +181,55 @@ def test_job_ads_to_info_and_what_the_user_reads():
     assert jobs["8.0"].finished and jobs["8.0"].describe() == "Job 8.0 ended: removed (via condor_rm (by user demo))"
     assert parse_job_ad({"ClusterId": "x", "ProcId": 0, "JobStatus": 1}) is None
     assert JobInfo("9.0", IDLE).describe() == "Job 9.0 is idle in the HTCondor queue, waiting for a match"
+
+
+# -- Dask on HTCondor: the kwargs of the kernel's HTCondorCluster -------------------------------
+
+def dask_settings(**site):
+    from science_gateway.core.presets import DaskPresets
+
+    c = Config()
+    c.DaskPresets.presets = {"small": {"partition": "cpu", "cores": 1, "memory_gb": 2, "walltime_minutes": 60,
+                                       "workers_per_job": 2, "max_workers": 8}}
+    for key, value in site.items():
+        setattr(c.DaskPresets, key, value)
+    return DaskPresets(config=c)
+
+
+def test_condor_cluster_kwargs_carry_account_identity_walltime_and_partition():
+    from science_gateway.dask.builders import condor_cluster_kwargs
+
+    settings = dask_settings(interface="lo", condor_requirements={"cpu": 'TARGET.Site == "A"'})
+    kwargs = condor_cluster_kwargs(
+        "small", settings.presets["small"], settings, account="astro-2024",
+        comment="science-gateway=sg user=alice@example.org", unix_user="alice", python="/env/bin/python",
+        job_name="science-gateway-dask-12", log_directory="/home/alice/logs", tls_directory="/home/alice/tls",
+    )
+    assert (kwargs["cores"], kwargs["processes"], kwargs["memory"], kwargs["nanny"]) == (2, 2, "4GiB", True)
+    assert kwargs["job_extra_directives"] == {
+        "+GatewayJob": '"science-gateway-dask-12"',
+        "+GatewayUser": '"science-gateway=sg user=alice@example.org dask=small"',
+        "+GatewayPartition": '"cpu"',
+        "periodic_remove": "(JobStatus == 2) && (time() - JobCurrentStartDate > 3600)",
+        "accounting_group": "astro-2024",
+        "accounting_group_user": "alice",
+        "requirements": 'TARGET.Site == "A"',
+    }
+    assert kwargs["security"] is True and kwargs["shared_temp_directory"] == "/home/alice/tls"
+    assert kwargs["interface"] == "lo" and kwargs["scheduler_options"] == {"dashboard_address": "127.0.0.1:0"}
+    assert kwargs["worker_extra_args"] == ["--lifetime", "54m", "--lifetime-stagger", "3m"]
+    with pytest.raises(ValueError, match="scheduler_host"):
+        condor_cluster_kwargs("small", settings.presets["small"], dask_settings(), account="", comment="",
+                              unix_user="alice", python="p", job_name="j", log_directory=None, tls_directory="t")
+
+
+def test_condor_session_id_and_the_workers_rm():
+    from science_gateway.dask.builders import condor_session_id
+    from science_gateway.spawners.condor_submit import build_rm_workers_argv
+
+    assert condor_session_id('MyType = "Job"\nClusterId = 42\nProcId = 0\n') == "42"
+    assert condor_session_id("ProcId = 0\n") == ""
+    assert build_rm_workers_argv("/usr/bin/condor_rm", ["sudo"], "science-gateway-dask-42") == [
+        "sudo", "/usr/bin/condor_rm", "-constraint", 'GatewayJob == "science-gateway-dask-42"']
+    with pytest.raises(ValueError):
+        build_rm_workers_argv("/usr/bin/condor_rm", [], 'x" || true || "')
