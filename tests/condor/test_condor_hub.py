@@ -135,3 +135,20 @@ def test_restart_readopts_servers_with_one_query_and_drops_the_one_removed_meanw
         for name in ["demo", "astro1"]:
             sessions[name].stop_server(name)
     wait_for(lambda: not set(names) & set(condor.jobs()), 60, what="the jobs to leave the queue")
+
+
+def test_a_held_job_shows_its_hold_reason_then_fails_the_spawn_and_is_removed(condor, tmp_path_factory):
+    # an output file the job's user cannot create: HTCondor holds the job, saying why
+    config = condor.hub_config(job_output="/proc/sg-no-such-dir/out-$(ClusterId).log", held_timeout=15)  # past the hub's slow_spawn_timeout (10 s): the POST answers 202 first
+    with RunningHub(tmp_path_factory.mktemp("held"), config=config, env=condor.hub_env()) as hub:
+        session = login(hub, "astro1")
+        r = session.api("/users/astro1/server", method="POST", json={"memory_gb": 1})
+        assert r.status_code == 202, r.text
+        events = session.progress("astro1", timeout=90)
+        messages = [e.get("message", "") for e in events]
+        assert any(" is held for partition cpu: Error from " in m for m in messages), messages
+        assert events[-1].get("failed"), events[-1]
+        assert "HTCondor holds job" in events[-1]["message"] and "/proc/sg-no-such-dir" in events[-1]["message"]
+        wait_for(lambda: not session.server("astro1"), 60, what="the failed server to be cleared")
+    # the hub's clean-up after the failed start removed the held job
+    wait_for(lambda: "astro1" not in condor.jobs(), 60, what="the held job to be removed")
