@@ -75,6 +75,21 @@ def test_hostile_rest_options_never_reach_the_schedd(condor, condor_hub, options
     assert not session.server("demo")
 
 
+def test_batchspawner_route_is_closed_on_a_condor_hub(condor, condor_hub):
+    """batchspawner's /hub/api/batchspawner sets any spawner attribute for a server token: closed,
+    as for the Slurm spawner (the hub created a CondorSpawner at start-up)."""
+    import requests
+    from sgtest.notebooks import api_token
+
+    session = login(condor_hub, "astro3")
+    token = api_token(session, "astro3", note="a user's token")
+    url = f"{condor_hub.url}/hub/api/batchspawner"
+    for headers in ({"Authorization": f"token {token}"}, {}):
+        for method in ("POST", "GET"):
+            r = requests.request(method, url, json={"condor_submit_path": "/bin/sh"}, headers=headers, timeout=30)
+            assert r.status_code == 404, (method, r.status_code, r.text[:200])
+
+
 def test_idle_reason_on_the_spawn_page_and_a_removed_job_fails_the_spawn(condor, condor_hub):
     session = login(condor_hub, "astro2")
     session.ensure_stopped("astro2")
