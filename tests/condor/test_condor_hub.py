@@ -45,6 +45,9 @@ def test_servers_run_as_jobs_of_their_users_and_answer(condor, condor_hub):
         assert (jobs["demo"]["AcctGroup"], jobs["demo"]["AcctGroupUser"]) == ("astro-dev", "demo")
         assert (jobs["demo"]["RequestCpus"], jobs["demo"]["RequestMemory"]) == (1, 2048)
         assert jobs["astro1"]["AcctGroup"] == "astro-2024"  # the group's first account
+        # the walltime (astro's default on cpu) ends the job; the job runs in the user's home
+        assert "JobCurrentStartDate" in jobs["demo"]["PeriodicRemove"], jobs["demo"]["PeriodicRemove"]
+        assert jobs["demo"]["Iwd"] == "/home/demo"
         # the job ad, which every pool user can read, holds no environment (the API token)
         for ad in jobs.values():
             assert "JUPYTERHUB_API_TOKEN" not in str(ad.get("Environment", "")) + str(ad.get("Env", ""))

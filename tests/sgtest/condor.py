@@ -24,7 +24,8 @@ from science_gateway.hub.passwords import hash_password
 
 #: the job ad attributes :meth:`CondorFixture.jobs` reports
 JOB_ATTRS = ["ClusterId", "ProcId", "JobStatus", "Owner", "GatewayUser", "GatewayJob", "GatewayPartition",
-             "AcctGroup", "AcctGroupUser", "RequestCpus", "RequestMemory", "HoldReason", "Environment", "Env"]
+             "AcctGroup", "AcctGroupUser", "RequestCpus", "RequestMemory", "HoldReason", "Environment", "Env",
+             "PeriodicRemove", "Iwd"]
 
 
 class CondorFixture:
