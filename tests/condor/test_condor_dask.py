@@ -101,7 +101,14 @@ async def test_preset_cluster_scales_to_4_htcondor_workers_and_leaves_no_job(con
         await kernel.execute("client.close(); cluster.close()")
         wait_for(lambda: not worker_ads(condor, workers_name), 60, what="worker jobs to end after close()")
 
+        # a kernel shut down cleanly closes its clusters on the way out
+        await kernel.execute(START_CLUSTER.format(n=2))
+        assert len(worker_ads(condor, workers_name)) == 1
+        kernel.shutdown()
+        wait_for(lambda: not worker_ads(condor, workers_name), 60, what="worker jobs to end with the kernel")
+
         # workers of a session that stops are removed with it
+        kernel.start()
         await kernel.execute(START_CLUSTER.format(n=2))
         assert len(worker_ads(condor, workers_name)) == 1
     finally:
