@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import random
 import secrets
 import sys
 import time
@@ -324,8 +325,6 @@ class CondorSpawner(PolicySpawnerMixin, batchspawner.CondorSpawner):
     # -- ports (shared with the Slurm spawner's bookkeeping) ------------------------------------
 
     def _pick_port(self) -> int:
-        import random
-
         if self.port_max - self.port_min + 1 - len(_PORTS_IN_USE) <= 0:
             raise SpawnException("no free server port on the hub", reason="ports", status_code=503)
         while True:
