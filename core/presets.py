@@ -40,7 +40,7 @@ ENV_VAR = "SCIENCE_GATEWAY_DASK"
 DASHBOARD_LINK_ENV = "DASK_DISTRIBUTED__DASHBOARD__LINK"
 #: the dashboard through the user's server (jupyter-server-proxy): works behind the hub's proxy
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
-BACKENDS = ("slurm", "local")
+BACKENDS = ("slurm", "condor", "local")
 
 _DIRECTIVE_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9@._:,/+=-]*)?$")
 
@@ -219,10 +219,28 @@ class DaskPresets(LoggingConfigurable):
         cancels the session's leftover workers with the Slurm spawner's own ``scancel_path``.""",
     ).tag(config=True)
 
+    condor_submit_command = Unicode(
+        "condor_submit",
+        help="The condor_submit command the kernel runs for HTCondor worker jobs (a name on PATH or an absolute path).",
+    ).tag(config=True)
+    condor_cancel_command = Unicode(
+        "condor_rm",
+        help="""The condor_rm command the kernel runs for its HTCondor worker jobs. When a session
+        stops, the hub removes the session's leftover workers with the HTCondor spawner's own
+        ``condor_rm_path``.""",
+    ).tag(config=True)
+    condor_requirements = Dict(
+        Unicode(),
+        help="""HTCondor only: preset partition -> ClassAd requirements expression of its worker
+        jobs. The HTCondor spawner fills it from ``CondorSpawner.partitions`` (what the admin
+        mapped each partition to), so workers land where the session's partition would.""",
+    ).tag(config=True)
+
     #: site settings that travel to the kernel with the presets
     SITE_SETTINGS = (
         "job_name", "interface", "death_timeout", "lifetime_margin_minutes", "job_script_prologue",
-        "log_directory", "tls_directory", "submit_command", "cancel_command",
+        "log_directory", "tls_directory", "submit_command", "cancel_command", "condor_submit_command",
+        "condor_cancel_command", "condor_requirements",
     )
 
     def site_settings(self) -> dict:

@@ -1,7 +1,7 @@
 """What every Science Gateway spawner does, whatever the scheduler: policy, identity, unix account.
 
-:class:`PolicySpawnerMixin` is what all our spawners share (Slurm today, Kubernetes and HTCondor
-next). It is a mixin listed before a JupyterHub ``Spawner`` class (``class S(PolicySpawnerMixin,
+:class:`PolicySpawnerMixin` is what all our spawners share (Slurm, HTCondor and
+Kubernetes). It is a mixin listed before a JupyterHub ``Spawner`` class (``class S(PolicySpawnerMixin,
 batchspawner.SlurmSpawner)``; a mixin, because JupyterHub refuses a ``Spawner`` subclass that
 does not define ``stop`` and ``poll``) and puts in front of the scheduler backend:
 

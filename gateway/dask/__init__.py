@@ -14,12 +14,13 @@ your identity; in the embedded default they are local processes. Needs the ``das
 
 from ..core.presets import DaskPresetError
 from .builders import DaskLimitError
-from .clusters import GatewayLocalCluster, GatewaySLURMCluster, cluster, presets, user_config
+from .clusters import GatewayHTCondorCluster, GatewayLocalCluster, GatewaySLURMCluster, cluster, presets, user_config
 
 __all__ = [
     "DaskLimitError",
     "DaskPresetError",
     "GatewayLocalCluster",
+    "GatewayHTCondorCluster",
     "GatewaySLURMCluster",
     "cluster",
     "presets",

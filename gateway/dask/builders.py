@@ -93,6 +93,89 @@ def slurm_cluster_kwargs(
     return kwargs
 
 
+def condor_session_id(job_ad: str) -> str:
+    """The session's cluster id from the job ad HTCondor gives each job (``$_CONDOR_JOB_AD``), or ``""``."""
+    for line in job_ad.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == "ClusterId" and value.strip().isdigit():
+            return value.strip()
+    return ""
+
+
+def _classad_text(value: str) -> str:
+    """A ClassAd string literal of a value that holds no quote, backslash or newline."""
+    if any(c in value for c in '"\\\r\n'):
+        raise ValueError(f"not a plain job attribute value: {value!r}")
+    return f'"{value}"'
+
+
+def condor_cluster_kwargs(
+    preset_name: str,
+    preset: DaskPreset,
+    settings: DaskPresets,
+    *,
+    account: str,
+    comment: str,
+    unix_user: str,
+    python: str,
+    job_name: str,
+    log_directory: str | None,
+    tls_directory: str,
+    scheduler_host: str = "",
+) -> dict:
+    """``dask_jobqueue.HTCondorCluster(**kwargs)`` for one preset and one user's session.
+
+    The same guarantees as :func:`slurm_cluster_kwargs` (the session's account, the user's
+    identity, mutual TLS with the cluster's own credentials, the scheduler on one interface, the
+    dashboard on loopback, workers retiring before the walltime); in HTCondor's terms: the
+    identity is the job attribute ``GatewayUser``, ``GatewayJob`` the name the session's stop
+    removes by, the account ``accounting_group``, the walltime a ``periodic_remove``, the partition
+    the admin's requirements expression (``DaskPresets.condor_requirements``). ``workers_per_job``
+    workers are processes of one job (HTCondor has no job arrays of one submit here).
+    """
+    if not settings.interface and not scheduler_host:
+        raise ValueError("scheduler_host is needed when DaskPresets.interface is empty")
+    lifetime, stagger = worker_lifetime(preset.walltime_minutes, settings.lifetime_margin_minutes)
+    directives = {
+        "+GatewayJob": _classad_text(job_name),
+        "+GatewayUser": _classad_text(worker_comment(comment, preset_name)),
+        "+GatewayPartition": _classad_text(preset.partition),
+        "periodic_remove": f"(JobStatus == 2) && (time() - JobCurrentStartDate > {preset.walltime_minutes * 60})",
+    }
+    account = account or preset.account
+    if account:
+        directives["accounting_group"] = account
+        directives["accounting_group_user"] = unix_user
+    requirements = settings.condor_requirements.get(preset.partition, "") if preset.partition else ""
+    if requirements:
+        if any(c in requirements for c in "\r\n"):
+            raise ValueError("DaskPresets.condor_requirements values must be one line")
+        directives["requirements"] = requirements
+    several = preset.workers_per_job > 1
+    kwargs = {
+        "n_workers": 0,
+        "cores": preset.job_cores(),
+        "processes": preset.workers_per_job,
+        "memory": f"{preset.job_memory_gb()}GiB",
+        "disk": "1GiB",
+        "job_extra_directives": directives,
+        "worker_extra_args": ["--lifetime", f"{lifetime}m", "--lifetime-stagger", f"{stagger}m"],
+        "death_timeout": settings.death_timeout,
+        "python": python,
+        "job_script_prologue": list(settings.job_script_prologue),
+        "log_directory": log_directory,
+        "security": True,
+        "shared_temp_directory": tls_directory,
+        "scheduler_options": {"dashboard_address": DASHBOARD_ADDRESS},
+        "nanny": preset.nanny or several,
+    }
+    if settings.interface:
+        kwargs["interface"] = settings.interface
+    else:
+        kwargs["scheduler_options"]["host"] = scheduler_host
+    return kwargs
+
+
 def array_job_header(header: str, *, tasks: int, cores: int, memory_gb: int) -> str:
     """dask-jobqueue's ``#SBATCH`` header, turned into a job array of ``tasks`` one-worker tasks."""
     lines = []

@@ -1,14 +1,15 @@
 """Dask clusters from presets, with the user's limits enforced (runs in the kernel).
 
 :func:`cluster` builds a :class:`GatewaySLURMCluster` (``dask_jobqueue.SLURMCluster``) in a Slurm
+session, a :class:`GatewayHTCondorCluster` (``dask_jobqueue.HTCondorCluster``) in an HTCondor
 session, or a :class:`GatewayLocalCluster` (``distributed.LocalCluster``) in the embedded default,
 from the presets and limits the hub resolved for this user (:class:`~.presets.UserDaskConfig`).
 ``scale``/``adapt`` beyond the limits raise :class:`~.builders.DaskLimitError`.
 
 Lifecycle: ``cluster.close()`` cancels the worker jobs; distributed closes every live cluster at
 interpreter exit (a kernel shut down or restarted); a killed kernel's workers exit after
-``DaskPresets.death_timeout`` without a scheduler; and the Slurm spawner cancels the session's
-worker jobs (by job name) when the session stops.
+``DaskPresets.death_timeout`` without a scheduler; and the Slurm (HTCondor) spawner cancels
+(removes) the session's worker jobs (by job name) when the session stops.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import sys
 import weakref
 
 from dask.utils import parse_bytes
-from dask_jobqueue import SLURMCluster
+from dask_jobqueue import HTCondorCluster, SLURMCluster
+from dask_jobqueue.htcondor import HTCondorJob
 from dask_jobqueue.slurm import SLURMJob
 from distributed import LocalCluster
 from distributed.deploy.adaptive import Adaptive
@@ -31,6 +33,8 @@ from .builders import (
     array_worker_command,
     check_workers,
     checked_cluster_kwargs,
+    condor_cluster_kwargs,
+    condor_session_id,
     local_cluster_kwargs,
     slurm_cluster_kwargs,
     workers_for,
@@ -123,20 +127,9 @@ class GatewaySLURMJob(SLURMJob):
             self._command_template = array_worker_command(self._command_template)
 
 
-class GatewaySLURMCluster(_Limits, SLURMCluster):
-    """``SLURMCluster`` from a preset: the user's account and identity, limits enforced, TLS.
-
-    dask-jobqueue writes the workers' copy of the cluster's temporary credentials to
-    ``shared_temp_directory`` (``DaskPresets.tls_directory``); closing the cluster removes them.
-    """
-
-    job_cls = GatewaySLURMJob
-
-    def __init__(self, *, preset_name: str, user: UserDaskConfig, **kwargs):
-        self._setup_limits(preset_name, user)
-        kwargs.setdefault("submit_command", user.settings.submit_command)
-        kwargs.setdefault("cancel_command", user.settings.cancel_command)
-        super().__init__(**kwargs)
+class _GatewayJobQueue(_Limits):
+    """What both batch-system clusters add to dask-jobqueue: limits on scale/adapt, whole jobs,
+    the credential files removed at close (a mixin before the dask-jobqueue cluster class)."""
 
     def _workers_per_job(self) -> int:
         return self._dummy_job.worker_processes
@@ -167,6 +160,44 @@ class GatewaySLURMCluster(_Limits, SLURMCluster):
             kwargs.setdefault("worker_key", job_of_worker)
             kwargs.setdefault("Adaptive", WholeJobAdaptive)
         return super().adapt(*args, **self._checked_adapt_kwargs(kwargs))
+
+
+class GatewaySLURMCluster(_GatewayJobQueue, SLURMCluster):
+    """``SLURMCluster`` from a preset: the user's account and identity, limits enforced, TLS.
+
+    dask-jobqueue writes the workers' copy of the cluster's temporary credentials to
+    ``shared_temp_directory`` (``DaskPresets.tls_directory``); closing the cluster removes them.
+    """
+
+    job_cls = GatewaySLURMJob
+
+    def __init__(self, *, preset_name: str, user: UserDaskConfig, **kwargs):
+        self._setup_limits(preset_name, user)
+        kwargs.setdefault("submit_command", user.settings.submit_command)
+        kwargs.setdefault("cancel_command", user.settings.cancel_command)
+        super().__init__(**kwargs)
+
+
+class GatewayHTCondorJob(HTCondorJob):
+    """``HTCondorJob`` with the site's condor_submit and condor_rm."""
+
+    def __init__(self, *args, submit_command="condor_submit", cancel_command="condor_rm", **kwargs):
+        super().__init__(*args, **kwargs)
+        # dask-jobqueue builds these from its class attributes; the site's commands replace the program
+        self.submit_command = self.submit_command.replace(HTCondorJob.submit_command, submit_command, 1)
+        self.cancel_command = self.cancel_command.replace(HTCondorJob.cancel_command, cancel_command, 1)
+
+
+class GatewayHTCondorCluster(_GatewayJobQueue, HTCondorCluster):
+    """``HTCondorCluster`` from a preset: the same account, identity, limits and TLS as on Slurm."""
+
+    job_cls = GatewayHTCondorJob
+
+    def __init__(self, *, preset_name: str, user: UserDaskConfig, **kwargs):
+        self._setup_limits(preset_name, user)
+        kwargs.setdefault("submit_command", user.settings.condor_submit_command)
+        kwargs.setdefault("cancel_command", user.settings.condor_cancel_command)
+        super().__init__(**kwargs)
 
 
 def job_of_worker(worker_state) -> str:
@@ -232,6 +263,23 @@ def cluster(name: str, *, environ=None, **cluster_kwargs):
         kwargs = local_cluster_kwargs(preset)
         return GatewayLocalCluster(preset_name=name, user=user, **kwargs, **cluster_kwargs)
     settings = user.settings
+    if user.backend == "condor":
+        job_ad = environ.get("_CONDOR_JOB_AD", "")
+        session = condor_session_id(open(job_ad).read()) if job_ad and os.path.isfile(job_ad) else ""
+        kwargs = condor_cluster_kwargs(
+            name,
+            preset,
+            settings,
+            account=user.account,
+            comment=user.comment,
+            unix_user=pwd.getpwuid(os.getuid()).pw_name,
+            python=sys.executable,
+            job_name=worker_job_name(settings.job_name, session),
+            log_directory=_user_directory(settings.log_directory),
+            tls_directory=_user_directory(settings.tls_directory, private=True),
+            scheduler_host="" if settings.interface else get_ip(),
+        )
+        return GatewayHTCondorCluster(preset_name=name, user=user, **kwargs, **cluster_kwargs)
     kwargs = slurm_cluster_kwargs(
         name,
         preset,
