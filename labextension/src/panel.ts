@@ -72,13 +72,47 @@ function messageOf(e: unknown): string {
   return e instanceof GatewayError ? e.message : e instanceof Error ? e.message : String(e);
 }
 
+/**
+ * What an action said under its row ("Staging: see Requests.", an error), kept by row key, so a
+ * row drawn again (a refresh, metadata arriving) still says it.
+ */
+class RowNotes {
+  private notes = new Map<string, { text: string; error: boolean }>();
+  private live = new Map<string, HTMLElement>();
+
+  /** The note element of a row being drawn, showing what was said there before. */
+  element(key: string): HTMLElement {
+    const node = el('div', { className: 'sg-row-note', 'aria-live': 'polite' });
+    this.live.set(key, node);
+    this.paint(key);
+    return node;
+  }
+
+  say(key: string, text: string, error = false): void {
+    this.notes.set(key, { text, error });
+    this.paint(key);
+  }
+
+  private paint(key: string): void {
+    const node = this.live.get(key);
+    const note = this.notes.get(key);
+    if (node) {
+      node.className = note?.error ? 'sg-row-note sg-error' : 'sg-row-note';
+      node.textContent = note?.text ?? '';
+    }
+  }
+}
+
 /** Insert paths: the code into the active notebook, and what happened in the row's note. */
-async function insertPaths(host: IPanelHost, did: string, note: HTMLElement): Promise<void> {
+async function insertPaths(host: IPanelHost, did: string, notes: RowNotes, key: string): Promise<void> {
   const inserted = await host.insertPaths(did);
-  note.className = inserted ? 'sg-row-note' : 'sg-row-note sg-error';
-  note.textContent = inserted
-    ? 'Code inserted into the notebook: run the cell for the paths.'
-    : 'Open a notebook first: the code goes into the active notebook.';
+  notes.say(
+    key,
+    inserted
+      ? 'Code inserted into the notebook: run the cell for the paths.'
+      : 'Open a notebook first: the code goes into the active notebook.',
+    !inserted
+  );
 }
 
 /** A tab that asks the gateway again on a schedule, only while it is visible. */
@@ -174,6 +208,7 @@ export class DataTab extends Widget {
   private next: string | null = null;
   private shown: IDataset[] = [];
   private query: [string, string] = ['*', ''];
+  private notes = new RowNotes();
 
   constructor(
     private host: IPanelHost,
@@ -271,12 +306,12 @@ export class DataTab extends Widget {
 
   private row(dataset: IDataset): HTMLElement {
     const availability = availabilityText(dataset);
-    const note = el('div', { className: 'sg-row-note', 'aria-live': 'polite' });
-    const stage = button('Stage', 'sg-stage', () => void this.stage(dataset, note), `Stage ${dataset.did}`);
+    const note = this.notes.element(dataset.did);
+    const stage = button('Stage', 'sg-stage', () => void this.stage(dataset), `Stage ${dataset.did}`);
     const insert = button(
       'Insert paths',
       'sg-insert',
-      () => void insertPaths(this.host, dataset.did, note),
+      () => void insertPaths(this.host, dataset.did, this.notes, dataset.did),
       `Insert code with the local paths of ${dataset.did} into the active notebook`
     );
     return el(
@@ -298,15 +333,13 @@ export class DataTab extends Widget {
     );
   }
 
-  private async stage(dataset: IDataset, note: HTMLElement): Promise<void> {
-    note.className = 'sg-row-note';
+  private async stage(dataset: IDataset): Promise<void> {
     try {
       const request = await this.host.api.send<IStageRequest>('POST', 'requests', { did: dataset.did });
-      note.textContent = `${request.state === 'ready' ? 'Ready' : 'Staging'}: see Requests.`;
+      this.notes.say(dataset.did, `${request.state === 'ready' ? 'Ready' : 'Staging'}: see Requests.`);
       this.onStaged();
     } catch (e) {
-      note.className = 'sg-row-note sg-error';
-      note.textContent = messageOf(e);
+      this.notes.say(dataset.did, messageOf(e), true);
     }
   }
 }
@@ -318,6 +351,7 @@ export class RequestsTab extends PollingTab {
   private notice: HTMLElement;
   private error: HTMLElement;
   private empty: HTMLElement;
+  private notes = new RowNotes();
   requests: IStageRequest[] = [];
 
   constructor(private host: IPanelHost) {
@@ -353,7 +387,7 @@ export class RequestsTab extends PollingTab {
 
   private row(request: IStageRequest): HTMLElement {
     const view = requestView(request);
-    const note = el('div', { className: 'sg-row-note', 'aria-live': 'polite' });
+    const note = this.notes.element(request.id);
     const progress = el('progress', {
       className: `sg-progress sg-progress-${view.style}`,
       max: String(view.total),
@@ -362,11 +396,11 @@ export class RequestsTab extends PollingTab {
     });
     const actions = el('div', { className: 'sg-actions' });
     if (view.canCancel) {
-      actions.append(button('Cancel', 'sg-cancel', () => void this.cancel(request.id, note), `Cancel staging ${view.did}`));
+      actions.append(button('Cancel', 'sg-cancel', () => void this.cancel(request.id), `Cancel staging ${view.did}`));
     }
     if (request.state === 'ready') {
       actions.append(
-        button('Insert paths', 'sg-insert', () => void insertPaths(this.host, view.did, note), `Insert code with the local paths of ${view.did}`)
+        button('Insert paths', 'sg-insert', () => void insertPaths(this.host, view.did, this.notes, request.id), `Insert code with the local paths of ${view.did}`)
       );
     }
     const details = el('div', { className: 'sg-request-details' });
@@ -402,13 +436,12 @@ export class RequestsTab extends PollingTab {
     );
   }
 
-  private async cancel(id: string, note: HTMLElement): Promise<void> {
+  private async cancel(id: string): Promise<void> {
     try {
       await this.host.api.send('DELETE', `requests/${encodeURIComponent(id)}`);
       this.poke();
     } catch (e) {
-      note.className = 'sg-row-note sg-error';
-      note.textContent = messageOf(e);
+      this.notes.say(id, messageOf(e), true);
     }
   }
 }
