@@ -47,6 +47,7 @@ from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import HasTraits, Instance, Integer, List, Unicode, default
 
+from ..core.metrics import FAILURE, REFUSED_OPTIONS, SUCCESS, hub_metrics
 from ..core.names import is_unix_name
 from ..core.policy import PolicyError, ResourcePolicy, ResourceRequest
 from ..core.text import quote_prefix
@@ -62,6 +63,41 @@ def forget_user_options(spawner) -> None:
     spawner.user_options = {}
     spawner.orm_spawner.user_options = {}
     object_session(spawner.orm_spawner).commit()
+
+
+#: SpawnException reasons that mean "the request was refused", not "the spawn failed"
+REFUSED_REASONS = ("resource_policy", "user_options", "unix_account")
+
+
+class SpawnMetricsMixin(HasTraits):
+    """Counts every spawn in ``science_gateway_spawns_total{backend, outcome}`` (the hub's
+    ``/hub/metrics``, :mod:`science_gateway.core.metrics`). Listed first in each gateway spawner
+    (``class S(SpawnMetricsMixin, PolicySpawnerMixin, ...)``) so its ``start`` wraps the whole
+    start, validation included. The outcome is the spawner's: ``success`` when ``start`` returned
+    (JupyterHub then still waits for the server to answer; its own
+    ``jupyterhub_server_spawn_duration_seconds`` counts that), ``refused-options`` for a request
+    refused before anything ran (policy, options, account), else ``failure``."""
+
+    #: the ``backend`` label of this spawner's metrics
+    metrics_backend = "unknown"
+
+    async def start(self):
+        metrics = hub_metrics()
+        try:
+            result = await super().start()
+        except SpawnException as e:
+            refused = getattr(e, "reason", "") in REFUSED_REASONS
+            metrics.spawns.labels(self.metrics_backend, REFUSED_OPTIONS if refused else FAILURE).inc()
+            raise
+        except BaseException:
+            metrics.spawns.labels(self.metrics_backend, FAILURE).inc()
+            raise
+        metrics.spawns.labels(self.metrics_backend, SUCCESS).inc()
+        return result
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        """One server's wait in the scheduler's queue (submission to running)."""
+        hub_metrics().queue_wait.labels(self.metrics_backend).observe(max(seconds, 0.0))
 
 
 class RefusedOptionsMixin(HasTraits):
@@ -82,6 +118,8 @@ class RefusedOptionsMixin(HasTraits):
                 await result
         except SpawnException:
             forget_user_options(self)
+            # JupyterHub does not call start() for these: counted here
+            hub_metrics().spawns.labels(getattr(self, "metrics_backend", "unknown"), REFUSED_OPTIONS).inc()
             raise
         except Exception:
             self.log.exception("Exception applying user_options for %s", self._log_name)

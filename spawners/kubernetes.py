@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import copy
 import pwd
+import time
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future
@@ -80,7 +81,7 @@ from traitlets import Dict, Enum, Float, Integer, TraitError, Unicode, default, 
 
 from ..core.policy import ResourceRequest
 from ..core.typed import build_typed
-from .base import PolicySpawnerMixin
+from .base import PolicySpawnerMixin, SpawnMetricsMixin
 from .kube_pod import PER_SPAWN_TRAITS, NodePool, PodAccount, run_as_problems, spawner_values
 
 PROFILE_LIST_REFUSED = (
@@ -119,8 +120,10 @@ def _guarded(hook):
     return guarded_modify_pod_hook
 
 
-class KubernetesSpawner(PolicySpawnerMixin, KubeSpawner):
+class KubernetesSpawner(SpawnMetricsMixin, PolicySpawnerMixin, KubeSpawner):
     """Start each user's Jupyter server as a Kubernetes pod, within the group resource policy."""
+
+    metrics_backend = "kubernetes"
 
     node_pools = Dict(
         help="""
@@ -288,4 +291,7 @@ class KubernetesSpawner(PolicySpawnerMixin, KubeSpawner):
     async def start_job(self, request: ResourceRequest, account: pwd.struct_passwd):
         """KubeSpawner's start (PVC, pod, wait for it to run) for the validated request."""
         self.node_pool(request.partition)  # fail before the PVC when the admins left a pool out
-        return await KubeSpawner.start(self)
+        submitted = time.monotonic()
+        result = await KubeSpawner.start(self)  # returns once the pod runs (scheduled, image pulled)
+        self.observe_queue_wait(time.monotonic() - submitted)
+        return result

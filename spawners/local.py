@@ -22,7 +22,7 @@ from traitlets import Bool, default
 
 from ..core.presets import DaskPresets, dask_environment
 from ..core.text import quote_prefix
-from .base import RefusedOptionsMixin
+from .base import RefusedOptionsMixin, SpawnMetricsMixin
 
 ROOT_MESSAGE = (
     "This gateway's embedded default runs every user's server as the hub's own unix user, and the hub "
@@ -43,9 +43,11 @@ def refuse_user_options(spawner, user_options):
                          reason="user_options", status_code=400)
 
 
-class LocalSpawner(RefusedOptionsMixin, SimpleLocalProcessSpawner):
+class LocalSpawner(SpawnMetricsMixin, RefusedOptionsMixin, SimpleLocalProcessSpawner):
     """`SimpleLocalProcessSpawner` with the gateway's defaults: JupyterLab, a per-user home, no
     root, no spawn options (see the module docstring)."""
+
+    metrics_backend = "local"
 
     allow_root = Bool(
         False,

@@ -31,6 +31,7 @@ from traitlets import Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..core.commands import CommandError, run_command
+from ..core.metrics import hub_metrics
 from ..core.text import quote_prefix
 from .slurm_script import (
     JobInfo,
@@ -175,11 +176,14 @@ class SlurmQueuePoller(LoggingConfigurable):
         started = time.time()
         self._last_attempt = time.monotonic()
         self.calls += 1
+        metrics = hub_metrics()
+        metrics.poller_calls.labels("squeue").inc()
         try:
             result = await run_command(self.argv(), timeout=self.timeout)
         except asyncio.CancelledError:
             raise
         except CommandError as e:
+            metrics.poller_errors.labels("squeue").inc()
             self._failures += 1
             if self._failing_since is None:
                 self._failing_since = started
@@ -212,11 +216,14 @@ class SlurmQueuePoller(LoggingConfigurable):
             self._nodes = {}
             return
         self.sinfo_calls += 1
+        metrics = hub_metrics()
+        metrics.poller_calls.labels("sinfo").inc()
         try:
             result = await run_command(build_sinfo_argv(self.sinfo, partitions), timeout=self.timeout)
         except asyncio.CancelledError:
             raise
         except (CommandError, ValueError) as e:
+            metrics.poller_errors.labels("sinfo").inc()
             self._nodes = {}  # unknown nodes never fail a spawn
             self.log.warning("sinfo failed; node states unknown: %s", e)
             return
