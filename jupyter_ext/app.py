@@ -12,6 +12,7 @@ from ..core.logs import scrub_library_logs
 from ..core.metrics import server_metrics
 from . import proxy_guard
 from .activity import ActivityKeeper
+from .session import JobSession
 from ..core.typed import check_settings
 from .catalog.base import CatalogBackend
 from .catalog.demo import DemoCatalog
@@ -54,6 +55,25 @@ class GatewayExtension(ExtensionApp):
     ).tag(config=True)
 
     activity = Instance(ActivityKeeper, allow_none=True, help="The checks for work in flight (see activity_interval).")
+
+    walltime_warning_minutes = Float(
+        15.0,
+        help="""Minutes before the server's batch job reaches its walltime from which
+        ``GET /gateway/api/session`` carries a warning with the time left (for JupyterLab to show).""",
+    ).tag(config=True)
+
+    squeue_path = Unicode(
+        "/usr/bin/squeue",
+        help="""squeue, asked for the end time of the server's own Slurm job (``squeue -j
+        $SLURM_JOB_ID -o %e``) when the job's environment has no ``SLURM_JOB_END_TIME`` (Slurm
+        before 23.02); once per 5 minutes at most.""",
+    ).tag(config=True)
+
+    session = Instance(JobSession, allow_none=True, help="The server's batch job, for its end time (see squeue_path).")
+
+    @default("session")
+    def _session_default(self):
+        return JobSession(os.environ, squeue=self.squeue_path)
 
     def staging_started(self) -> None:
         """A new stage-in request: the idle checks ask the catalogue until it is done."""

@@ -326,6 +326,19 @@ class MetricsHandler(GatewayHandler):
         self.finish(generate_latest(self.metrics.registry), set_content_type=CONTENT_TYPE_LATEST)
 
 
+class SessionHandler(GatewayHandler):
+    """When the server's batch job ends, and a warning once its walltime is near (jupyter_ext.session)."""
+
+    #: JupyterLab asks this now and then: that is not the user's activity
+    _track_activity = False
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        warn_before = 60 * self.extension.walltime_warning_minutes
+        self.write_json(await self.extension.session.describe(warn_before))
+
+
 #: (route under {base_url}/gateway/api, handler); openapi.yaml describes each. A DID travels
 #: URL-encoded (``demo%3Arun2024.raw.0001``); tornado decodes it before the handler sees it, and
 #: the handler validates it (a name holding ``/`` may come encoded or not).
@@ -338,4 +351,5 @@ handlers = [
     (r"/requests/(?P<request_id>[^/]+)/paths", RequestPathsHandler),
     ("/dask/presets", DaskPresetsHandler),
     ("/metrics", MetricsHandler),
+    ("/session", SessionHandler),
 ]

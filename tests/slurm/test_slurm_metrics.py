@@ -1,5 +1,6 @@
 """The hub's gateway metrics after a real Slurm spawn: spawns by outcome, the queue wait from
-sbatch to RUNNING, and the shared poller's squeue calls (``/hub/metrics``)."""
+sbatch to RUNNING, and the shared poller's squeue calls (``/hub/metrics``); the server's
+``/gateway/api/session`` says when its job's walltime ends."""
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,8 +36,12 @@ def test_a_slurm_spawn_moves_the_hubs_metrics(metrics_hub):
     refused = demo.api("/users/demo/server", method="POST", json={"partition": "cpu", "cores": 64})
     assert refused.status_code == 400, refused.text
     try:
-        demo.start_server("demo", options={"partition": "cpu", "cores": 1, "memory_gb": 1})
+        demo.start_server("demo", options={"partition": "cpu", "cores": 1, "memory_gb": 1, "walltime_hours": 2})
         after = scrape(demo)
+        # the server knows when its job ends (GET /gateway/api/session, from squeue in the job)
+        session = demo.get("/user/demo/gateway/api/session").json()
+        assert session["scheduler"] == "slurm" and session["ends"] and session["job_id"], session
+        assert 2 * 3600 - 300 <= session["seconds_left"] <= 2 * 3600 and session["warning"] == "", session
     finally:
         demo.ensure_stopped("demo")
     spawns = "science_gateway_spawns_total"
