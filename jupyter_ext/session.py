@@ -36,10 +36,7 @@ def describe_end(end: float | None, now: float, warn_before: float) -> dict:
     if left <= warn_before:
         at = datetime.datetime.fromtimestamp(end, datetime.timezone.utc).strftime("%H:%M UTC")
         minutes = (left + 59) // 60
-        warning = (
-            f"Your server's batch job ends in {minutes} minute{'s' if minutes != 1 else ''} (at {at}), when its "
-            "walltime is up: save your work; start a new server with a longer walltime to go on"
-        )
+        warning = f"Your server's batch job ends in {minutes} minute{'s' if minutes != 1 else ''} ({at}): save your work."
     return {"ends": True, "end_time": end, "seconds_left": left, "warning": warning}
 
 
