@@ -11,6 +11,7 @@ from ..core import __version__
 from ..core.logs import scrub_library_logs
 from ..core.metrics import server_metrics
 from . import proxy_guard
+from ..core.activity import live_kernel_clusters, register_busy_source
 from .activity import ActivityKeeper
 from .session import JobSession
 from ..core.typed import check_settings
@@ -121,6 +122,8 @@ class GatewayExtension(ExtensionApp):
         self.copy_examples(self.serverapp.root_dir)
         settings = self.serverapp.web_app.settings
         self.activity = ActivityKeeper(settings, self.catalog, server_metrics(settings), interval=self.activity_interval)
+        runtime_dir = self.serverapp.runtime_dir
+        register_busy_source(settings, "kernel-dask", lambda: live_kernel_clusters(runtime_dir) > 0)
 
     async def _start_jupyter_server_extension(self, serverapp):
         proxy_guard.install(serverapp.web_app)

@@ -81,7 +81,7 @@ from traitlets import Dict, Enum, Float, Integer, TraitError, Unicode, default, 
 
 from ..core.policy import ResourceRequest
 from ..core.typed import build_typed
-from .base import PolicySpawnerMixin, SpawnMetricsMixin
+from .base import PolicySpawnerMixin
 from .kube_pod import PER_SPAWN_TRAITS, NodePool, PodAccount, run_as_problems, spawner_values
 
 PROFILE_LIST_REFUSED = (
@@ -120,7 +120,7 @@ def _guarded(hook):
     return guarded_modify_pod_hook
 
 
-class KubernetesSpawner(SpawnMetricsMixin, PolicySpawnerMixin, KubeSpawner):
+class KubernetesSpawner(PolicySpawnerMixin, KubeSpawner):
     """Start each user's Jupyter server as a Kubernetes pod, within the group resource policy."""
 
     metrics_backend = "kubernetes"

@@ -22,7 +22,7 @@ from traitlets import Bool, default
 
 from ..core.presets import DaskPresets, dask_environment
 from ..core.text import quote_prefix
-from .base import RefusedOptionsMixin, SpawnMetricsMixin
+from .base import RefusedOptionsMixin
 
 ROOT_MESSAGE = (
     "This gateway's embedded default runs every user's server as the hub's own unix user, and the hub "
@@ -43,7 +43,7 @@ def refuse_user_options(spawner, user_options):
                          reason="user_options", status_code=400)
 
 
-class LocalSpawner(SpawnMetricsMixin, RefusedOptionsMixin, SimpleLocalProcessSpawner):
+class LocalSpawner(RefusedOptionsMixin, SimpleLocalProcessSpawner):
     """`SimpleLocalProcessSpawner` with the gateway's defaults: JupyterLab, a per-user home, no
     root, no spawn options (see the module docstring)."""
 
@@ -75,9 +75,10 @@ class LocalSpawner(SpawnMetricsMixin, RefusedOptionsMixin, SimpleLocalProcessSpa
         return refuse_user_options
 
     async def start(self):
-        if os.geteuid() == 0 and not self.allow_root:
-            raise SpawnException(ROOT_MESSAGE, reason="root", status_code=503)
-        return await super().start()
+        with self.counting_spawn():
+            if os.geteuid() == 0 and not self.allow_root:
+                raise SpawnException(ROOT_MESSAGE, reason="root", status_code=503)
+            return await super().start()
 
     def get_env(self):
         env = super().get_env()

@@ -72,7 +72,7 @@ from traitlets import Float, Instance, Integer, List, Unicode, default
 from ..core.commands import CommandError, run_command
 from ..core.policy import ResourceRequest
 from ..core.presets import DaskPresets, dask_environment, worker_job_name
-from .base import PolicySpawnerMixin, SpawnMetricsMixin
+from .base import PolicySpawnerMixin
 from .poller import UNKNOWN, SlurmQueuePoller, shared_poller
 from .slurm_script import (
     JobInfo,
@@ -113,7 +113,7 @@ def close_batchspawner_api() -> None:
         setattr(handler, verb, not_found)
 
 
-class SlurmSpawner(SpawnMetricsMixin, PolicySpawnerMixin, batchspawner.SlurmSpawner):
+class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
     """Start each user's Jupyter server as a Slurm job, within the group resource policy."""
 
     metrics_backend = "slurm"

@@ -2,6 +2,8 @@
 a stage-in may be in flight (a stand-in catalogue and kernel manager: the real ones are in
 test_culling.py)."""
 
+import os
+
 from science_gateway.core.activity import ACTIVITY_KEY, register_busy_source
 from science_gateway.core.catalog import IN_PROGRESS, READY
 from science_gateway.core.metrics import ServerMetrics
@@ -56,3 +58,19 @@ async def test_what_keeps_the_server_active():
     calls = catalog.calls
     assert await keeper.check() == [] and catalog.calls == calls
     assert metrics.registry.get_sample_value("science_gateway_server_busy", {"reason": "staging"}) == 0
+
+
+def test_a_kernels_cluster_counts_while_its_process_lives(tmp_path):
+    import subprocess
+    import sys
+
+    from science_gateway.core.activity import live_kernel_clusters, remove_cluster_marker, write_cluster_marker
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(ended.stdout)
+    mine = write_cluster_marker(str(tmp_path), os.getpid(), "a1", "small")
+    gone = write_cluster_marker(str(tmp_path), dead_pid, "b2", "small")
+    assert live_kernel_clusters(str(tmp_path)) == 1
+    assert not os.path.exists(gone)  # a killed kernel's marker is cleared
+    remove_cluster_marker(mine)
+    assert live_kernel_clusters(str(tmp_path)) == 0

@@ -1,6 +1,7 @@
 """The idle culler on a real hub with real servers and short timeouts: an idle server is stopped;
-one with a kernel busy in a long cell, one holding a live Dask cluster and one with a stage-in in
-flight are not, until that work ends (``science_gateway.hub.culling``,
+one with a kernel busy in a long cell, one holding a live Dask cluster (the side panel's), one whose
+idle kernel holds a live Dask cluster and one with a stage-in in flight are not, until that work
+ends (``science_gateway.hub.culling``,
 ``science_gateway.jupyter_ext.activity``)."""
 
 import asyncio
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.hub
 #: the culler's timeout and check interval (s); the servers check for work every second and
 #: report to the hub every 2 s
 TIMEOUT, EVERY = 20, 2
-USERS = ("idle", "busykernel", "busydask", "busystage")
+USERS = ("idle", "busykernel", "busydask", "kerneldask", "busystage")
 TAPE_DATASET = "demo:run2024.raw.0002"  # on tape in the demo catalogue: its recall takes 900 s here
 
 
@@ -61,7 +62,9 @@ class User:
 
 
 async def test_only_idle_servers_are_culled(culling_hub):
-    users = {name: User(culling_hub, name) for name in USERS}
+    # each server's work starts right after its server (a server left alone longer than the
+    # timeout would be culled before its work began)
+    users = {"idle": User(culling_hub, "idle"), "busykernel": User(culling_hub, "busykernel")}
 
     # a kernel busy in a long cell that prints nothing (the websocket is closed after 3 s)
     kernel = RemoteKernel(None, "busykernel", hub_url=culling_hub.url, token=users["busykernel"].token)
@@ -69,17 +72,24 @@ async def test_only_idle_servers_are_culled(culling_hub):
     with pytest.raises(TimeoutError):
         await kernel.execute("import time; time.sleep(900)", timeout=3)
     # a Dask cluster the server holds (the side panel's), without workers or work
+    users["busydask"] = User(culling_hub, "busydask")
     r = users["busydask"].call("POST", "/gateway/api/dask/clusters", json={"preset": "small"})
     assert r.status_code == 201, r.text
     cluster_id = r.json()["id"]
+    # a Dask cluster a notebook made, its kernel idle afterwards
+    users["kerneldask"] = User(culling_hub, "kerneldask")
+    notebook = RemoteKernel(None, "kerneldask", hub_url=culling_hub.url, token=users["kerneldask"].token)
+    notebook.start()
+    out = await notebook.execute("from science_gateway import dask as sgd\ncluster = sgd.cluster('small')\nprint(cluster.status.name)")
+    assert out.strip() == "running", out
     # a stage-in from tape, in flight for 900 s
+    users["busystage"] = User(culling_hub, "busystage")
     r = users["busystage"].call("POST", "/gateway/api/requests", json={"did": TAPE_DATASET})
     assert r.status_code == 201 and r.json()["state"] == "in_progress", r.text
     request_id = r.json()["id"]
     busy_since = time.monotonic()
 
     await async_wait_for(lambda: not users["idle"].running(), 3 * TIMEOUT, interval=1, what="the idle server culled")
-    culled_after = time.monotonic() - busy_since
     # twice the timeout with nothing through the proxy: the busy ones are still there
     await asyncio.sleep(max(0.0, 2 * TIMEOUT + 2 * EVERY - (time.monotonic() - busy_since)))
     assert {name: users[name].running() for name in USERS[1:]} == dict.fromkeys(USERS[1:], True), culling_hub.log_tail()
@@ -89,6 +99,6 @@ async def test_only_idle_servers_are_culled(culling_hub):
     assert users["busykernel"].call("POST", f"/api/kernels/{kernel.kernel_id}/interrupt").status_code == 204
     assert users["busydask"].call("DELETE", f"/gateway/api/dask/clusters/{cluster_id}").status_code == 204
     assert users["busystage"].call("DELETE", f"/gateway/api/requests/{request_id}").status_code == 204
+    await notebook.execute("cluster.close()")
     for name in USERS[1:]:
         await async_wait_for(lambda: not users[name].running(), 4 * TIMEOUT, interval=1, what=f"{name}'s server culled")
-    assert culled_after < 3 * TIMEOUT
