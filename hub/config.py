@@ -20,6 +20,7 @@ from ..core.policy import ResourcePolicy
 from ..core.presets import DaskPresets
 from ..core.typed import check_settings
 from .api import TOKEN_SCOPE, TOKEN_SCOPE_DESCRIPTION
+from .culling import IdleCulling, culler_config
 from .passwords import hash_password
 
 STATE_DIR_ENV = "SCIENCE_GATEWAY_STATE_DIR"
@@ -163,8 +164,8 @@ def write_ahead_log(db: Path) -> None:
 def check_policy(config: Config) -> None:
     """Build the resource policy and Dask presets once, so a typo stops the hub at start-up with
     the key named (not at the first spawn). Raises ValueError saying where."""
-    check_settings(config, (ResourcePolicy, DaskPresets), "Science Gateway config")
-    for cls in (ResourcePolicy, DaskPresets):
+    check_settings(config, (ResourcePolicy, DaskPresets, IdleCulling), "Science Gateway config")
+    for cls in (ResourcePolicy, DaskPresets, IdleCulling):
         try:
             cls(config=config)
         except Exception as e:  # a TraitError or ValueError naming the key
@@ -173,10 +174,12 @@ def check_policy(config: Config) -> None:
 
 def build_config(environ=os.environ) -> Config:
     """The hub's config (:func:`site_config`), checked (:func:`check_policy`), with its state
-    directory and secrets private (:func:`private_state`), and, while the local spawner is in use,
-    the login page saying that all users share one unix user (:data:`ONE_UNIX_USER_NOTICE`)."""
+    directory and secrets private (:func:`private_state`), the idle culler service
+    (:func:`~.culling.culler_config`) and, while the local spawner is in use, the login page saying
+    that all users share one unix user (:data:`ONE_UNIX_USER_NOTICE`)."""
     config = site_config(environ)
     check_policy(config)
+    config.merge(culler_config(config))
     hub = config.JupyterHub
     if hub.get("spawner_class") == LOCAL_SPAWNER and "announcement_login" not in hub.get("template_vars", {}):
         hub.template_vars = {**hub.get("template_vars", {}), "announcement_login": ONE_UNIX_USER_NOTICE}

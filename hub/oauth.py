@@ -43,6 +43,7 @@ from traitlets import Callable, Dict, Float, Integer, Unicode, default
 
 from ..core.clock import utcnow  # the one clock (tests patch it here)
 from ..core.logs import scrub_library_logs
+from ..core.metrics import hub_metrics
 from ..core.text import quote_prefix
 from .api import gateway_handlers
 from .entitlements import safe_username
@@ -292,6 +293,7 @@ class GatewayOAuthenticator(OAuthenticator):
             await self.discover()
         except DiscoveryError:
             # the provider is unreachable: keep the current tokens; ask again next time
+            hub_metrics().token_refresh_failures.labels("unreachable").inc()
             return True
         try:
             if self.enable_auth_state and self.refresh_user_hook is None:
@@ -333,12 +335,14 @@ class GatewayOAuthenticator(OAuthenticator):
                 raise
             # only the exception's type: its text could quote a provider's response
             self.log.warning("Early token refresh for %s failed (%s)", user.name, type(e).__name__)
+            hub_metrics().token_refresh_failures.labels("refused").inc()
             return None
 
     def _provider_unreachable(self, user, error: Exception) -> None:
         """Say once per outage and user that the refresh waits for the provider (no token values)."""
         first = user.name not in self._unanswered_refreshes
         self._unanswered_refreshes[user.name] = utcnow()
+        hub_metrics().token_refresh_failures.labels("unreachable").inc()
         (self.log.warning if first else self.log.debug)(
             "The identity provider did not answer the token refresh of %s (%s): keeping the current "
             "tokens (the refresh token too), the user stays logged in; trying again in %ss",
@@ -346,6 +350,8 @@ class GatewayOAuthenticator(OAuthenticator):
         )
 
     def _provider_answered(self, user, result):
+        if result is False:  # oauthenticator could not refresh: the user must log in again
+            hub_metrics().token_refresh_failures.labels("refused").inc()
         since = self._unanswered_refreshes.pop(user.name, None)
         if since is not None and result:
             self.log.info("The identity provider answers the token refresh of %s again", user.name)

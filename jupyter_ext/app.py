@@ -5,11 +5,15 @@ import shutil
 import sys
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Instance, Type, Unicode, default
+from traitlets import Float, Instance, Type, Unicode, default
 
 from ..core import __version__
 from ..core.logs import scrub_library_logs
+from ..core.metrics import server_metrics
 from . import proxy_guard
+from ..core.activity import live_kernel_clusters, register_busy_source
+from .activity import ActivityKeeper
+from .session import JobSession
 from ..core.typed import check_settings
 from .catalog.base import CatalogBackend
 from .catalog.demo import DemoCatalog
@@ -42,6 +46,40 @@ class GatewayExtension(ExtensionApp):
     @default("token_keeper")
     def _token_keeper_default(self):
         return TokenKeeper(parent=self, log=self.log)
+
+    activity_interval = Float(
+        30.0,
+        help="""Seconds between the checks for work in flight (a busy kernel, a Dask cluster the
+        server holds, a stage-in request not done yet). While any holds, the server's last
+        activity is set to now, so the hub's idle culler does not stop it (docs/operations.md).
+        Keep it well below the culler's timeout (``IdleCulling.timeout``); 0 turns the checks off.""",
+    ).tag(config=True)
+
+    activity = Instance(ActivityKeeper, allow_none=True, help="The checks for work in flight (see activity_interval).")
+
+    walltime_warning_minutes = Float(
+        15.0,
+        help="""Minutes before the server's batch job reaches its walltime from which
+        ``GET /gateway/api/session`` carries a warning with the time left (for JupyterLab to show).""",
+    ).tag(config=True)
+
+    squeue_path = Unicode(
+        "/usr/bin/squeue",
+        help="""squeue, asked for the end time of the server's own Slurm job (``squeue -j
+        $SLURM_JOB_ID -o %e``) when the job's environment has no ``SLURM_JOB_END_TIME`` (Slurm
+        before 23.02); once per 5 minutes at most.""",
+    ).tag(config=True)
+
+    session = Instance(JobSession, allow_none=True, help="The server's batch job, for its end time (see squeue_path).")
+
+    @default("session")
+    def _session_default(self):
+        return JobSession(os.environ, squeue=self.squeue_path)
+
+    def staging_started(self) -> None:
+        """A new stage-in request: the idle checks ask the catalogue until it is done."""
+        if self.activity is not None:
+            self.activity.staging_started()
 
     examples_dir = Unicode(
         help="""Folder of example notebooks copied into the server's root folder (the user's home)
@@ -82,11 +120,19 @@ class GatewayExtension(ExtensionApp):
             raise SystemExit(1) from None
         self.log.info("Science Gateway %s: catalogue %s", __version__, self.catalog.display_name)
         self.copy_examples(self.serverapp.root_dir)
+        settings = self.serverapp.web_app.settings
+        self.activity = ActivityKeeper(settings, self.catalog, server_metrics(settings), interval=self.activity_interval)
+        runtime_dir = self.serverapp.runtime_dir
+        register_busy_source(settings, "kernel-dask", lambda: live_kernel_clusters(runtime_dir) > 0)
 
     async def _start_jupyter_server_extension(self, serverapp):
         proxy_guard.install(serverapp.web_app)
         self.token_keeper.start()
+        if self.activity is not None:
+            self.activity.start()
 
     async def stop_extension(self):
+        if self.activity is not None:
+            await self.activity.stop()
         await self.token_keeper.stop()
         await self.catalog.close()

@@ -9,14 +9,17 @@ import asyncio
 import functools
 import json
 import os
+import time
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..core import __version__
 from ..core.catalog import CatalogError
+from ..core.metrics import server_metrics
 from ..core.presets import ENV_VAR as DASK_ENV_VAR, UserDaskConfig
 from ..core.text import quote_prefix
 
@@ -44,6 +47,16 @@ class GatewayHandler(APIHandler):
     @property
     def catalog(self):
         return self.extension.catalog
+
+    @property
+    def metrics(self):
+        """This server's gateway metrics (:func:`science_gateway.core.metrics.server_metrics`)."""
+        return server_metrics(self.settings)
+
+    @property
+    def catalog_label(self) -> str:
+        """The ``backend`` label of the catalogue's metrics: its class name."""
+        return type(self.catalog).__name__
 
     # -- before a handler runs: authentication that says how to log in, bounded input ------------
 
@@ -133,11 +146,22 @@ class GatewayHandler(APIHandler):
         self.finish("]}")
 
     async def call(self, coro_fn, *args, **kwargs):
-        """Run one backend call (it validates its input), answering its errors by their status."""
+        """Run one backend call (it validates its input), answering its errors by their status;
+        its time goes into the catalogue call latency, its error into the catalogue errors."""
+        call = getattr(coro_fn, "__name__", "call")
+        started = time.perf_counter()
         try:
             return await coro_fn(*args, **kwargs)
         except CatalogError as e:
+            self.metrics.catalog_errors.labels(self.catalog_label, call, str(e.status)).inc()
             raise web.HTTPError(e.status, str(e)) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.metrics.catalog_errors.labels(self.catalog_label, call, "500").inc()
+            raise
+        finally:
+            self.metrics.catalog_latency.labels(self.catalog_label, call).observe(time.perf_counter() - started)
 
     def json_body(self) -> dict:
         """The request body as a JSON object, or a 400 that says what was wrong."""
@@ -243,9 +267,19 @@ class RequestsHandler(GatewayHandler):
         did = body.get("did")
         if not isinstance(did, str):
             raise web.HTTPError(400, f"'did' is {quote_prefix(did)}, not text: {_STAGE_BODY}")
-        request = await self.call(self.catalog.stage, did)
+        staging = self.metrics.staging_requests
+        try:
+            request = await self.call(self.catalog.stage, did)
+        except web.HTTPError as e:
+            staging.labels(self.catalog_label, "refused" if e.status_code < 500 else "error").inc()
+            raise
         if request is None:
+            staging.labels(self.catalog_label, "not_found").inc()
             self.no_dataset(did)
+        staging.labels(self.catalog_label, "reused" if request.reused else "created").inc()
+        if not request.reused:
+            self.metrics.bytes_staged.labels(self.catalog_label).inc(request.bytes_total or 0)
+            self.extension.staging_started()
         self.set_header("Location", self.request.path.rstrip("/") + "/" + request.id)
         self.write_json(request.to_dict(), status=200 if request.reused else 201)
 
@@ -279,6 +313,32 @@ class RequestPathsHandler(GatewayHandler):
         self.write_json({"id": request_id, "paths": paths})
 
 
+class MetricsHandler(GatewayHandler):
+    """This server's gateway metrics in Prometheus' text format (for the user's or an admin's
+    scraper: it needs the same authentication as the rest of the API)."""
+
+    #: a scrape is not the user's activity: it must not keep an idle server from the culler
+    _track_activity = False
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        self.finish(generate_latest(self.metrics.registry), set_content_type=CONTENT_TYPE_LATEST)
+
+
+class SessionHandler(GatewayHandler):
+    """When the server's batch job ends, and a warning once its walltime is near (jupyter_ext.session)."""
+
+    #: JupyterLab asks this now and then: that is not the user's activity
+    _track_activity = False
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        warn_before = 60 * self.extension.walltime_warning_minutes
+        self.write_json(await self.extension.session.describe(warn_before))
+
+
 #: (route under {base_url}/gateway/api, handler); openapi.yaml describes each. A DID travels
 #: URL-encoded (``demo%3Arun2024.raw.0001``); tornado decodes it before the handler sees it, and
 #: the handler validates it (a name holding ``/`` may come encoded or not).
@@ -290,4 +350,6 @@ handlers = [
     (r"/requests/(?P<request_id>[^/]+)", RequestHandler),
     (r"/requests/(?P<request_id>[^/]+)/paths", RequestPathsHandler),
     ("/dask/presets", DaskPresetsHandler),
+    ("/metrics", MetricsHandler),
+    ("/session", SessionHandler),
 ]

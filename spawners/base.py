@@ -40,6 +40,7 @@ library's ``start`` from :meth:`start_job` when it needs it (``await KubeSpawner
 from __future__ import annotations
 
 import pwd
+from contextlib import contextmanager
 from inspect import isawaitable
 
 from jupyterhub.spawner import SpawnException
@@ -47,6 +48,7 @@ from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import HasTraits, Instance, Integer, List, Unicode, default
 
+from ..core.metrics import FAILURE, REFUSED_OPTIONS, SUCCESS, hub_metrics
 from ..core.names import is_unix_name
 from ..core.policy import PolicyError, ResourcePolicy, ResourceRequest
 from ..core.text import quote_prefix
@@ -64,13 +66,47 @@ def forget_user_options(spawner) -> None:
     object_session(spawner.orm_spawner).commit()
 
 
+#: SpawnException reasons that mean "the request was refused", not "the spawn failed"
+REFUSED_REASONS = ("resource_policy", "user_options", "unix_account")
+
+
 class RefusedOptionsMixin(HasTraits):
     """How every gateway spawner runs its ``apply_user_options`` hook: a refusal (a
     :class:`SpawnException`, e.g. out of policy) is one log line, not a traceback, and the refused
     options are not kept. JupyterHub's own runner (``Spawner._run_apply_user_options``, JupyterHub
     5.3+) logs every refusal with a traceback ("Exception applying user_options") and keeps the
     options as the user's defaults for the next spawn; listed before the JupyterHub ``Spawner``
-    class, this replaces it. Other exceptions are handled as JupyterHub does (a traceback, 400)."""
+    class, this replaces it. Other exceptions are handled as JupyterHub does (a traceback, 400).
+
+    It also counts every spawn in ``science_gateway_spawns_total{backend, outcome}`` (the hub's
+    ``/hub/metrics``, :mod:`science_gateway.core.metrics`): a refusal here, and each ``start``
+    inside :meth:`counting_spawn`. The outcome is the spawner's: ``success`` when ``start``
+    returned (JupyterHub then still waits for the server to answer; its own
+    ``jupyterhub_server_spawn_duration_seconds`` counts that), ``refused-options`` for a request
+    refused before anything ran (policy, options, account), else ``failure``."""
+
+    #: the ``backend`` label of this spawner's metrics
+    metrics_backend = "unknown"
+
+    @contextmanager
+    def counting_spawn(self):
+        """Count the start run inside this block by its outcome (see the class docstring)."""
+        metrics = hub_metrics()
+        try:
+            yield
+        except SpawnException as e:
+            refused = getattr(e, "reason", "") in REFUSED_REASONS
+            metrics.spawns.labels(self.metrics_backend, REFUSED_OPTIONS if refused else FAILURE).inc()
+            raise
+        except BaseException:
+            metrics.spawns.labels(self.metrics_backend, FAILURE).inc()
+            raise
+        else:
+            metrics.spawns.labels(self.metrics_backend, SUCCESS).inc()
+
+    def observe_queue_wait(self, seconds: float) -> None:
+        """One server's wait in the scheduler's queue (submission to running)."""
+        hub_metrics().queue_wait.labels(self.metrics_backend).observe(max(seconds, 0.0))
 
     async def _run_apply_user_options(self, user_options):
         hook = self.apply_user_options
@@ -82,6 +118,8 @@ class RefusedOptionsMixin(HasTraits):
                 await result
         except SpawnException:
             forget_user_options(self)
+            # JupyterHub does not call start() for these: counted here
+            hub_metrics().spawns.labels(self.metrics_backend, REFUSED_OPTIONS).inc()
             raise
         except Exception:
             self.log.exception("Exception applying user_options for %s", self._log_name)
@@ -235,12 +273,14 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
     # -- the template -----------------------------------------------------------------------
 
     async def start(self):
-        """Validate the request and the account, then :meth:`start_job`. Do not override."""
-        request = self.validated_request(dict(self.user_options or {}))
-        self.resource_request = request
-        account = self.checked_account(self.unix_account_name())
-        self.job_account = account.pw_name
-        return await self.start_job(request, account)
+        """Validate the request and the account, then :meth:`start_job` (counted in the hub's
+        metrics by outcome). Do not override."""
+        with self.counting_spawn():
+            request = self.validated_request(dict(self.user_options or {}))
+            self.resource_request = request
+            account = self.checked_account(self.unix_account_name())
+            self.job_account = account.pw_name
+            return await self.start_job(request, account)
 
     async def start_job(self, request: ResourceRequest, account: pwd.struct_passwd):
         """Start the backend's job; return ``(ip, port)``. Subclasses must implement it."""

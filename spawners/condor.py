@@ -84,6 +84,7 @@ class CondorQueuePoller(QueuePoller):
 
     scheduler = "HTCondor"
     query_name = "the schedd query"
+    metrics_command = "schedd"
 
     schedd_name = Unicode(
         "", help="Name of the schedd to query and submit to ('' = the schedd of this machine's pool config)."
@@ -139,6 +140,8 @@ class CondorPartition(HasTraits):
 
 class CondorSpawner(PolicySpawnerMixin, batchspawner.CondorSpawner):
     """Start each user's Jupyter server as an HTCondor job, within the group resource policy."""
+
+    metrics_backend = "condor"
 
     def __init__(self, **kwargs):
         close_batchspawner_api()  # the hub uses this spawner: batchspawner's route goes
@@ -437,11 +440,13 @@ class CondorSpawner(PolicySpawnerMixin, batchspawner.CondorSpawner):
         await self.submit_batch_script()
         job_id = self.job_id
         self.poller.watch(job_id, submitted_at=time.time(), starting=True)
+        submitted = time.monotonic()
         held_since = None
         try:
             while True:
                 status = await self.query_job_status()
                 if status == batchspawner.JobStatus.RUNNING:
+                    self.observe_queue_wait(time.monotonic() - submitted)
                     break
                 if status == batchspawner.JobStatus.NOTFOUND:
                     raise self._job_ended_error(job_id)

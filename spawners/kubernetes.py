@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import copy
 import pwd
+import time
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future
@@ -121,6 +122,8 @@ def _guarded(hook):
 
 class KubernetesSpawner(PolicySpawnerMixin, KubeSpawner):
     """Start each user's Jupyter server as a Kubernetes pod, within the group resource policy."""
+
+    metrics_backend = "kubernetes"
 
     node_pools = Dict(
         help="""
@@ -288,4 +291,7 @@ class KubernetesSpawner(PolicySpawnerMixin, KubeSpawner):
     async def start_job(self, request: ResourceRequest, account: pwd.struct_passwd):
         """KubeSpawner's start (PVC, pod, wait for it to run) for the validated request."""
         self.node_pool(request.partition)  # fail before the PVC when the admins left a pool out
-        return await KubeSpawner.start(self)
+        submitted = time.monotonic()
+        result = await KubeSpawner.start(self)  # returns once the pod runs (scheduled, image pulled)
+        self.observe_queue_wait(time.monotonic() - submitted)
+        return result

@@ -47,6 +47,8 @@ class LocalSpawner(RefusedOptionsMixin, SimpleLocalProcessSpawner):
     """`SimpleLocalProcessSpawner` with the gateway's defaults: JupyterLab, a per-user home, no
     root, no spawn options (see the module docstring)."""
 
+    metrics_backend = "local"
+
     allow_root = Bool(
         False,
         help="""Start users' servers even when the hub runs as root (they then run as root). Off:
@@ -73,9 +75,10 @@ class LocalSpawner(RefusedOptionsMixin, SimpleLocalProcessSpawner):
         return refuse_user_options
 
     async def start(self):
-        if os.geteuid() == 0 and not self.allow_root:
-            raise SpawnException(ROOT_MESSAGE, reason="root", status_code=503)
-        return await super().start()
+        with self.counting_spawn():
+            if os.geteuid() == 0 and not self.allow_root:
+                raise SpawnException(ROOT_MESSAGE, reason="root", status_code=503)
+            return await super().start()
 
     def get_env(self):
         env = super().get_env()

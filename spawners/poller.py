@@ -36,6 +36,7 @@ from traitlets import Float, Integer, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 from ..core.commands import CommandError, run_command
+from ..core.metrics import hub_metrics
 from ..core.text import quote_prefix
 from .slurm_script import (
     JobInfo,
@@ -71,6 +72,8 @@ class QueuePoller(LoggingConfigurable):
     scheduler = "the scheduler"
     #: the query's name, in log lines ("squeue", "the schedd query")
     query_name = "the queue query"
+    #: the ``command`` label of its calls in the hub's metrics
+    metrics_command = "query"
 
     job_name = Unicode(help="The job name all gateway jobs carry (the one query filters on it).").tag(config=True)
     interval = Float(30, help="Seconds between refreshes while no server is starting.").tag(config=True)
@@ -186,11 +189,14 @@ class QueuePoller(LoggingConfigurable):
         started = time.time()
         self._last_attempt = time.monotonic()
         self.calls += 1
+        metrics = hub_metrics()
+        metrics.poller_calls.labels(self.metrics_command).inc()
         try:
             jobs = await self.query()
         except asyncio.CancelledError:
             raise
         except QueryFailed as e:
+            metrics.poller_errors.labels(self.metrics_command).inc()
             self._failures += 1
             if self._failing_since is None:
                 self._failing_since = started
@@ -241,6 +247,7 @@ class SlurmQueuePoller(QueuePoller):
 
     scheduler = "Slurm"
     query_name = "squeue"
+    metrics_command = "squeue"
 
     squeue = Unicode(
         "/usr/bin/squeue",
@@ -298,11 +305,14 @@ class SlurmQueuePoller(QueuePoller):
             self._nodes = {}
             return
         self.sinfo_calls += 1
+        metrics = hub_metrics()
+        metrics.poller_calls.labels("sinfo").inc()
         try:
             result = await run_command(build_sinfo_argv(self.sinfo, partitions), timeout=self.timeout)
         except asyncio.CancelledError:
             raise
         except (CommandError, ValueError) as e:
+            metrics.poller_errors.labels("sinfo").inc()
             self._nodes = {}  # unknown nodes never fail a spawn
             self.log.warning("sinfo failed; node states unknown: %s", e)
             return

@@ -116,6 +116,8 @@ def close_batchspawner_api() -> None:
 class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
     """Start each user's Jupyter server as a Slurm job, within the group resource policy."""
 
+    metrics_backend = "slurm"
+
     def __init__(self, **kwargs):
         # the hub uses this spawner: batchspawner's route goes (not at import, see the module doc)
         close_batchspawner_api()
@@ -405,11 +407,13 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
         job_id = self.job_id
         # any snapshot begun before sbatch returned may miss the job: it counts as unknown, not gone
         self.poller.watch(job_id, submitted_at=time.time(), starting=True)
+        submitted = time.monotonic()
         blocked_since = None
         try:
             while True:
                 status = await self.query_job_status()
                 if status == batchspawner.JobStatus.RUNNING:
+                    self.observe_queue_wait(time.monotonic() - submitted)
                     break
                 if status == batchspawner.JobStatus.NOTFOUND:
                     raise self._job_ended_error(job_id)

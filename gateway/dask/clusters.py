@@ -39,6 +39,7 @@ from .builders import (
     slurm_cluster_kwargs,
     workers_for,
 )
+from ..core.activity import remove_cluster_marker, write_cluster_marker
 from ..core.presets import UserDaskConfig, worker_job_name
 from . import dashboard_guard
 
@@ -102,6 +103,19 @@ class _Limits:
         http_server = getattr(self.scheduler, "http_server", None)
         if http_server is not None:
             dashboard_guard.guard(http_server)
+        # while it runs, the user's server counts as active for the idle culler (core.activity)
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        marker = write_cluster_marker(jupyter_runtime_dir(), os.getpid(), f"{id(self):x}", self.preset_name)
+        self._activity_marker = weakref.finalize(self, remove_cluster_marker, marker)
+
+    async def _close(self):
+        try:
+            await super()._close()
+        finally:
+            marker = getattr(self, "_activity_marker", None)
+            if marker is not None:
+                marker()  # removes the file once
 
     @property
     def limits(self) -> dict:

@@ -10,6 +10,10 @@ do), so the worker jobs, their account and identity, TLS and the guarded dashboa
 
 Closing a cluster cancels its worker jobs; the server's stop closes every cluster it holds (and the
 Slurm spawner cancels a session's worker jobs by name when the session ends).
+
+While the server holds a running cluster it counts as active for the hub's idle culler (a busy
+source of ``science_gateway.jupyter_ext.activity``), and its clusters, scale requests and requested
+workers are in the server's gateway metrics (``GET /gateway/api/metrics``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from jupyter_server.extension.application import ExtensionApp
 from tornado import web
 from traitlets import Float, Integer
 
+from ..core.activity import register_busy_source
+from ..core.metrics import ServerMetrics, server_metrics
 from ..core.presets import DaskPresetError
 from ..core.text import quote_prefix
 from .builders import DaskLimitError
@@ -45,9 +51,11 @@ _CLUSTER_ID = re.compile(r"[0-9]{1,9}-[0-9a-f]{6}")
 class ClusterManager:
     """The clusters this server holds for its user, by id (what the handlers call)."""
 
-    def __init__(self, *, max_clusters: int, start_timeout: float):
+    def __init__(self, *, max_clusters: int, start_timeout: float, metrics: ServerMetrics | None = None):
         self.max_clusters = max_clusters
         self.start_timeout = start_timeout
+        self.metrics = metrics if metrics is not None else ServerMetrics()
+        self.metrics.dask_workers_requested.set_function(self.requested_workers)
         self.clusters: dict = {}
         self._numbers = itertools.count(1)
         self._lock = asyncio.Lock()
@@ -85,7 +93,24 @@ class ClusterManager:
                 raise
             cluster_id = f"{next(self._numbers)}-{secrets.token_hex(3)}"
             self.clusters[cluster_id] = cluster
+            self.metrics.dask_clusters_started.labels(preset).inc()
+            if workers:
+                self.metrics.dask_scale_requests.labels(preset).inc()
             return cluster_id, cluster
+
+    def running(self) -> bool:
+        """Whether a cluster this server holds is running (the idle culler's busy source)."""
+        return any(c.status.name == "running" for c in list(self.clusters.values()))
+
+    def requested_workers(self) -> int:
+        """Workers the held clusters ask for now (the metric science_gateway_dask_workers_requested)."""
+        total = 0
+        for cluster in list(self.clusters.values()):
+            try:
+                total += len(cluster.worker_spec) * cluster._workers_per_job()
+            except Exception:  # noqa: BLE001 - closing under us
+                pass
+        return total
 
     def get(self, cluster_id: str):
         if not _CLUSTER_ID.fullmatch(cluster_id):
@@ -98,6 +123,7 @@ class ClusterManager:
         if cluster is None:
             return None
         cluster.scale(workers)  # beyond the limits: DaskLimitError with the limit
+        self.metrics.dask_scale_requests.labels(cluster.preset_name).inc()
         return cluster
 
     async def close(self, cluster_id: str) -> bool:
@@ -299,7 +325,11 @@ class DaskClustersExtension(ExtensionApp):
     ).tag(config=True)
 
     def initialize_settings(self):
-        self.manager = ClusterManager(max_clusters=self.max_clusters, start_timeout=self.start_timeout)
+        settings = self.serverapp.web_app.settings
+        self.manager = ClusterManager(
+            max_clusters=self.max_clusters, start_timeout=self.start_timeout, metrics=server_metrics(settings)
+        )
+        register_busy_source(settings, "dask", self.manager.running)
 
     def initialize_handlers(self):
         deps = {"manager": self.manager}

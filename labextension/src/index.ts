@@ -12,6 +12,7 @@ import { LabIcon } from '@jupyterlab/ui-components';
 import { GatewayAPI } from './api';
 import { GatewayPanel, IPanelHost } from './panel';
 import { dashboardPath, pathsCode } from './state';
+import { walltimePlugin } from './walltime';
 
 const ICON_SVG =
   '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><g class="jp-icon3" fill="#616161">' +
@@ -72,4 +73,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, walltimePlugin];

@@ -360,10 +360,20 @@ async def test_a_recent_check_is_not_repeated(refresh_fakes, verified_at, expire
     assert result is True or result["auth_state"]["access_token"] == "new"
 
 
+def refresh_failures(reason: str) -> float:
+    """``science_gateway_token_refresh_failures_total{reason}`` of the hub's metrics (the default
+    registry, which /hub/metrics serves)."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("science_gateway_token_refresh_failures_total", {"reason": reason}) or 0.0
+
+
 async def test_failed_early_refresh_falls_back_to_oauthenticator(refresh_fakes):
     a = checkin(access_token_refresh_margin=60)
+    refused = refresh_failures("refused")
     assert await a.refresh_user(FakeUser({"access_token": "old", "refresh_token": "revoked", "expires_at": 1050})) is True
     assert refresh_fakes == ["refresh_token", "oauthenticator"]
+    assert refresh_failures("refused") == refused + 1
 
 
 @pytest.mark.hub
@@ -424,8 +434,10 @@ async def test_a_provider_down_across_a_refresh_keeps_the_user_and_the_tokens(pr
              "token_response": {"access_token": "expired-access", "token_type": "Bearer"}}
     user = FakeUser(state)
     caplog.set_level("DEBUG")
+    unreachable = refresh_failures("unreachable")
     assert await a.refresh_user(user) is True
     assert await a.refresh_user(user) is True
+    assert refresh_failures("unreachable") == unreachable + 2  # counted each time, logged once
     assert user.auth_state["refresh_token"] == "the-refresh-token"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "did not answer" in r.getMessage()]
     assert len(warnings) == 1 and "stays logged in" in warnings[0], warnings  # once per outage

@@ -306,3 +306,34 @@ def test_kubernetes_config_refuses_a_broken_policy(tmp_path):
     path.write_text("ResourcePolicy:\n  groups:\n    astro:\n      partitions:\n        cpu: {max_core: 1}\n")
     with pytest.raises(ValueError, match="max_core"):
         kubernetes_config({"SCIENCE_GATEWAY_CONFIG": str(path)})
+
+
+async def test_a_start_is_counted_with_its_wait_for_the_pod(monkeypatch):
+    """The hub's metrics (/hub/metrics, the default registry): a started pod's wait and the
+    spawn's outcome, from the policy template (KubeSpawner's start stands in for the API server)."""
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    async def pod_runs_after_a_while(self):
+        await asyncio.sleep(0.2)
+        return ("10.0.0.7", 8888)
+
+    monkeypatch.setattr(KubeSpawner, "start", pod_runs_after_a_while)
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    waits = sample("science_gateway_queue_wait_seconds_count", backend="kubernetes")
+    waited = sample("science_gateway_queue_wait_seconds_sum", backend="kubernetes")
+    spawned = sample("science_gateway_spawns_total", backend="kubernetes", outcome="success")
+    assert await make_spawner().start() == ("10.0.0.7", 8888)
+    assert sample("science_gateway_queue_wait_seconds_count", backend="kubernetes") == waits + 1
+    assert 0.2 <= sample("science_gateway_queue_wait_seconds_sum", backend="kubernetes") - waited < 5
+    assert sample("science_gateway_spawns_total", backend="kubernetes", outcome="success") == spawned + 1
+    refused = make_spawner()
+    refused.user_options = {"cores": 999}
+    before = sample("science_gateway_spawns_total", backend="kubernetes", outcome="refused-options")
+    with pytest.raises(SpawnException):
+        await refused.start()
+    assert sample("science_gateway_spawns_total", backend="kubernetes", outcome="refused-options") == before + 1

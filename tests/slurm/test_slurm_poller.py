@@ -119,3 +119,20 @@ async def test_starting_jobs_get_fast_refreshes_then_it_slows_down(fake_squeue):
     await asyncio.sleep(0.5)
     assert fake_squeue.calls() == calls  # back to the slow interval (an hour here)
     poller.unwatch("12")
+
+
+def poller_count(name: str, command: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(f"science_gateway_poller_{name}_total", {"command": command}) or 0.0
+
+
+async def test_calls_and_errors_are_counted_in_the_hubs_metrics(fake_squeue):
+    """``science_gateway_poller_{calls,errors}_total{command}`` (the hub's /hub/metrics, whose
+    registry is prometheus_client's default one) move with each squeue."""
+    poller = make_poller(fake_squeue)
+    calls, errors = poller_count("calls", "squeue"), poller_count("errors", "squeue")
+    await poller.refresh()
+    fake_squeue.set(mode="fail")
+    await poller.refresh()
+    assert (poller_count("calls", "squeue"), poller_count("errors", "squeue")) == (calls + 2, errors + 1)
