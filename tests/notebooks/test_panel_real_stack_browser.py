@@ -10,6 +10,7 @@ the dashboard opens in a JupyterLab tab, Close ends the worker jobs. Screenshots
 """
 
 import asyncio
+import concurrent.futures
 import pwd
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,7 +36,9 @@ def stage_and_fail(page, rucio, did: str, artifacts_dir: str) -> dict:
     row = data.locator(f".sg-dataset[data-did='{did}']")
     row.get_by_role("button", name="Stage").click()
     row.locator(".sg-row-note", has_text="see Requests").wait_for(timeout=30_000)
-    asyncio.run(rt.transfer_round(rucio, cycles=5))  # the copy of the missing file fails for good
+    # the copy of the missing file fails for good (in a thread: Playwright's loop runs in this one)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, rt.transfer_round(rucio, cycles=5)).result(timeout=300)
     request = panel_tab(page, "Requests").locator(f".sg-request[data-did='{did}']")
     request.locator(".sg-words", has_text="stuck").wait_for(timeout=60_000)
     request.locator(".sg-failed summary").click()
