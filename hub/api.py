@@ -16,6 +16,9 @@
   through :class:`ServerAPIHandler`: the same API, with the body checked before JupyterHub acts
   on it (see there).
 
+- ``GET /hub/launch?notebook=...&dataset=...&partition=...``: a launch link (:mod:`.launch`), a
+  page for browsers rather than an API route.
+
 The routes reach the hub through the gateway authenticators' ``get_handlers`` (JupyterHub's
 documented way for an authenticator to add handlers); :func:`gateway_handlers` lists them for
 any other authenticator subclass.
@@ -33,6 +36,7 @@ from tornado import web
 
 from ..core.text import quote_prefix
 from .effective import effective_policy
+from .launch import LaunchHandler
 
 #: the custom scope that lets a token read its own user's access token from the route
 TOKEN_SCOPE = "custom:gateway-token"
@@ -218,4 +222,5 @@ def gateway_handlers() -> list[tuple]:
         (r"/api/gateway(?:/.*)?", GatewayNotFoundHandler),
         (r"/api/users/([^/]+)/server", ServerAPIHandler),
         (r"/api/users/([^/]+)/servers/([^/]*)", ServerAPIHandler),
+        (r"/launch", LaunchHandler),
     ]

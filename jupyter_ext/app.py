@@ -18,6 +18,7 @@ from ..core.typed import check_settings
 from .catalog.base import CatalogBackend
 from .catalog.demo import DemoCatalog
 from .handlers import handlers
+from .launch import LaunchPageHandler
 from .tokens import TokenKeeper
 
 
@@ -92,6 +93,17 @@ class GatewayExtension(ExtensionApp):
     def _examples_dir_default(self):
         return os.path.join(sys.prefix, "share", "science-gateway", "examples")
 
+    launch_dir = Unicode(
+        help="""Folder of the notebooks a launch link may open (``/hub/launch?notebook=PATH``,
+        PATH relative to this folder; docs/notebooks.md): the gateway's notebook library. Each
+        launch copies the notebook into ``launched/`` in the user's home. Defaults to
+        ``examples_dir``; empty to refuse every launch link's notebook.""",
+    ).tag(config=True)
+
+    @default("launch_dir")
+    def _launch_dir_default(self):
+        return self.examples_dir
+
     def copy_examples(self, root_dir: str) -> None:
         """Give the user the example notebooks, whatever spawned this server (it runs as the user)."""
         target = os.path.join(root_dir, "examples")
@@ -105,6 +117,7 @@ class GatewayExtension(ExtensionApp):
     def initialize_handlers(self):
         deps = {"extension": self}
         self.handlers.extend((f"/gateway/api{path}", handler, deps) for path, handler in handlers)
+        self.handlers.append(("/gateway/launch", LaunchPageHandler, deps))
         # /proxy/PORT/ to this user's own ports only (see proxy_guard): now, and at start for
         # a jupyter-server-proxy loaded after us
         proxy_guard.install(self.serverapp.web_app)

@@ -38,7 +38,10 @@ LIST_CHUNK = 1000
 _STAGE_BODY = 'the body must be JSON like {"did": "scope:name"}'
 
 
-class GatewayHandler(APIHandler):
+class CatalogCalls:
+    """What a handler needs to call the catalogue backend: its metrics, its errors by status, and a
+    stage-in as every route starts one (the REST API's and the launch page's)."""
+
     auth_resource = AUTH_RESOURCE
 
     def initialize(self, extension):
@@ -57,6 +60,48 @@ class GatewayHandler(APIHandler):
     def catalog_label(self) -> str:
         """The ``backend`` label of the catalogue's metrics: its class name."""
         return type(self.catalog).__name__
+
+    async def call(self, coro_fn, *args, **kwargs):
+        """Run one backend call (it validates its input), answering its errors by their status;
+        its time goes into the catalogue call latency, its error into the catalogue errors."""
+        call = getattr(coro_fn, "__name__", "call")
+        started = time.perf_counter()
+        try:
+            return await coro_fn(*args, **kwargs)
+        except CatalogError as e:
+            self.metrics.catalog_errors.labels(self.catalog_label, call, str(e.status)).inc()
+            raise web.HTTPError(e.status, str(e)) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.metrics.catalog_errors.labels(self.catalog_label, call, "500").inc()
+            raise
+        finally:
+            self.metrics.catalog_latency.labels(self.catalog_label, call).observe(time.perf_counter() - started)
+
+    async def start_stage(self, did: str):
+        """Stage ``did`` (a new request, or the user's request for it already in flight), counted
+        in the metrics and told to the idle checks; 404 when there is no such dataset."""
+        staging = self.metrics.staging_requests
+        try:
+            request = await self.call(self.catalog.stage, did)
+        except web.HTTPError as e:
+            staging.labels(self.catalog_label, "refused" if e.status_code < 500 else "error").inc()
+            raise
+        if request is None:
+            staging.labels(self.catalog_label, "not_found").inc()
+            self.no_dataset(did)
+        staging.labels(self.catalog_label, "reused" if request.reused else "created").inc()
+        if not request.reused:
+            self.metrics.bytes_staged.labels(self.catalog_label).inc(request.bytes_total or 0)
+            self.extension.staging_started()
+        return request
+
+    def no_dataset(self, did):
+        raise web.HTTPError(404, f"no dataset {quote_prefix(did)} in {self.catalog.display_name}")
+
+
+class GatewayHandler(CatalogCalls, APIHandler):
 
     # -- before a handler runs: authentication that says how to log in, bounded input ------------
 
@@ -145,24 +190,6 @@ class GatewayHandler(APIHandler):
             await asyncio.sleep(0)  # a turn of the loop for other requests (a flush may finish at once)
         self.finish("]}")
 
-    async def call(self, coro_fn, *args, **kwargs):
-        """Run one backend call (it validates its input), answering its errors by their status;
-        its time goes into the catalogue call latency, its error into the catalogue errors."""
-        call = getattr(coro_fn, "__name__", "call")
-        started = time.perf_counter()
-        try:
-            return await coro_fn(*args, **kwargs)
-        except CatalogError as e:
-            self.metrics.catalog_errors.labels(self.catalog_label, call, str(e.status)).inc()
-            raise web.HTTPError(e.status, str(e)) from None
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.metrics.catalog_errors.labels(self.catalog_label, call, "500").inc()
-            raise
-        finally:
-            self.metrics.catalog_latency.labels(self.catalog_label, call).observe(time.perf_counter() - started)
-
     def json_body(self) -> dict:
         """The request body as a JSON object, or a 400 that says what was wrong."""
         try:
@@ -172,9 +199,6 @@ class GatewayHandler(APIHandler):
         if not isinstance(body, dict):
             raise web.HTTPError(400, f"the body is JSON {type(body).__name__}, not an object: {_STAGE_BODY}")
         return body
-
-    def no_dataset(self, did):
-        raise web.HTTPError(404, f"no dataset {quote_prefix(did)} in {self.catalog.display_name}")
 
     def no_request(self, request_id):
         raise web.HTTPError(
@@ -267,19 +291,7 @@ class RequestsHandler(GatewayHandler):
         did = body.get("did")
         if not isinstance(did, str):
             raise web.HTTPError(400, f"'did' is {quote_prefix(did)}, not text: {_STAGE_BODY}")
-        staging = self.metrics.staging_requests
-        try:
-            request = await self.call(self.catalog.stage, did)
-        except web.HTTPError as e:
-            staging.labels(self.catalog_label, "refused" if e.status_code < 500 else "error").inc()
-            raise
-        if request is None:
-            staging.labels(self.catalog_label, "not_found").inc()
-            self.no_dataset(did)
-        staging.labels(self.catalog_label, "reused" if request.reused else "created").inc()
-        if not request.reused:
-            self.metrics.bytes_staged.labels(self.catalog_label).inc(request.bytes_total or 0)
-            self.extension.staging_started()
+        request = await self.start_stage(did)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + request.id)
         self.write_json(request.to_dict(), status=200 if request.reused else 201)
 

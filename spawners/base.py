@@ -52,7 +52,7 @@ from ..core.metrics import FAILURE, REFUSED_OPTIONS, SUCCESS, hub_metrics
 from ..core.names import is_unix_name
 from ..core.policy import PolicyError, ResourcePolicy, ResourceRequest
 from ..core.text import quote_prefix
-from .form import options_from_form_data, render_form
+from .form import form_fields, options_from_form_data, render_form
 
 #: the ``auth_state`` key where the authenticator records the user's unix account
 UNIX_ACCOUNT_KEY = "unix_account"
@@ -193,7 +193,9 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
             status = 403 if not self.policy.choices(groups).partitions else 400
             raise SpawnException(str(e), reason="resource_policy", status_code=status) from None
 
-    def render_options_form(self) -> str:
+    def render_options_form(self, preselect: dict | None = None) -> str:
+        """The spawn form, showing the user's last request (when still allowed) or the defaults;
+        ``preselect`` (a launch link's checked choices) overrides them."""
         groups = self.user_groups()
         choices = self.policy.choices(groups)
         if not choices.partitions:
@@ -201,11 +203,19 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
                 "<p>None of your groups may start a server on this gateway's cluster. "
                 "Ask the gateway admins to add your group to the resource policy.</p>"
             )
-        try:
-            current = self.policy.validate(groups, dict(self.user_options or {}))
-        except PolicyError:
-            current = self.policy.default_request(groups)
+        current = self.policy.default_request(groups)
+        preselect = dict(preselect or {})
+        for candidate in (preselect, {**dict(self.user_options or {}), **preselect}):
+            try:
+                current = self.policy.validate(groups, candidate)
+            except PolicyError:
+                break
         return render_form(choices, current)
+
+    def form_fields(self) -> tuple[str, ...]:
+        """The choices the spawn form offers this user (a launch link that makes them all spawns
+        without the form)."""
+        return form_fields(self.policy.choices(self.user_groups()))
 
     # -- identity and account -------------------------------------------------------------------
 

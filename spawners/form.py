@@ -47,6 +47,18 @@ def _number(name: str, label: str, value: int, low: int, high: int, unit: str = 
     )
 
 
+def form_fields(choices: Choices) -> tuple[str, ...]:
+    """The fields :func:`render_form` shows for ``choices``: GPUs only where a partition has
+    some, the account only where the user may charge one."""
+    fields = ["partition", "cores", "memory_gb"]
+    if any(p.max_gpus for p in choices.partitions.values()):
+        fields.append("gpus")
+    fields.append("walltime_hours")
+    if choices.accounts:
+        fields.append("account")
+    return tuple(fields)
+
+
 def render_form(choices: Choices, current: ResourceRequest) -> str:
     """The spawn form for ``choices``, with ``current`` selected."""
     limits = {name: lim.as_dict() for name, lim in choices.partitions.items()}
@@ -62,10 +74,11 @@ def render_form(choices: Choices, current: ResourceRequest) -> str:
         _number("cores", "CPU cores", current.cores, 1, lim.max_cores),
         _number("memory_gb", "Memory (GiB)", current.memory_gb, 1, lim.max_memory_gb, " GiB"),
     ]
-    if any(p.max_gpus for p in choices.partitions.values()):
+    fields = form_fields(choices)
+    if "gpus" in fields:
         parts.append(_number("gpus", "GPUs", current.gpus, 0, lim.max_gpus))
     parts.append(_number("walltime_hours", "Walltime (hours)", current.walltime_hours, 1, lim.max_walltime_hours, " h"))
-    if choices.accounts:
+    if "account" in fields:
         accounts = "".join(
             f'<option value="{escape(a)}"{" selected" if a == current.account else ""}>{escape(a)}</option>'
             for a in choices.accounts
