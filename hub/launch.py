@@ -34,7 +34,9 @@ MAX_LINK_LENGTH = 4096
 
 
 def refused(reason: str) -> web.HTTPError:
-    return web.HTTPError(400, f"This launch link is refused: {reason}. Ask whoever published it for a corrected one.")
+    # JupyterHub's error page shows the HTTP reason as its heading and the message below it
+    return web.HTTPError(400, f"This launch link is refused: {reason}. Ask whoever published it for a corrected one.",
+                         reason="Launch link refused")
 
 
 class LaunchHandler(BaseHandler):

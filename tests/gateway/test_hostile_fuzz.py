@@ -385,6 +385,58 @@ def test_spawn_form_and_url_refuse_generated_options(policy_hub, tally):
     assert not found, f"{len(found)} problems, e.g.:\n" + "\n".join(found[:10])
 
 
+#: generated launch links (``/hub/launch?...``)
+LAUNCH_CASES = 80
+NOTEBOOKS = st.one_of(st.sampled_from(["01-astronomer-walkthrough.ipynb", "../../etc/passwd.ipynb", "/etc/x.ipynb",
+                                       ".hidden.ipynb", "a/../b.ipynb", "a.py", "%2e%2e/x.ipynb", "x" * 300]),
+                      st.text(max_size=40))
+DATASETS = st.one_of(st.sampled_from(["demo:run2024.raw.0001", "demo:../x", "nope", "a:b:c", ""]), st.text(max_size=30))
+
+
+def link_refused(link: dict) -> bool:
+    """The oracle: the link's syntax (core.launch) or its choices (the policy) refuse it."""
+    from science_gateway.core.launch import LaunchError, parse_launch_query
+
+    try:
+        parsed = parse_launch_query({k: [v] for k, v in link.items()})
+    except LaunchError:
+        return True
+    return refused_by_policy(parsed.options)
+
+
+def test_launch_links_are_refused_or_sent_on_and_never_spawn(policy_hub, tally):
+    """Generated launch links: a refused one is a 400 page with a short reason; an accepted one is
+    sent on to JupyterHub's spawn (a redirect) or shows the form; neither starts or keeps anything."""
+    found: list[str] = []
+    launch = f"{policy_hub.url}/hub/launch"
+
+    @settings(max_examples=LAUNCH_CASES, **FUZZ_SETTINGS)
+    @given(notebook=NOTEBOOKS, dataset=st.one_of(st.none(), DATASETS), choices=st.one_of(st.just({}), FORM))
+    @example(notebook="01-astronomer-walkthrough.ipynb", dataset=None, choices={"cores": "1; id"})
+    @example(notebook="x.ipynb", dataset="demo:x", choices={"partition": "cpu\n#SBATCH --uid=0"})
+    @example(notebook="a/b.ipynb", dataset="demo:run2024.raw.0001", choices={"partition": "cpu"})  # the form
+    @example(notebook="b.ipynb", dataset=None, choices={})
+    def run(notebook, dataset, choices):
+        link = {"notebook": notebook, **({"dataset": dataset} if dataset is not None else {}), **choices}
+        refused = link_refused(link)
+        tally["hub launch link " + ("refused" if refused else "accepted")] += 1
+        r = policy_hub.demo.http.get(f"{launch}?{urllib.parse.urlencode(link)}", timeout=30, allow_redirects=False)
+        where = f"GET /hub/launch {link!r}"[:200]
+        if refused:
+            found.extend(check_refused(policy_hub, "GET", "/hub/launch", repr(link).encode(), r, json_api=False))
+            if r.status_code == 400 and "This launch link is refused" not in r.text:
+                found.append(f"{where}: no reason on the page")
+        else:
+            if not (r.status_code == 302 and r.headers["Location"].startswith("/hub/spawn/demo?") or r.status_code == 200):
+                found.append(f"{where}: status {r.status_code} for a link the policy accepts")
+            found.extend(f"{where}: {p}" for p in no_server_and_nothing_kept(policy_hub))
+        if "Traceback" in r.text:
+            found.append(f"{where}: a traceback in the page")
+
+    run()
+    assert not found, f"{len(found)} problems, e.g.:\n" + "\n".join(found[:10])
+
+
 #: generated cases for the gateway's own hub routes (token, effective policy)
 HUB_ROUTE_CASES = 60
 
