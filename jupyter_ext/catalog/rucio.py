@@ -1126,10 +1126,46 @@ class RucioCatalog(CatalogBackend):
 
     # -- the publish side --------------------------------------------------------------------------
 
+    def _ensure_clients_config(self) -> None:
+        """rucio-clients' storage protocols read a setting or two (``[common] multi_vo``) from a
+        ``rucio.cfg`` even when the client is built from arguments. When none is found (this
+        backend is configured by traits), a minimal one without credentials is written to a
+        private folder and read once into rucio-clients' cached configuration; the process
+        environment is left as it was."""
+        import tempfile
+
+        from rucio.common import config
+        from rucio.common.exception import ConfigNotFound
+
+        with _CLIENTS_CONFIG_LOCK:
+            try:
+                config.get_config()
+                return
+            except ConfigNotFound:
+                pass
+            folder = tempfile.mkdtemp(prefix="sg-rucio-config-")
+            path = os.path.join(folder, "rucio.cfg")
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(f"[common]\nmulti_vo = {bool(self.vo)}\n\n[client]\nrucio_host = {self.rucio_host}\n"
+                        f"auth_host = {self.auth_host}\n")
+            before = os.environ.get("RUCIO_CONFIG")
+            os.environ["RUCIO_CONFIG"] = path
+            try:
+                config.clean_cached_config()
+                config.get_config()
+            finally:
+                if before is None:
+                    del os.environ["RUCIO_CONFIG"]
+                else:
+                    os.environ["RUCIO_CONFIG"] = before
+            self.log.info("rucio-clients found no rucio.cfg: using a minimal one (%s) for uploads", path)
+
     def _upload_sync(self, client, items: list[dict]) -> None:
         """rucio-clients' upload of ``items`` with this backend's client (blocking)."""
         from rucio.client.uploadclient import UploadClient
         from rucio.rse import rsemanager
+
+        self._ensure_clients_config()
 
         # rucio-clients' RSE lookup would build a client of its own from a config file: give it
         # the RSE as this backend's client sees it
@@ -1157,10 +1193,16 @@ class RucioCatalog(CatalogBackend):
              "dataset_scope": scope, "dataset_name": name, "register_after_upload": True}
             for real, _relative, did_name in files
         ]
-        await self._call("upload", self._upload_sync, items, call_timeout=self.publish_timeout)
         meta = {**metadata, **provenance.to_metadata()}
-        await self._call("set metadata", lambda c: c.set_metadata_bulk(scope, name, meta))
-        await self._call("close dataset", lambda c: c.close(scope, name))
+        try:
+            await self._call("upload", self._upload_sync, items, call_timeout=self.publish_timeout)
+            await self._call("set metadata", lambda c: c.set_metadata_bulk(scope, name, meta))
+            await self._call("close dataset", lambda c: c.close(scope, name))
+        except CatalogError as e:
+            # the dataset exists (open, perhaps with part of the files): say so, so the user
+            # publishes again under another name rather than wondering what is there
+            raise type(e)(f"{did} was created in Rucio but the publish did not finish: {e}; publish again under another name",
+                          status=e.status) from None
         checksums = await self._file_checksums(scope, name) or []
         order = {did_name: i for i, (_r, _rel, did_name) in enumerate(files)}
         checksums.sort(key=lambda f: order.get(f.name, len(order)))
@@ -1187,6 +1229,10 @@ class RucioCatalog(CatalogBackend):
                          md5=f.get("md5") or md5.get((f["scope"], f["name"])), adler32=f.get("adler32"))
             for f in rows
         ]
+
+
+#: one rucio-clients configuration per process: set up by one thread at a time
+_CLIENTS_CONFIG_LOCK = threading.Lock()
 
 
 class _UploadLog:

@@ -2,6 +2,7 @@
 checks every backend shares (paths stay in the user's home, metadata a search can match), and
 the REST routes in a real Jupyter Server."""
 
+import asyncio
 import json
 import os
 
@@ -210,3 +211,48 @@ async def test_rest_publish_search_and_crate(jp_fetch, jp_root_dir):
         assert e.value.code in (400, 409), (route, bad)
         assert message in json.loads(e.value.response.body)["message"], (route, bad)
     assert not os.path.exists("/etc/x")
+
+
+async def test_python_api_and_publish_panel_against_the_server(jp_root_dir, jp_auth_header, http_server_client,
+                                                               jp_base_url, monkeypatch):
+    """catalog.publish / export_crate and the PublishPanel's buttons, through the real REST API;
+    a relative path is taken from the kernel's current folder."""
+    pytest.importorskip("ipywidgets")
+    from science_gateway.catalog import Catalog, CatalogAPIError
+    from science_gateway.widgets import PublishPanel
+
+    (jp_root_dir / "work" / "out").mkdir(parents=True)
+    (jp_root_dir / "work" / "out" / "a.csv").write_text("1,2\n")
+    (jp_root_dir / "work" / "nb.ipynb").write_text("{}")
+    monkeypatch.chdir(jp_root_dir / "work")
+    api = Catalog(url=http_server_client.get_url(jp_base_url), token=jp_auth_header["Authorization"].split()[1])
+
+    published = await api.publish_async("api.v1", ["out/a.csv"], metadata="analysis=api-test",
+                                        inputs=[INPUT], notebook="nb.ipynb", parameters={"k": 1}, jobs=[7])
+    assert published.sources == ["work/out/a.csv"] and published.provenance.notebook == "work/nb.ipynb"
+    assert published.provenance.jobs == ["7"] and "traitlets" in published.provenance.environment
+    page = await api.search_async(filters="analysis=api-test")
+    assert [d.did for d in page.datasets] == [published.did]
+    crate = await api.export_crate_async("api.crate", published=published)
+    assert crate["path"] == "work/api.crate"
+    entities = check_ro_crate_11(jp_root_dir / "work" / "api.crate")
+    assert set(listed_files(entities, INPUT)) and entities["#parameter/k"]["value"] == "1"
+    with pytest.raises(CatalogAPIError, match="outside your home") as e:
+        await api.publish_async("api.v2", ["/etc/passwd"])
+    assert e.value.status == 400
+
+    panel = PublishPanel(api, name="panel.v1", files=["out/a.csv"], metadata="analysis=panel-test",
+                         inputs=[INPUT], notebook="nb.ipynb", jobs=["8"])
+    assert panel.crate_button.disabled
+    made = await asyncio.to_thread(panel.publish)
+    assert made.did == "user.alice:panel.v1" and "panel.v1" in panel.result.value and panel.error.value == ""
+    assert not panel.crate_button.disabled
+    panel.crate_dest.value = "panel.crate"
+    assert (await asyncio.to_thread(panel.export_crate))["path"] == "work/panel.crate"
+    check_ro_crate_11(jp_root_dir / "work" / "panel.crate")
+    # a refused publish is a sentence in the panel, not a traceback ('..' is taken from the
+    # current folder, as a shell would: here it leads out of the home)
+    panel.files.value = "../../etc/passwd"
+    panel.name.value = "panel.v2"
+    assert await asyncio.to_thread(panel.publish) is None
+    assert "outside your home" in panel.error.value and "Traceback" not in panel.error.value
