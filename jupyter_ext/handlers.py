@@ -19,6 +19,7 @@ from tornado.iostream import StreamClosedError
 
 from ..core import __version__
 from ..core.catalog import CatalogError
+from ..core.publish import check_user
 from ..core.metrics import server_metrics
 from ..core.presets import ENV_VAR as DASK_ENV_VAR, UserDaskConfig
 from ..core.text import quote_prefix
@@ -312,7 +313,11 @@ class _ProvenanceHandler(GatewayHandler):
         """The user as the gateway knows them (the hub's user name), never what the body says."""
         user = self.current_user
         name = getattr(user, "username", None) or getattr(user, "name", None) or os.environ.get("JUPYTERHUB_USER", "")
-        return {"name": name} if name else {}
+        try:
+            return check_user({"name": name}) if name else {}
+        except CatalogError:  # a name the provenance cannot hold as it is: recorded without it
+            self.log.warning("user name %s cannot be recorded in provenance", quote_prefix(name))
+            return {}
 
 
 class PublishHandler(_ProvenanceHandler):

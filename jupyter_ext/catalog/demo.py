@@ -317,7 +317,8 @@ class DemoCatalog(CatalogBackend):
             raise CatalogError(f"you already published {did}; publish under another name", status=409)
         base = Path(self.state_dir) / "published"
         target = base / scope / name
-        target.mkdir(parents=True, exist_ok=False, mode=0o700)
+        shutil.rmtree(target, ignore_errors=True)  # what a publish that failed half-way left
+        target.mkdir(parents=True, mode=0o700)
         entries = []
         for real, _relative, did_name in files:
             shutil.copyfile(real, target / did_name)
