@@ -62,6 +62,7 @@ from ...core.catalog import (  # noqa: F401 (the error family, re-exported for b
     parse_filters,
 )
 from ...core.publish import (
+    MAX_FILES,
     FileChecksum,
     InvalidPublish,
     Provenance,
@@ -78,7 +79,6 @@ from ...core.publish import (
     resolve_user_file,
     utc_timestamp,
 )
-from ...core.publish import MAX_FILES
 from ...core.text import quote_prefix
 
 _PATTERN_RE = re.compile(r"^[A-Za-z0-9*._/-]{1,250}$")
