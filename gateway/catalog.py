@@ -8,6 +8,13 @@
     for path in catalog.paths(request):
         ...
 
+    # results back: files of your home as a dataset in your own scope, with provenance
+    published = catalog.publish("crab.flux.v1", ["out/flux.csv"], metadata={"analysis": "crab-flux"},
+                                inputs=[page.datasets[0].did], notebook="analysis.ipynb",
+                                parameters={"threshold": 0.5})
+    catalog.search(filters="analysis=crab-flux")        # finds it
+    crate = catalog.export_crate("crates/crab-flux", published=published)   # an RO-Crate of the run
+
 This is a client of the REST API of the user's own Jupyter server (``{base_url}/gateway/api/``),
 so a request made here is the same request the widgets and other kernels see, and it outlives the
 kernel. Where the server is found, in order:
@@ -32,6 +39,7 @@ import urllib.parse
 import urllib.request
 
 from .core.catalog import DatasetFile, SearchPage, StageRequest
+from .core.publish import PublishedDataset
 
 API_PATH = "gateway/api"
 
@@ -175,6 +183,62 @@ class Catalog:
                 return None
             raise
 
+    def publish(self, name: str, files, metadata: dict | str | None = None, inputs=None, notebook: str | None = None,
+                executed_notebook: str | None = None, parameters: dict | None = None, jobs=None,
+                environment: dict | None = None) -> PublishedDataset:
+        """Upload ``files`` (paths in your home; relative ones from the current folder) and
+        register them as dataset ``name`` in your own scope, with your ``metadata`` (``key:
+        value`` text: a later ``search(filters=...)`` finds it) and the provenance: the input
+        dataset ids, the notebook and its parameters, the executed notebook, the job ids and the
+        environment (by default this kernel's packages). The gateway adds who you are.
+
+        A run record of a notebook batch job holds all of these: pass its fields along."""
+        body = {
+            "name": name, "files": [_path(f) for f in ([files] if isinstance(files, (str, os.PathLike)) else files)],
+            "metadata": _pairs(metadata), "inputs": _dids(inputs), "parameters": parameters or {},
+            "jobs": [str(j) for j in (jobs or [])],
+            "environment": environment if environment is not None else _kernel_environment(),
+        }
+        for key, value in (("notebook", notebook), ("executed_notebook", executed_notebook)):
+            if value:
+                body[key] = _path(value)
+        return PublishedDataset.from_dict(self._call("POST", "/publish", body=body))
+
+    def export_crate(self, dest: str, published: PublishedDataset | None = None, outputs=None, inputs=None,
+                     notebook: str | None = None, executed_notebook: str | None = None, parameters: dict | None = None,
+                     jobs=None, environment: dict | None = None, title: str | None = None,
+                     description: str | None = None, license: str = "CC-BY-4.0", zip: bool = False) -> dict:
+        """Write an RO-Crate 1.1 of a run to the new folder ``dest`` (``zip=True``: ``dest.zip``)
+        in your home: the notebook and executed notebook copied in, the parameters, the input
+        and output datasets with every file's checksums, the job ids, the environment and you.
+
+        ``published`` (what :meth:`publish` returned) fills what is not given: its dataset as the
+        output, its recorded inputs, notebook, parameters, jobs and environment. Returns
+        ``{"path": ..., "metadata": <the crate's ro-crate-metadata.json>}``."""
+        prov = published.provenance if published is not None else None
+        outputs = _dids(outputs) if outputs is not None else ([published.did] if published is not None else [])
+        body = {
+            "dest": _path(dest), "outputs": outputs,
+            "inputs": _dids(inputs) if inputs is not None else (list(prov.inputs) if prov else []),
+            "parameters": parameters if parameters is not None else (dict(prov.parameters) if prov else {}),
+            "jobs": [str(j) for j in (jobs if jobs is not None else (prov.jobs if prov else []))],
+            "license": license, "zip": bool(zip),
+        }
+        env = environment if environment is not None else (dict(prov.environment) if prov else None)
+        if env:
+            body["environment"] = env
+        root_relative = published is not None and prov is not None
+        for key, value, recorded in (("notebook", notebook, prov.notebook if prov else None),
+                                     ("executed_notebook", executed_notebook, prov.executed_notebook if prov else None)):
+            if value:
+                body[key] = _path(value)
+            elif root_relative and recorded:
+                body[key] = recorded  # as the server recorded it: relative to your home
+        for key, value in (("title", title), ("description", description)):
+            if value:
+                body[key] = value
+        return self._call("POST", "/crates", body=body)
+
     # -- async twins ---------------------------------------------------------------------------
 
     async def search_async(self, *args, **kwargs) -> SearchPage:
@@ -198,6 +262,12 @@ class Catalog:
     async def cancel_async(self, request) -> None:
         await asyncio.to_thread(self.cancel, request)
 
+    async def publish_async(self, *args, **kwargs) -> PublishedDataset:
+        return await asyncio.to_thread(self.publish, *args, **kwargs)
+
+    async def export_crate_async(self, *args, **kwargs) -> dict:
+        return await asyncio.to_thread(self.export_crate, *args, **kwargs)
+
     async def wait_async(self, request, timeout: float | None = None, interval: float = 2.0, on_progress=None) -> StageRequest:
         """Like :meth:`wait`, without blocking the event loop (use it from widgets and ``await``)."""
         waiting = _Waiting(timeout, on_progress)
@@ -206,6 +276,38 @@ class Catalog:
             if current is not None and waiting.finished(current):
                 return current
             await asyncio.sleep(interval)
+
+
+def _path(path) -> str:
+    """A path for the server: absolute (relative ones from this kernel's current folder); the
+    server refuses anything outside your home."""
+    return os.path.abspath(os.fspath(path))
+
+
+def _pairs(metadata) -> dict:
+    if metadata is None:
+        return {}
+    if isinstance(metadata, str):
+        pairs = {}
+        for part in filter(None, (p.strip() for p in metadata.split(","))):
+            key, _, value = part.partition("=")
+            pairs[key.strip()] = value.strip()
+        return pairs
+    return dict(metadata)
+
+
+def _dids(dids) -> list:
+    if dids is None:
+        return []
+    if isinstance(dids, str):
+        return [d.strip() for d in dids.split(",") if d.strip()]
+    return [getattr(d, "did", d) for d in dids]
+
+
+def _kernel_environment() -> dict:
+    from .core.publish import current_environment
+
+    return current_environment()
 
 
 _default: Catalog | None = None
@@ -255,7 +357,15 @@ async def wait_async(request, timeout: float | None = None, interval: float = 2.
     return await default().wait_async(request, timeout=timeout, interval=interval, on_progress=on_progress)
 
 
+def publish(*args, **kwargs) -> PublishedDataset:
+    return default().publish(*args, **kwargs)
+
+
+def export_crate(*args, **kwargs) -> dict:
+    return default().export_crate(*args, **kwargs)
+
+
 __all__ = [
-    "Catalog", "CatalogAPIError", "cancel", "default", "files", "paths", "requests", "search",
-    "stage", "status", "wait", "wait_async",
+    "Catalog", "CatalogAPIError", "cancel", "default", "export_crate", "files", "paths", "publish",
+    "requests", "search", "stage", "status", "wait", "wait_async",
 ]

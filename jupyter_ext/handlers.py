@@ -19,6 +19,7 @@ from tornado.iostream import StreamClosedError
 
 from ..core import __version__
 from ..core.catalog import CatalogError
+from ..core.publish import check_user
 from ..core.metrics import server_metrics
 from ..core.presets import ENV_VAR as DASK_ENV_VAR, UserDaskConfig
 from ..core.text import quote_prefix
@@ -296,6 +297,79 @@ class RequestsHandler(GatewayHandler):
         self.write_json(request.to_dict(), status=200 if request.reused else 201)
 
 
+#: the keys of POST /publish, as the errors show them
+_PUBLISH_KEYS = ("name", "files", "metadata", "inputs", "notebook", "executed_notebook", "parameters", "jobs", "environment")
+_PUBLISH_BODY = 'the body must be JSON like {"name": "results.v1", "files": ["out/result.csv"], "metadata": {"key": "value"}}'
+#: the keys of POST /crates
+_CRATE_KEYS = ("dest", "notebook", "executed_notebook", "parameters", "inputs", "outputs", "jobs", "environment",
+               "title", "description", "license", "zip")
+_CRATE_BODY = 'the body must be JSON like {"dest": "crates/run1", "outputs": ["user.me:results.v1"], "notebook": "analysis.ipynb"}'
+
+
+class _ProvenanceHandler(GatewayHandler):
+    """What POST /publish and POST /crates share: a body of known keys, the user's root and identity."""
+
+    def body_of(self, keys, example) -> dict:
+        body = self.json_body()
+        unknown = sorted(set(body) - set(keys))
+        if unknown:
+            raise web.HTTPError(400, f"unknown key {quote_prefix(unknown[0])} in the body: {example}")
+        return body
+
+    @property
+    def root_dir(self) -> str:
+        """The user's Jupyter root: every path of a publish or a crate stays inside it."""
+        return self.settings.get("server_root_dir") or os.path.expanduser("~")
+
+    def identity(self) -> dict:
+        """The user as the gateway knows them (the hub's user name), never what the body says."""
+        user = self.current_user
+        name = getattr(user, "username", None) or getattr(user, "name", None) or os.environ.get("JUPYTERHUB_USER", "")
+        try:
+            return check_user({"name": name}) if name else {}
+        except CatalogError:  # a name the provenance cannot hold as it is: recorded without it
+            self.log.warning("user name %s cannot be recorded in provenance", quote_prefix(name))
+            return {}
+
+
+class PublishHandler(_ProvenanceHandler):
+    """Upload files of the user's home to the catalogue as a dataset in their own scope."""
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        body = self.body_of(_PUBLISH_KEYS, _PUBLISH_BODY)
+        published = await self.call(
+            self.catalog.publish, body.get("name"), body.get("files"), self.root_dir,
+            metadata=body.get("metadata"), inputs=body.get("inputs"), notebook=body.get("notebook"),
+            executed_notebook=body.get("executed_notebook"), parameters=body.get("parameters"),
+            jobs=body.get("jobs"), environment=body.get("environment"), user=self.identity(),
+        )
+        self.write_json(published.to_dict(), status=201)
+
+
+class CratesHandler(_ProvenanceHandler):
+    """Export a run as an RO-Crate into a new folder (or .zip) of the user's home."""
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        from .crate import export_run
+
+        body = self.body_of(_CRATE_KEYS, _CRATE_BODY)
+        if "dest" not in body:
+            raise web.HTTPError(400, f"'dest' is missing: {_CRATE_BODY}")
+        kwargs = {k: body[k] for k in _CRATE_KEYS if k in body and k not in ("dest", "zip")}
+        try:
+            answer = await self.call(
+                export_run, self.catalog, self.root_dir, body["dest"], as_zip=body.get("zip", False),
+                user=self.identity(), **kwargs,
+            )
+        except ImportError:
+            raise web.HTTPError(501, "RO-Crate export needs the rocrate package (pip install 'science-gateway[rocrate]')") from None
+        self.write_json(answer, status=201)
+
+
 class RequestHandler(GatewayHandler):
     @web.authenticated
     @authorized
@@ -361,6 +435,8 @@ handlers = [
     ("/requests", RequestsHandler),
     (r"/requests/(?P<request_id>[^/]+)", RequestHandler),
     (r"/requests/(?P<request_id>[^/]+)/paths", RequestPathsHandler),
+    ("/publish", PublishHandler),
+    ("/crates", CratesHandler),
     ("/dask/presets", DaskPresetsHandler),
     ("/metrics", MetricsHandler),
     ("/session", SessionHandler),

@@ -7,6 +7,6 @@ They are views over :mod:`science_gateway.catalog` (and :mod:`science_gateway.da
 widget does a script can do too.
 """
 
-from .views import ClusterLauncher, DatasetBrowser, StagingMonitor
+from .views import ClusterLauncher, DatasetBrowser, PublishPanel, StagingMonitor
 
-__all__ = ["ClusterLauncher", "DatasetBrowser", "StagingMonitor"]
+__all__ = ["ClusterLauncher", "DatasetBrowser", "PublishPanel", "StagingMonitor"]

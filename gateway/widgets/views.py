@@ -5,6 +5,7 @@ Each is one line in a cell::
     from science_gateway.widgets import DatasetBrowser, StagingMonitor
     DatasetBrowser()      # search, a Stage button per result, and a staging monitor under it
     ClusterLauncher()     # a Dask cluster from a preset: scale/adapt within limits, dashboard link
+    PublishPanel(inputs=[...], notebook="analysis.ipynb")   # publish outputs, export an RO-Crate
 
 Errors from the gateway appear in the widget as readable messages, never as tracebacks.
 """
@@ -472,3 +473,76 @@ class ClusterLauncher(w.VBox):
     def _watch(self, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
             self._render()
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+class PublishPanel(w.VBox):
+    """Publish output files as a dataset in your own scope, then export the run as an RO-Crate.
+
+    The fields hold what :meth:`science_gateway.catalog.Catalog.publish` takes (files and input
+    datasets comma-separated, metadata as ``key=value, key=value``); ``inputs``, ``notebook``,
+    ``parameters`` and ``jobs`` given here (e.g. from a batch run's record) fill them in.
+    """
+
+    def __init__(self, catalog=None, files=None, name: str = "", metadata: str = "", inputs=None,
+                 notebook: str = "", executed_notebook: str = "", parameters: dict | None = None, jobs=None, **kwargs):
+        self.catalog = _catalog(catalog)
+        self.parameters = dict(parameters or {})
+        self.jobs = [str(j) for j in (jobs or [])]
+        self.name = w.Text(value=name, placeholder="crab.flux.v1", description="Dataset")
+        self.files = w.Text(value=", ".join(files or []), placeholder="out/flux.csv, out/plot.png", description="Files")
+        self.metadata = w.Text(value=metadata, placeholder="analysis=crab-flux, version=1", description="Metadata")
+        self.inputs = w.Text(value=", ".join(getattr(d, "did", d) for d in (inputs or [])),
+                             placeholder="astro:run2024.raw.0001", description="Inputs")
+        self.notebook = w.Text(value=notebook, placeholder="analysis.ipynb", description="Notebook")
+        self.executed_notebook = w.Text(value=executed_notebook, placeholder="(optional)", description="Executed")
+        self.crate_dest = w.Text(placeholder="crates/crab-flux", description="RO-Crate")
+        self.publish_button = w.Button(description="Publish", icon="upload", button_style="primary")
+        self.crate_button = w.Button(description="Export RO-Crate", icon="archive", disabled=True)
+        self.publish_button.on_click(lambda _: self.publish())
+        self.crate_button.on_click(lambda _: self.export_crate())
+        self.error = w.HTML()
+        self.result = w.HTML()
+        #: what the last publish made (None before)
+        self.published = None
+        super().__init__(children=[
+            self.name, self.files, self.metadata, self.inputs, self.notebook, self.executed_notebook,
+            self.publish_button, w.HBox([self.crate_dest, self.crate_button]), self.error, self.result,
+        ], **kwargs)
+        self.add_class("sg-publish-panel")
+
+    def publish(self):
+        """Publish what the fields say (what the Publish button does); the result or the error shows."""
+        try:
+            self.published = self.catalog.publish(
+                self.name.value.strip(), _split(self.files.value), metadata=self.metadata.value,
+                inputs=_split(self.inputs.value), notebook=self.notebook.value.strip() or None,
+                executed_notebook=self.executed_notebook.value.strip() or None,
+                parameters=self.parameters, jobs=self.jobs,
+            )
+        except Exception as e:
+            self.error.value = _error_html(error_text(e))
+            return None
+        self.error.value = ""
+        p = self.published
+        self.result.value = (
+            f"<div class='sg-published'>Published <b>{html.escape(p.did)}</b> on {html.escape(p.rse)}: "
+            f"{len(p.files)} files, {human_bytes(sum(f.bytes or 0 for f in p.files))}; "
+            f"search it with <code>{html.escape(_metadata_text(p.metadata) or 'sg_published_by=' + p.provenance.user.get('name', ''))}</code></div>"
+        )
+        self.crate_button.disabled = False
+        return self.published
+
+    def export_crate(self):
+        """Export the last publish as an RO-Crate into the folder the field names."""
+        try:
+            answer = self.catalog.export_crate(self.crate_dest.value.strip(), published=self.published)
+        except Exception as e:
+            self.error.value = _error_html(error_text(e))
+            return None
+        self.error.value = ""
+        self.result.value += f"<div class='sg-crate'>RO-Crate written to <code>{html.escape(answer['path'])}</code></div>"
+        return answer

@@ -3,9 +3,11 @@
 The public methods (:meth:`~CatalogBackend.search`, :meth:`~CatalogBackend.list_files`,
 :meth:`~CatalogBackend.list_files_page`,
 :meth:`~CatalogBackend.stage`, :meth:`~CatalogBackend.status`, :meth:`~CatalogBackend.cancel`,
-:meth:`~CatalogBackend.get_request`, :meth:`~CatalogBackend.paths`) are template methods: each
+:meth:`~CatalogBackend.get_request`, :meth:`~CatalogBackend.paths`, :meth:`~CatalogBackend.publish`,
+:meth:`~CatalogBackend.file_checksums`) are template methods: each
 validates its input (the DID grammar, the allowed scopes, the request id grammar, the search
-query) and only then calls the backend's hook, so a backend cannot skip validation. Callers (the
+query, the paths and metadata of a publish) and only then calls the backend's hook, so a backend
+cannot skip validation. Callers (the
 REST handlers, the Python API) hand them raw user input.
 
 Override ladder (what a backend overrides, in increasing depth):
@@ -19,6 +21,10 @@ Override ladder (what a backend overrides, in increasing depth):
    :meth:`~CatalogBackend._cancel` (a checked request id).
 4. Only for speed: :meth:`~CatalogBackend._get_request` and :meth:`~CatalogBackend._paths`, which
    by default read :meth:`~CatalogBackend._status`.
+5. The publish side (optional: without it a publish answers "not offered here"):
+   :attr:`~CatalogBackend.publish_scope` (a ``@default``), :meth:`~CatalogBackend._publish` (a
+   checked scope and name, files resolved inside the user's root, checked metadata and
+   provenance) and :meth:`~CatalogBackend._file_checksums` (a checked DID; what RO-Crates list).
 
 Backends must not override the public methods, :meth:`~CatalogBackend.query`,
 :meth:`~CatalogBackend.check_did` or :meth:`~CatalogBackend.check_scope`. Blocking work (the file
@@ -55,6 +61,24 @@ from ...core.catalog import (  # noqa: F401 (the error family, re-exported for b
     parse_did,
     parse_filters,
 )
+from ...core.publish import (
+    MAX_FILES,
+    FileChecksum,
+    InvalidPublish,
+    Provenance,
+    PublishedDataset,
+    check_dataset_name,
+    check_environment,
+    check_inputs,
+    check_jobs,
+    check_metadata,
+    check_parameters,
+    check_user,
+    current_environment,
+    file_did_name,
+    resolve_user_file,
+    utc_timestamp,
+)
 from ...core.text import quote_prefix
 
 _PATTERN_RE = re.compile(r"^[A-Za-z0-9*._/-]{1,250}$")
@@ -90,6 +114,13 @@ class CatalogBackend(LoggingConfigurable):
         4, help="Threads running this backend's blocking work (file checks, a blocking SDK); the executor is bounded by this."
     ).tag(config=True)
 
+    publish_scope = Unicode(
+        "",
+        help="""The scope a user's publishes go to (their own: Rucio's user.<account>, the demo's
+        user.<user>); empty turns publishing off for this catalogue. Searches may always look in
+        it, whatever allowed_scopes says.""",
+    ).tag(config=True)
+
     _executor: ThreadPoolExecutor | None = None
 
     #: why the last :meth:`status` is not fresh ("" when it is): a backend that serves its last
@@ -99,8 +130,16 @@ class CatalogBackend(LoggingConfigurable):
 
     # -- validation (the public methods call these; backends do not override them) ---------------
 
+    @property
+    def visible_scopes(self) -> list[str]:
+        """The allowed scopes and the user's publish scope (empty: every scope)."""
+        if not self.allowed_scopes:
+            return []
+        extra = [self.publish_scope] if self.publish_scope and self.publish_scope not in self.allowed_scopes else []
+        return list(self.allowed_scopes) + extra
+
     def check_scope(self, scope: str) -> str:
-        if self.allowed_scopes and scope not in self.allowed_scopes:
+        if self.allowed_scopes and scope not in self.visible_scopes:
             raise ScopeNotAllowed(
                 f"scope {quote_prefix(scope)} is not one you may use here; allowed: {', '.join(self.allowed_scopes)}"
             )
@@ -246,7 +285,73 @@ class CatalogBackend(LoggingConfigurable):
         """Local paths of the files of a request that are ready now, or None (no such request)."""
         return await self._paths(check_request_id(request_id))
 
+    async def publish(self, name: str, files, root: str, metadata=None, inputs=None, notebook=None,
+                      executed_notebook=None, parameters=None, jobs=None, environment=None, user=None) -> PublishedDataset:
+        """Upload ``files`` (paths inside ``root``, the user's home) and register them as dataset
+        ``name`` in the user's :attr:`publish_scope`, with the user's ``metadata`` and the
+        provenance (input dataset ids, the notebook and its parameters, the executed notebook,
+        the job ids, the environment: this server's packages when not given, the user).
+
+        Everything is checked before anything is written: a refused path or key raises
+        :class:`InvalidPublish` and nothing reaches the catalogue. An existing dataset of that
+        name is refused (409): a publish never changes what was published before.
+        """
+        if not self.publish_scope:
+            raise CatalogError(f"{self.display_name} does not offer publishing here (no publish scope is set)", status=501)
+        scope = self.publish_scope
+        name = check_dataset_name(name)
+        metadata = check_metadata(metadata)
+        if not isinstance(root, str) or not root:
+            raise InvalidPublish("publishing needs the user's root folder")
+        if isinstance(files, str):
+            files = [files]
+        if not isinstance(files, (list, tuple)) or not files:
+            raise InvalidPublish("give at least one file to publish (paths inside your home)")
+        if len(files) > MAX_FILES:
+            raise InvalidPublish(f"at most {MAX_FILES} files in one publish, not {len(files)}")
+        provenance = Provenance(
+            inputs=check_inputs(inputs), parameters=check_parameters(parameters), jobs=check_jobs(jobs),
+            environment=check_environment(environment) if environment else await self.run_blocking(current_environment),
+            user=check_user(user or {}), published_at=utc_timestamp(),
+        )
+
+        def resolve():
+            found, names = [], {}
+            for path in files:
+                real, relative = resolve_user_file(root, path)
+                did_name = file_did_name(name, relative)
+                if did_name in names:
+                    if names[did_name] == relative:
+                        continue  # the same file twice
+                    raise InvalidPublish(f"files {quote_prefix(names[did_name])} and {quote_prefix(relative)} get the same name {did_name}")
+                names[did_name] = relative
+                found.append((real, relative, did_name))
+            extra = {}
+            for key, path in (("notebook", notebook), ("executed_notebook", executed_notebook)):
+                if path:
+                    extra[key] = resolve_user_file(root, path, key.replace("_", " "))[1]
+            return found, extra
+
+        found, notebooks = await self.run_blocking(resolve)
+        provenance = Provenance(**{**provenance.to_dict(), **notebooks})
+        return await self._publish(scope, name, found, metadata, provenance)
+
+    async def file_checksums(self, did: str) -> list[FileChecksum] | None:
+        """The files of ``did`` with their size and checksums as the catalogue knows them, or
+        None when there is no such dataset (what an RO-Crate lists)."""
+        scope, name = self.check_did(did)
+        return await self._file_checksums(scope, name)
+
     # -- the hooks a backend implements (inputs already validated) --------------------------------
+
+    async def _publish(self, scope: str, name: str, files: list[tuple], metadata: dict, provenance: Provenance) -> PublishedDataset:
+        """Upload ``files`` (``(real path, path relative to the root, catalogue file name)``) and
+        register them as ``scope:name`` with ``metadata`` and ``provenance.to_metadata()``."""
+        raise CatalogError(f"{self.display_name} does not offer publishing", status=501)
+
+    async def _file_checksums(self, scope: str, name: str) -> list[FileChecksum] | None:
+        found = await self._list_files(scope, name)
+        return None if found is None else [FileChecksum(scope=f.scope, name=f.name, bytes=f.bytes) for f in found]
 
     async def _search(self, query: SearchQuery) -> SearchPage:
         """One page of results for a validated query."""

@@ -3,7 +3,9 @@
 Staging copies the bundled files into a per-user directory under the gateway's state directory;
 the requests are kept in a JSON file there, so they outlive the kernel and the server. Datasets
 marked as on tape show a recall: their files become ready one by one over
-:attr:`DemoCatalog.tape_recall_seconds`.
+:attr:`DemoCatalog.tape_recall_seconds`. A publish copies the files into the user's state
+directory (``published/<scope>/<name>/``) and lists the dataset, with its metadata and
+provenance, in ``published.json`` there: the user's later searches find it like a bundled one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from traitlets import Float, Integer, Unicode, default
 
 from ...core.catalog import (
     FAILED,
+    CatalogError,
     IN_PROGRESS,
     READY,
     Dataset,
@@ -38,6 +41,7 @@ from ...core.catalog import (
     progress_message,
 )
 from ...core.clock import utcnow
+from ...core.publish import FileChecksum, Provenance, PublishedDataset, checksums
 from ...core.text import format_bytes, quote_prefix
 from .base import CatalogBackend
 
@@ -99,6 +103,15 @@ class DemoCatalog(CatalogBackend):
     def _display_name_default(self):
         return "Demo catalogue"
 
+    @default("publish_scope")
+    def _publish_scope_default(self):
+        scope = f"user.{self.user}"
+        try:
+            parse_did(f"{scope}:x")
+        except ValueError:
+            return ""  # a user name the DID grammar cannot hold: no publishing
+        return scope
+
     @default("max_workers")
     def _max_workers_default(self):
         # one thread: the request list is read, changed and written by one file operation at a time
@@ -113,11 +126,15 @@ class DemoCatalog(CatalogBackend):
     # -- the read side --------------------------------------------------------------------------
 
     def _load(self) -> dict:
+        """The bundled datasets and this user's published ones."""
         if self._entries is None:
             with open(self.catalog_file) as f:
                 raw = json.load(f)
             self._entries = {f"{d['scope']}:{d['name']}": d for d in raw["datasets"]}
-        return self._entries
+        published = self._read_published()
+        if not published:
+            return self._entries
+        return {**{f"{d['scope']}:{d['name']}": d for d in published}, **self._entries}
 
     @staticmethod
     def _dataset(entry: dict) -> Dataset:
@@ -138,7 +155,7 @@ class DemoCatalog(CatalogBackend):
             for e in self._load().values()
             if fnmatch.fnmatchcase(e["name"], query.pattern)
             and (query.scope is None or e["scope"] == query.scope)
-            and (not self.allowed_scopes or e["scope"] in self.allowed_scopes)
+            and (not self.allowed_scopes or e["scope"] in self.visible_scopes)
             and all(str(e["metadata"].get(k)) == v for k, v in query.filters.items())
         ]
         matches.sort(key=lambda d: d.did)
@@ -192,7 +209,7 @@ class DemoCatalog(CatalogBackend):
             dest = self._local_path(scope, name, f["name"])
             due = not record["tape"] or elapsed >= self.tape_recall_seconds * (i + 1) / total
             if not dest.exists() and due:
-                src = Path(self.files_dir) / scope / name / f["name"]
+                src = Path(entry.get("files_dir") or self.files_dir) / scope / name / f["name"]
                 try:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(src, dest)
@@ -281,6 +298,62 @@ class DemoCatalog(CatalogBackend):
 
     async def _cancel(self, request_id: str) -> bool:
         return await self.run_blocking(self._cancel_sync, request_id)
+
+    # -- the publish side -------------------------------------------------------------------------
+
+    @property
+    def _published_file(self) -> Path:
+        return Path(self.state_dir) / "published.json"
+
+    def _read_published(self) -> list[dict]:
+        try:
+            return json.loads(self._published_file.read_text())["datasets"]
+        except FileNotFoundError:
+            return []
+
+    def _publish_sync(self, scope, name, files, metadata, provenance: Provenance) -> PublishedDataset:
+        did = f"{scope}:{name}"
+        if did in self._load():
+            raise CatalogError(f"you already published {did}; publish under another name", status=409)
+        base = Path(self.state_dir) / "published"
+        target = base / scope / name
+        shutil.rmtree(target, ignore_errors=True)  # what a publish that failed half-way left
+        target.mkdir(parents=True, mode=0o700)
+        entries = []
+        for real, _relative, did_name in files:
+            shutil.copyfile(real, target / did_name)
+            entries.append({"name": did_name, **checksums(target / did_name)})
+        published = self._read_published()
+        published.append({
+            "scope": scope, "name": name, "metadata": {**metadata, **provenance.to_metadata()},
+            "availability": "disk", "files": entries, "files_dir": str(base), "sources": [f[1] for f in files],
+        })
+        tmp = self._published_file.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"datasets": published}, indent=1))
+        os.replace(tmp, self._published_file)
+        return PublishedDataset(
+            scope=scope, name=name, rse="demo", metadata=dict(metadata), provenance=provenance,
+            files=[FileChecksum(scope=scope, name=e["name"], bytes=e["bytes"], md5=e["md5"], adler32=e["adler32"]) for e in entries],
+            sources=[f[1] for f in files],
+        )
+
+    async def _publish(self, scope, name, files, metadata, provenance) -> PublishedDataset:
+        return await self.run_blocking(self._publish_sync, scope, name, files, metadata, provenance)
+
+    def _file_checksums_sync(self, scope: str, name: str) -> list[FileChecksum] | None:
+        entry = self._load().get(f"{scope}:{name}")
+        if entry is None:
+            return None
+        found = []
+        for f in entry["files"]:
+            if "md5" not in f:
+                path = Path(entry.get("files_dir") or self.files_dir) / scope / name / f["name"]
+                f = {**f, **checksums(path)}
+            found.append(FileChecksum(scope=scope, name=f["name"], bytes=f["bytes"], md5=f["md5"], adler32=f["adler32"]))
+        return found
+
+    async def _file_checksums(self, scope: str, name: str) -> list[FileChecksum] | None:
+        return await self.run_blocking(self._file_checksums_sync, scope, name)
 
 
 def _reused(request: StageRequest) -> StageRequest:

@@ -18,6 +18,12 @@ Calls to Rucio, per operation (none grows with the number of files):
   per change of a request's failed-file count its locks. Ready files are found by looking at the
   mounted storage, so progress costs no per-file calls.
 
+- publish: one ``add_dataset`` (with its rule on :attr:`RucioCatalog.publish_rse`; Rucio refuses
+  it for a scope that is not the account's, before anything is uploaded), rucio-clients' upload
+  of the files (a few calls per file, attached to the dataset), one ``set_metadata_bulk`` (the
+  user's keys and the provenance, in the free-form JSON plugin), one ``close``, one
+  ``list_files`` (the checksums Rucio recorded).
+
 Authentication: ``userpass`` (the local test stack) or ``oidc``: a bearer token read from
 :attr:`RucioCatalog.token_file` (by default ``$BEARER_TOKEN_FILE``, the WLCG bearer token discovery
 convention, which the gateway's token keeper keeps fresh), for Rucio servers that accept OIDC
@@ -60,6 +66,7 @@ from ...core.catalog import (
     progress_message,
 )
 from ...core.clock import utcnow_datetime
+from ...core.publish import FileChecksum, Provenance, PublishedDataset
 from ...core.text import format_bytes, quote_prefix
 from .base import CatalogBackend
 
@@ -484,6 +491,23 @@ class RucioCatalog(CatalogBackend):
 
     rule_comment = Unicode("science-gateway stage-in", help="Comment set on the rules the gateway creates.").tag(config=True)
 
+    publish_rse = Unicode(
+        "",
+        help="""The storage element (RSE) published results are uploaded to, with a protocol the
+        user's server can write (e.g. a posix/file:// one on a shared file system). Its name
+        must be one Rucio lets the account add replicas on (the generic policy: a name ending in
+        SCRATCHDISK, USERDISK or LOCALGROUPDISK) and the account needs quota there. Empty turns
+        publishing off.""",
+    ).tag(config=True)
+
+    publish_lifetime = Integer(
+        0, help="Lifetime in seconds of the rule that keeps published datasets on publish_rse (0: no expiry)."
+    ).tag(config=True)
+
+    publish_timeout = Float(
+        600.0, help="Seconds an upload of a publish's files may take before it is reported as failed."
+    ).tag(config=True)
+
     @default("rucio_host")
     def _rucio_host_default(self):
         return os.environ.get("RUCIO_HOST", "")
@@ -511,6 +535,11 @@ class RucioCatalog(CatalogBackend):
     @default("display_name")
     def _display_name_default(self):
         return "Rucio"
+
+    @default("publish_scope")
+    def _publish_scope_default(self):
+        # Rucio's convention for an account's own scope
+        return f"user.{self.account}" if self.account and self.publish_rse else ""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -593,7 +622,7 @@ class RucioCatalog(CatalogBackend):
             self._local.token_mtime = mtime
         return client
 
-    async def _call(self, what: str, fn, *args, expect: tuple = (), **kwargs):
+    async def _call(self, what: str, fn, *args, expect: tuple = (), call_timeout: float | None = None, **kwargs):
         """Run ``fn(client, *args, **kwargs)`` on the executor, with a timeout and one error shape.
 
         rucio-clients exceptions listed in ``expect`` reach the caller as they are (an expected
@@ -606,7 +635,7 @@ class RucioCatalog(CatalogBackend):
             return fn(self._client(), *args, **kwargs)
 
         try:
-            return await asyncio.wait_for(self.run_blocking(call), self.timeout)
+            return await asyncio.wait_for(self.run_blocking(call), call_timeout or self.timeout)
         except asyncio.CancelledError:
             raise
         except CatalogError:
@@ -614,7 +643,7 @@ class RucioCatalog(CatalogBackend):
         except expect:
             raise
         except asyncio.TimeoutError:
-            raise BackendUnavailable(f"Rucio did not answer within {self.timeout:.0f} s ({what}); try again later") from None
+            raise BackendUnavailable(f"Rucio did not answer within {call_timeout or self.timeout:.0f} s ({what}); try again later") from None
         except RucioException as e:
             raise rucio_error(e, what, self.account, self.auth_type, self.rse) from None
         except (OSError, ConnectionError):
@@ -636,7 +665,7 @@ class RucioCatalog(CatalogBackend):
 
     async def _search_scopes(self) -> list[str]:
         if self.allowed_scopes:
-            return list(self.allowed_scopes)
+            return self.visible_scopes
         if self._scopes is None:
             self._scopes = sorted(await self._call("list scopes", lambda c: list(c.list_scopes())))
         return self._scopes
@@ -1094,3 +1123,124 @@ class RucioCatalog(CatalogBackend):
         if self._snapshot is not None:
             self._snapshot[1].pop(request_id, None)
         return cancelled
+
+    # -- the publish side --------------------------------------------------------------------------
+
+    def _ensure_clients_config(self) -> None:
+        """rucio-clients' storage protocols read a setting or two (``[common] multi_vo``) from a
+        ``rucio.cfg`` even when the client is built from arguments. When none is found (this
+        backend is configured by traits), a minimal one without credentials is written to a
+        private folder and read once into rucio-clients' cached configuration; the process
+        environment is left as it was."""
+        import tempfile
+
+        from rucio.common import config
+        from rucio.common.exception import ConfigNotFound
+
+        with _CLIENTS_CONFIG_LOCK:
+            try:
+                config.get_config()
+                return
+            except ConfigNotFound:
+                pass
+            folder = tempfile.mkdtemp(prefix="sg-rucio-config-")
+            path = os.path.join(folder, "rucio.cfg")
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+                f.write(f"[common]\nmulti_vo = {bool(self.vo)}\n\n[client]\nrucio_host = {self.rucio_host}\n"
+                        f"auth_host = {self.auth_host}\n")
+            before = os.environ.get("RUCIO_CONFIG")
+            os.environ["RUCIO_CONFIG"] = path
+            try:
+                config.clean_cached_config()
+                config.get_config()
+            finally:
+                if before is None:
+                    del os.environ["RUCIO_CONFIG"]
+                else:
+                    os.environ["RUCIO_CONFIG"] = before
+            self.log.info("rucio-clients found no rucio.cfg: using a minimal one (%s) for uploads", path)
+
+    def _upload_sync(self, client, items: list[dict]) -> None:
+        """rucio-clients' upload of ``items`` with this backend's client (blocking)."""
+        from rucio.client.uploadclient import UploadClient
+        from rucio.rse import rsemanager
+
+        self._ensure_clients_config()
+
+        # rucio-clients' RSE lookup would build a client of its own from a config file: give it
+        # the RSE as this backend's client sees it
+        key = f"rse_info_{self.publish_rse}:{client.vo}"
+        if not rsemanager.RSE_REGION.get(key):
+            rsemanager.RSE_REGION.set(key, client.get_rse(self.publish_rse))
+        UploadClient(_client=client, logger=_UploadLog(self.log), tracing=False).upload(items)
+
+    async def _publish(self, scope, name, files, metadata, provenance: Provenance) -> PublishedDataset:
+        from rucio.common.exception import DataIdentifierAlreadyExists
+
+        provenance = replace(provenance, user={**provenance.user, "account": self.account})
+        did = f"{scope}:{name}"
+        rule = {"account": self.account, "copies": 1, "rse_expression": self.publish_rse, "grouping": "DATASET",
+                "lifetime": self.publish_lifetime or None}
+        try:
+            # first: Rucio refuses a scope that is not this account's before anything is uploaded
+            await self._call(
+                "add dataset", lambda c: c.add_dataset(scope, name, rules=[rule]), expect=(DataIdentifierAlreadyExists,)
+            )
+        except DataIdentifierAlreadyExists:
+            raise CatalogError(f"{did} exists already in Rucio; publish under another name", status=409) from None
+        items = [
+            {"path": str(real), "rse": self.publish_rse, "did_scope": scope, "did_name": did_name,
+             "dataset_scope": scope, "dataset_name": name, "register_after_upload": True}
+            for real, _relative, did_name in files
+        ]
+        meta = {**metadata, **provenance.to_metadata()}
+        try:
+            await self._call("upload", self._upload_sync, items, call_timeout=self.publish_timeout)
+            await self._call("set metadata", lambda c: c.set_metadata_bulk(scope, name, meta))
+            await self._call("close dataset", lambda c: c.close(scope, name))
+        except CatalogError as e:
+            # the dataset exists (open, perhaps with part of the files): say so, so the user
+            # publishes again under another name rather than wondering what is there
+            raise type(e)(f"{did} was created in Rucio but the publish did not finish: {e}; publish again under another name",
+                          status=e.status) from None
+        checksums = await self._file_checksums(scope, name) or []
+        order = {did_name: i for i, (_r, _rel, did_name) in enumerate(files)}
+        checksums.sort(key=lambda f: order.get(f.name, len(order)))
+        return PublishedDataset(
+            scope=scope, name=name, rse=self.publish_rse, files=checksums, metadata=dict(metadata),
+            provenance=provenance, sources=[f[1] for f in files],
+        )
+
+    async def _file_checksums(self, scope: str, name: str) -> list[FileChecksum] | None:
+        from rucio.common.exception import DataIdentifierNotFound
+
+        try:
+            rows = await self._call("list files", lambda c: list(c.list_files(scope, name)), expect=(DataIdentifierNotFound,))
+        except DataIdentifierNotFound:
+            return None
+        md5 = {}
+        lacking = [{"scope": f["scope"], "name": f["name"]} for f in rows if not f.get("md5")]
+        for i in range(0, len(lacking), 500):  # list_files has no md5: the DID columns have it
+            chunk = lacking[i:i + 500]
+            for m in await self._call("file checksums", lambda c, chunk=chunk: list(c.get_metadata_bulk(chunk, plugin="DID_COLUMN"))):
+                md5[(m["scope"], m["name"])] = m.get("md5")
+        return [
+            FileChecksum(scope=f["scope"], name=f["name"], bytes=f.get("bytes"),
+                         md5=f.get("md5") or md5.get((f["scope"], f["name"])), adler32=f.get("adler32"))
+            for f in rows
+        ]
+
+
+#: one rucio-clients configuration per process: set up by one thread at a time
+_CLIENTS_CONFIG_LOCK = threading.Lock()
+
+
+class _UploadLog:
+    """A logger for rucio-clients' UploadClient, which calls it both as ``logger.log(level, msg)``
+    and as ``logger(level, msg)``."""
+
+    def __init__(self, log):
+        self.log = log.log
+
+    def __call__(self, level, msg, *args):
+        self.log(level, msg, *args)

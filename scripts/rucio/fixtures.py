@@ -8,6 +8,9 @@ The layout:
 
 - ``SG-TAPE`` (rse_type TAPE, the archive) and ``SG-DISK`` (the disk the notebooks mount), both
   ``file://`` on local directories under ``$SG_STORAGE``.
+- ``SG-USERDISK`` (DISK, ``file://`` on a world-writable directory): where users publish
+  results; Rucio's generic policy lets any account add replicas on a ``*USERDISK`` RSE, and each
+  account gets its own scope ``user.<account>`` (only it may add datasets there) and quota.
 - accounts ``alice`` (10 GB on SG-DISK) and ``bob`` (a 2 kB quota, so any stage-in exceeds it),
   with userpass identities.
 - scopes ``astro`` and ``calib`` (visible to the gateway's users) and ``private`` (not).
@@ -25,7 +28,10 @@ from rucio.common.exception import Duplicate, RSENotFound, RSEProtocolNotSupport
 from rucio.rse import rsemanager
 
 STORAGE = Path(os.environ["SG_STORAGE"])
-RSES = {"SG-TAPE": ("TAPE", STORAGE / "tape"), "SG-DISK": ("DISK", STORAGE / "disk")}
+RSES = {"SG-TAPE": ("TAPE", STORAGE / "tape"), "SG-DISK": ("DISK", STORAGE / "disk"),
+        "SG-USERDISK": ("DISK", STORAGE / "userdisk")}
+#: the RSE users publish to, and each account's quota there
+PUBLISH_RSE, PUBLISH_QUOTA = "SG-USERDISK", 10**9
 ACCOUNTS = {"alice": ("SG_ALICE_PASSWORD", 10 * 10**9), "bob": ("SG_BOB_PASSWORD", 2000)}
 SCOPES = ["astro", "calib", "private"]
 DATATYPES = ["RAW", "CALIB", "IMAGE", "TEST"]
@@ -57,6 +63,12 @@ def ensure_rses(client):
         except RSENotFound:
             client.add_rse(rse, rse_type=rse_type, deterministic=True)
         path.mkdir(parents=True, exist_ok=True)
+        if rse == PUBLISH_RSE:
+            # every user's server uploads there as its own unix user; each account's folder is
+            # user/<account> (Rucio's hash layout for scope user.<account>)
+            for folder in (path, path / "user"):
+                folder.mkdir(exist_ok=True)
+                folder.chmod(0o1777)
         try:
             schemes = {p["scheme"] for p in client.get_protocols(rse)}
         except RSEProtocolNotSupported:
@@ -85,6 +97,8 @@ def ensure_accounts(client):
         quietly(client.add_identity, account=account, identity=account, authtype="USERPASS",
                 email=f"{account}@localhost", default=True, password=os.environ[pwd_env])
         client.set_local_account_limit(account, "SG-DISK", quota)
+        client.set_local_account_limit(account, PUBLISH_RSE, PUBLISH_QUOTA)
+        quietly(client.add_scope, account, f"user.{account}")
     for rse in RSES:
         client.set_local_account_limit("root", rse, 10**13)
     for scope in SCOPES:
