@@ -126,17 +126,9 @@ def parse_did(did: str) -> tuple[str, str]:
     return scope, name
 
 
-@dataclass(frozen=True)
-class Dataset:
-    scope: str
-    name: str
-    bytes: int | None = None
-    files: int | None = None
-    metadata: dict = field(default_factory=dict)
-    #: where copies are now: "disk" (readable soon), "tape" (needs a recall), or "unknown"
-    availability: str = "unknown"
-    #: part of the metadata is still being fetched (a ``partial`` search): search again for it
-    metadata_pending: bool = False
+class ScopedRecord:
+    """What every catalogue record of a ``scope`` and a ``name`` (a dataclass) shares: its DID and
+    its dict form (the REST API's), with ``did`` added and unknown keys dropped on the way back."""
 
     @property
     def did(self) -> str:
@@ -146,8 +138,21 @@ class Dataset:
         return {"did": self.did, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Dataset":
+    def from_dict(cls, d: dict):
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Dataset(ScopedRecord):
+    scope: str
+    name: str
+    bytes: int | None = None
+    files: int | None = None
+    metadata: dict = field(default_factory=dict)
+    #: where copies are now: "disk" (readable soon), "tape" (needs a recall), or "unknown"
+    availability: str = "unknown"
+    #: part of the metadata is still being fetched (a ``partial`` search): search again for it
+    metadata_pending: bool = False
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .catalog import CatalogError, InvalidDID, parse_did
+from .catalog import CatalogError, InvalidDID, ScopedRecord, parse_did
 from .text import quote_prefix
 
 #: metadata keys the user gives: a letter, then letters, digits and '_' (no '.': Rucio reads
@@ -303,7 +303,7 @@ def utc_timestamp() -> str:
 
 
 @dataclass(frozen=True)
-class FileChecksum:
+class FileChecksum(ScopedRecord):
     """One file of a dataset with what the catalogue knows of its content."""
 
     scope: str
@@ -311,17 +311,6 @@ class FileChecksum:
     bytes: int | None = None
     md5: str | None = None
     adler32: str | None = None
-
-    @property
-    def did(self) -> str:
-        return f"{self.scope}:{self.name}"
-
-    def to_dict(self) -> dict:
-        return {"did": self.did, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FileChecksum":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)
