@@ -21,13 +21,16 @@ Calls to Rucio, per operation (none grows with the number of files):
 Authentication: ``userpass`` (the local test stack) or ``oidc``: a bearer token read from
 :attr:`RucioCatalog.token_file` (by default ``$BEARER_TOKEN_FILE``, the WLCG bearer token discovery
 convention, which the gateway's token keeper keeps fresh), for Rucio servers that accept OIDC
-tokens. The token is re-read whenever the file changes.
+tokens. The token is re-read whenever the file changes; Rucio maps it to the user's own account
+(unless :attr:`RucioCatalog.account` says which, it is asked once with ``whoami``), and a token it
+refuses is a 401 that says to log in again, never rucio-clients' interactive re-login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import hashlib
 import os
 import re
@@ -263,8 +266,9 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
     said = _detail(error)
     if isinstance(error, (rx.CannotAuthenticate, rx.CannotAuthorize, rx.NoAuthInformation)):
         if auth_type == "oidc":
+            whose = f" for account {account!r}" if account else ""
             return NotAuthenticated(
-                f"Rucio did not accept your token for account {account!r} ({what}): your token expired "
+                f"Rucio did not accept your token{whose} ({what}): your token expired "
                 "or is not valid for Rucio; log in to the gateway again (open /hub/home) to get a fresh one"
             )
         return NotAuthenticated(
@@ -306,6 +310,25 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
             f"Rucio answered {what} with HTTP {server_error.group(1)} (a server error, no details); try again later"
         )
     return CatalogFailure(f"the catalogue answered {what} with {type(error).__name__}: {said}")
+
+
+@functools.cache
+def bearer_token_client():
+    """rucio-clients' ``Client`` for a bearer token that someone else keeps fresh (the token keeper).
+
+    When Rucio refuses the token (HTTP 401), rucio-clients' own ``Client`` starts its interactive
+    OIDC login: it prints a URL and waits for a code on standard input, which in a Jupyter server
+    hangs an executor thread. This one raises ``CannotAuthenticate`` instead (a 401 "log in
+    again" for the user, see :func:`rucio_error`).
+    """
+    from rucio.client import Client
+    from rucio.common.exception import CannotAuthenticate
+
+    class BearerTokenClient(Client):
+        def _BaseClient__get_token(self):  # BaseClient.__get_token, the re-login on a 401
+            raise CannotAuthenticate("Rucio refused the bearer token (HTTP 401)")
+
+    return BearerTokenClient
 
 
 class BulkCache:
@@ -383,8 +406,9 @@ class RucioCatalog(CatalogBackend):
     ).tag(config=True)
 
     account = Unicode(
-        help="""The Rucio account the user's requests belong to. Defaults to $RUCIO_ACCOUNT, else the
-        JupyterHub user name.""",
+        help="""The Rucio account the user's requests belong to. Defaults to $RUCIO_ACCOUNT; else, with
+        auth_type 'oidc', the account Rucio maps the user's token to (its default account for the
+        token's identity, asked once with whoami), and with 'userpass' the JupyterHub user name.""",
     ).tag(config=True)
 
     auth_type = Enum(
@@ -494,7 +518,10 @@ class RucioCatalog(CatalogBackend):
 
     @default("account")
     def _account_default(self):
-        return os.environ.get("RUCIO_ACCOUNT") or os.environ.get("JUPYTERHUB_USER", "")
+        if os.environ.get("RUCIO_ACCOUNT"):
+            return os.environ["RUCIO_ACCOUNT"]
+        # with a token Rucio knows whose it is: empty here, filled from whoami at the first call
+        return "" if self.auth_type == "oidc" else os.environ.get("JUPYTERHUB_USER", "")
 
     @default("username")
     def _username_default(self):
@@ -560,7 +587,7 @@ class RucioCatalog(CatalogBackend):
             return Client(auth_type="userpass", creds=creds, **kwargs)
         # rucio-clients' oidc mode finds the token through the WLCG discovery convention
         os.environ["BEARER_TOKEN_FILE"] = self.token_file
-        return Client(auth_type="oidc", **kwargs)
+        return bearer_token_client()(auth_type="oidc", **kwargs)
 
     def _token_mtime(self) -> float:
         """The token file's mtime; a clear 401 when the token keeper has not written it yet."""
@@ -591,6 +618,10 @@ class RucioCatalog(CatalogBackend):
             client.auth_token = token
             client.headers["X-Rucio-Auth-Token"] = token
             self._local.token_mtime = mtime
+        if self.auth_type == "oidc" and not self.account:
+            # the account Rucio maps this token's identity to: the user's own (asked once)
+            self.account = client.whoami()["account"]
+            self.log.info("Rucio maps the user's token to account %s", self.account)
         return client
 
     async def _call(self, what: str, fn, *args, expect: tuple = (), **kwargs):
