@@ -316,17 +316,20 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
 def bearer_token_client():
     """rucio-clients' ``Client`` for a bearer token that someone else keeps fresh (the token keeper).
 
-    When Rucio refuses the token (HTTP 401), rucio-clients' own ``Client`` starts its interactive
-    OIDC login: it prints a URL and waits for a code on standard input, which in a Jupyter server
-    hangs an executor thread. This one raises ``CannotAuthenticate`` instead (a 401 "log in
-    again" for the user, see :func:`rucio_error`).
+    On any HTTP 401 (Rucio answers a refused token and a refused permission, ``AccessDenied``,
+    both with 401) rucio-clients' own ``Client`` logs in again: in oidc mode it starts its
+    interactive login, printing a URL and waiting for a code on standard input, which in a Jupyter
+    server hangs or fails an executor thread, and then sends the request again. This one sends each
+    request once and raises what Rucio said (``CannotAuthenticate``: a 401 "log in again" for the
+    user, ``AccessDenied``: a 403, see :func:`rucio_error`).
     """
     from rucio.client import Client
-    from rucio.common.exception import CannotAuthenticate
 
     class BearerTokenClient(Client):
-        def _BaseClient__get_token(self):  # BaseClient.__get_token, the re-login on a 401
-            raise CannotAuthenticate("Rucio refused the bearer token (HTTP 401)")
+        def _send_request(self, *args, **kwargs):
+            # rucio-clients' own flag for "no re-login on a 401": the answer comes back as it is
+            kwargs["get_token"] = True
+            return super()._send_request(*args, **kwargs)
 
     return BearerTokenClient
 
@@ -606,22 +609,42 @@ class RucioCatalog(CatalogBackend):
             "or log in to the gateway again (open /hub/home)"
         )
 
+    def _read_token(self) -> str:
+        with open(self.token_file) as f:
+            return f.read().strip()
+
+    def _whoami(self, token: str) -> str:
+        """The account Rucio maps ``token`` to (``GET /accounts/whoami``), asked before a
+        rucio-clients Client exists: that needs an account (rucio-clients 41 fails without one
+        when there is no rucio.cfg). A refusal raises what rucio-clients would."""
+        import requests
+        from rucio.common.exception import CannotAuthenticate, RucioException
+
+        r = requests.get(
+            f"{self.rucio_host.rstrip('/')}/accounts/whoami", timeout=self.timeout, verify=self.ca_cert or True,
+            headers={"X-Rucio-Auth-Token": token, "User-Agent": "science-gateway", **({"X-Rucio-VO": self.vo} if self.vo else {})},
+        )
+        if r.status_code == 401:
+            raise CannotAuthenticate(f"Rucio refused the bearer token ({r.headers.get('ExceptionClass', 'HTTP 401')})")
+        if r.status_code != 200:
+            raise RucioException(f"whoami: http status code: {r.status_code}")
+        return r.json()["account"]
+
     def _client(self):
         mtime = self._token_mtime() if self.auth_type == "oidc" else None
+        if self.auth_type == "oidc" and not self.account and self.rucio_host:
+            # the account Rucio maps the token's identity to: the user's own (asked once)
+            self.account = self._whoami(self._read_token())
+            self.log.info("Rucio maps the user's token to account %s", self.account)
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = self._new_client()
             self._local.token_mtime = None
         if self.auth_type == "oidc" and mtime != self._local.token_mtime:
-            with open(self.token_file) as f:
-                token = f.read().strip()
+            token = self._read_token()
             client.auth_token = token
             client.headers["X-Rucio-Auth-Token"] = token
             self._local.token_mtime = mtime
-        if self.auth_type == "oidc" and not self.account:
-            # the account Rucio maps this token's identity to: the user's own (asked once)
-            self.account = client.whoami()["account"]
-            self.log.info("Rucio maps the user's token to account %s", self.account)
         return client
 
     async def _call(self, what: str, fn, *args, expect: tuple = (), **kwargs):
