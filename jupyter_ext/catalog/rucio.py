@@ -417,9 +417,10 @@ class RucioCatalog(CatalogBackend):
     auth_type = Enum(
         ["userpass", "oidc"],
         "oidc",
-        help="""How to authenticate: 'oidc' sends the bearer token from token_file (for Rucio
-        servers that accept the identity provider's tokens); 'userpass' uses username/password
-        (the local test stack).""",
+        help="""How to authenticate: 'oidc' (the default, for OIDC logins) sends the user's own access
+        token from token_file, which Rucio maps to the user's account (the Rucio server must trust
+        the identity provider: docs/catalog.md); 'userpass' uses username/password (a Rucio without
+        OIDC, or a shared account).""",
     ).tag(config=True)
 
     username = Unicode(help="Rucio userpass identity (auth_type 'userpass'). Defaults to the account.").tag(config=True)
