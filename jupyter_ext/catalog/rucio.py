@@ -27,13 +27,16 @@ Calls to Rucio, per operation (none grows with the number of files):
 Authentication: ``userpass`` (the local test stack) or ``oidc``: a bearer token read from
 :attr:`RucioCatalog.token_file` (by default ``$BEARER_TOKEN_FILE``, the WLCG bearer token discovery
 convention, which the gateway's token keeper keeps fresh), for Rucio servers that accept OIDC
-tokens. The token is re-read whenever the file changes.
+tokens. The token is re-read whenever the file changes; Rucio maps it to the user's own account
+(unless :attr:`RucioCatalog.account` says which, it is asked once with ``whoami``), and a token it
+refuses is a 401 that says to log in again, never rucio-clients' interactive re-login.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import hashlib
 import os
 import re
@@ -270,8 +273,9 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
     said = _detail(error)
     if isinstance(error, (rx.CannotAuthenticate, rx.CannotAuthorize, rx.NoAuthInformation)):
         if auth_type == "oidc":
+            whose = f" for account {account!r}" if account else ""
             return NotAuthenticated(
-                f"Rucio did not accept your token for account {account!r} ({what}): your token expired "
+                f"Rucio did not accept your token{whose} ({what}): your token expired "
                 "or is not valid for Rucio; log in to the gateway again (open /hub/home) to get a fresh one"
             )
         return NotAuthenticated(
@@ -313,6 +317,28 @@ def rucio_error(error: Exception, what: str, account: str, auth_type: str, rse: 
             f"Rucio answered {what} with HTTP {server_error.group(1)} (a server error, no details); try again later"
         )
     return CatalogFailure(f"the catalogue answered {what} with {type(error).__name__}: {said}")
+
+
+@functools.cache
+def bearer_token_client():
+    """rucio-clients' ``Client`` for a bearer token that someone else keeps fresh (the token keeper).
+
+    On any HTTP 401 (Rucio answers a refused token and a refused permission, ``AccessDenied``,
+    both with 401) rucio-clients' own ``Client`` logs in again: in oidc mode it starts its
+    interactive login, printing a URL and waiting for a code on standard input, which in a Jupyter
+    server hangs or fails an executor thread, and then sends the request again. This one sends each
+    request once and raises what Rucio said (``CannotAuthenticate``: a 401 "log in again" for the
+    user, ``AccessDenied``: a 403, see :func:`rucio_error`).
+    """
+    from rucio.client import Client
+
+    class BearerTokenClient(Client):
+        def _send_request(self, *args, **kwargs):
+            # rucio-clients' own flag for "no re-login on a 401": the answer comes back as it is
+            kwargs["get_token"] = True
+            return super()._send_request(*args, **kwargs)
+
+    return BearerTokenClient
 
 
 class BulkCache:
@@ -390,16 +416,18 @@ class RucioCatalog(CatalogBackend):
     ).tag(config=True)
 
     account = Unicode(
-        help="""The Rucio account the user's requests belong to. Defaults to $RUCIO_ACCOUNT, else the
-        JupyterHub user name.""",
+        help="""The Rucio account the user's requests belong to. Defaults to $RUCIO_ACCOUNT; else, with
+        auth_type 'oidc', the account Rucio maps the user's token to (its default account for the
+        token's identity, asked once with whoami), and with 'userpass' the JupyterHub user name.""",
     ).tag(config=True)
 
     auth_type = Enum(
         ["userpass", "oidc"],
         "oidc",
-        help="""How to authenticate: 'oidc' sends the bearer token from token_file (for Rucio
-        servers that accept the identity provider's tokens); 'userpass' uses username/password
-        (the local test stack).""",
+        help="""How to authenticate: 'oidc' (the default, for OIDC logins) sends the user's own access
+        token from token_file, which Rucio maps to the user's account (the Rucio server must trust
+        the identity provider: docs/catalog.md); 'userpass' uses username/password (a Rucio without
+        OIDC, or a shared account).""",
     ).tag(config=True)
 
     username = Unicode(help="Rucio userpass identity (auth_type 'userpass'). Defaults to the account.").tag(config=True)
@@ -518,7 +546,10 @@ class RucioCatalog(CatalogBackend):
 
     @default("account")
     def _account_default(self):
-        return os.environ.get("RUCIO_ACCOUNT") or os.environ.get("JUPYTERHUB_USER", "")
+        if os.environ.get("RUCIO_ACCOUNT"):
+            return os.environ["RUCIO_ACCOUNT"]
+        # with a token Rucio knows whose it is: empty here, filled from whoami at the first call
+        return "" if self.auth_type == "oidc" else os.environ.get("JUPYTERHUB_USER", "")
 
     @default("username")
     def _username_default(self):
@@ -589,7 +620,7 @@ class RucioCatalog(CatalogBackend):
             return Client(auth_type="userpass", creds=creds, **kwargs)
         # rucio-clients' oidc mode finds the token through the WLCG discovery convention
         os.environ["BEARER_TOKEN_FILE"] = self.token_file
-        return Client(auth_type="oidc", **kwargs)
+        return bearer_token_client()(auth_type="oidc", **kwargs)
 
     def _token_mtime(self) -> float:
         """The token file's mtime; a clear 401 when the token keeper has not written it yet."""
@@ -608,15 +639,39 @@ class RucioCatalog(CatalogBackend):
             "or log in to the gateway again (open /hub/home)"
         )
 
+    def _read_token(self) -> str:
+        with open(self.token_file) as f:
+            return f.read().strip()
+
+    def _whoami(self, token: str) -> str:
+        """The account Rucio maps ``token`` to (``GET /accounts/whoami``), asked before a
+        rucio-clients Client exists: that needs an account (rucio-clients 41 fails without one
+        when there is no rucio.cfg). A refusal raises what rucio-clients would."""
+        import requests
+        from rucio.common.exception import CannotAuthenticate, RucioException
+
+        r = requests.get(
+            f"{self.rucio_host.rstrip('/')}/accounts/whoami", timeout=self.timeout, verify=self.ca_cert or True,
+            headers={"X-Rucio-Auth-Token": token, "User-Agent": "science-gateway", **({"X-Rucio-VO": self.vo} if self.vo else {})},
+        )
+        if r.status_code == 401:
+            raise CannotAuthenticate(f"Rucio refused the bearer token ({r.headers.get('ExceptionClass', 'HTTP 401')})")
+        if r.status_code != 200:
+            raise RucioException(f"whoami: http status code: {r.status_code}")
+        return r.json()["account"]
+
     def _client(self):
         mtime = self._token_mtime() if self.auth_type == "oidc" else None
+        if self.auth_type == "oidc" and not self.account and self.rucio_host:
+            # the account Rucio maps the token's identity to: the user's own (asked once)
+            self.account = self._whoami(self._read_token())
+            self.log.info("Rucio maps the user's token to account %s", self.account)
         client = getattr(self._local, "client", None)
         if client is None:
             client = self._local.client = self._new_client()
             self._local.token_mtime = None
         if self.auth_type == "oidc" and mtime != self._local.token_mtime:
-            with open(self.token_file) as f:
-                token = f.read().strip()
+            token = self._read_token()
             client.auth_token = token
             client.headers["X-Rucio-Auth-Token"] = token
             self._local.token_mtime = mtime

@@ -13,6 +13,11 @@ The layout:
   account gets its own scope ``user.<account>`` (only it may add datasets there) and quota.
 - accounts ``alice`` (10 GB on SG-DISK) and ``bob`` (a 2 kB quota, so any stage-in exceeds it),
   with userpass identities.
+- accounts ``alice_astro`` and ``bob_admin`` (10 GB each on SG-DISK) for the OIDC provider's users
+  ``alice`` and ``bob`` (scripts/services/oidc): each has the OIDC identity
+  ``SUB=<sub>, ISS=<issuer>`` of that person as its default, so Rucio maps their JWT access tokens
+  to these accounts (what a site admin does with ``rucio-admin identity add --type OIDC``;
+  docs/catalog.md). ``$SG_OIDC_ISSUER`` is the issuer.
 - scopes ``astro`` and ``calib`` (visible to the gateway's users) and ``private`` (not).
 - datasets with built-in metadata (``project``, ``datatype``) and free-form metadata
   (``instrument``, ``target``): some on tape only, some already on disk too.
@@ -33,6 +38,8 @@ RSES = {"SG-TAPE": ("TAPE", STORAGE / "tape"), "SG-DISK": ("DISK", STORAGE / "di
 #: the RSE users publish to, and each account's quota there
 PUBLISH_RSE, PUBLISH_QUOTA = "SG-USERDISK", 10**9
 ACCOUNTS = {"alice": ("SG_ALICE_PASSWORD", 10 * 10**9), "bob": ("SG_BOB_PASSWORD", 2000)}
+#: Rucio account of each OIDC provider user (their ``sub``), and its quota on SG-DISK
+OIDC_ACCOUNTS = {"alice": ("alice_astro", 10 * 10**9), "bob": ("bob_admin", 10 * 10**9)}
 SCOPES = ["astro", "calib", "private"]
 DATATYPES = ["RAW", "CALIB", "IMAGE", "TEST"]
 
@@ -47,6 +54,12 @@ def datasets():
     yield "private", "run2024.raw.secret", {"project": "run2024", "datatype": "RAW"}, {"instrument": "lst"}, 1, False
     for i in range(30):  # enough to page through
         yield "astro", f"survey.tile.{i:04d}", {"project": "survey", "datatype": "IMAGE"}, {"band": "g" if i % 2 else "r"}, 1, False
+
+
+def oidc_identity(sub, issuer):
+    """The identity string Rucio derives from a token's ``sub`` and ``iss`` claims
+    (``rucio.core.oidc.oidc_identity_string``: note the space after the comma)."""
+    return f"SUB={sub}, ISS={issuer}"
 
 
 def quietly(call, *args, **kwargs):
@@ -101,6 +114,12 @@ def ensure_accounts(client):
         quietly(client.add_scope, account, f"user.{account}")
     for rse in RSES:
         client.set_local_account_limit("root", rse, 10**13)
+    issuer = os.environ["SG_OIDC_ISSUER"]
+    for sub, (account, quota) in OIDC_ACCOUNTS.items():
+        quietly(client.add_account, account, "USER", f"{sub}@university.example")
+        quietly(client.add_identity, account=account, identity=oidc_identity(sub, issuer), authtype="OIDC",
+                email=f"{sub}@university.example", default=True)
+        client.set_local_account_limit(account, "SG-DISK", quota)
     for scope in SCOPES:
         quietly(client.add_scope, "root", scope)
 

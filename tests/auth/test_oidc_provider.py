@@ -85,3 +85,40 @@ def test_a_bad_pattern_is_a_clear_error(provider, spec):
     assert result.returncode == 2
     assert "OIDC_GENERATED_USERS must be PREFIX:COUNT" in result.stderr
     assert result.stdout == ""
+
+
+def test_the_rucio_client_gets_jwt_access_tokens_that_userinfo_takes_and_forgeries_it_does_not(provider):
+    """gateway-rucio: JWT access tokens with Rucio's audience and the granted scopes (what a Rucio
+    server checks), usable at userinfo like Check-in's; a token with a changed claim is refused. The
+    other clients keep opaque tokens."""
+    import base64
+    import json
+    import time
+
+    pw = oidc.password(provider.env, "alice")
+    tokens = oidc.code_flow_tokens(provider.env, "rucio", "alice", pw)
+    claims = oidc.jwt_claims(tokens["access_token"])
+    assert claims["aud"] == provider.env["OIDC_RUCIO_AUDIENCE"] == "rucio"
+    assert claims["iss"] == provider.issuer and claims["sub"] == "alice"
+    assert claims["client_id"] == provider.env["OIDC_RUCIO_CLIENT_ID"]
+    assert {"openid", "profile", "eduperson_entitlement", "voperson_id"} <= set(claims["scope"].split())
+    assert "offline_access" not in claims["scope"].split() and tokens["refresh_token"]
+
+    def userinfo(token):
+        return requests.get(f"{provider.issuer}/me", timeout=10, headers={"Authorization": f"Bearer {token}"})
+
+    info = userinfo(tokens["access_token"])
+    assert info.status_code == 200, info.text
+    assert info.json()["sub"] == "alice" and info.json()["voperson_id"] == "alice.astro@egi.eu"
+    assert info.json()["eduperson_entitlement"]
+    header, _payload, signature = tokens["access_token"].split(".")
+    for changed in ({"sub": "bob"}, {"exp": int(time.time()) + 86400}, {"aud": "other"}):
+        payload = base64.urlsafe_b64encode(json.dumps({**claims, **changed}).encode()).rstrip(b"=").decode()
+        refused = userinfo(f"{header}.{payload}.{signature}")
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_token", changed
+    # a refresh gives another JWT for Rucio; the Check-in style client still gets an opaque token
+    again = oidc.refresh_tokens(provider.env, "rucio", tokens["refresh_token"])
+    assert oidc.jwt_claims(again["access_token"])["aud"] == "rucio"
+    assert again["access_token"] != tokens["access_token"]
+    opaque = login(provider, "alice", pw)["tokens"]["access_token"]
+    assert opaque.count(".") == 0

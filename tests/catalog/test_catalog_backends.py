@@ -475,6 +475,52 @@ async def test_an_expired_oidc_token_says_log_in_again(tmp_path):
         await catalog.close()
 
 
+async def test_a_refused_token_never_starts_rucio_clients_interactive_login(tmp_path, monkeypatch):
+    """On a 401 rucio-clients' own Client asks Rucio for a login URL, prints it and reads a code
+    from standard input (a hung or failed server thread); the backend's client says "log in again"."""
+    import http.server
+    import threading
+
+    from science_gateway.core.catalog import NotAuthenticated
+
+    seen = []
+
+    class Rucio(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            if self.path.startswith("/auth/oidc"):  # what a Rucio with OIDC configured answers
+                self.send_response(200)
+                self.send_header("X-Rucio-OIDC-Auth-URL", "http://127.0.0.1:9/auth?x=1")
+            else:
+                self.send_response(401)
+                self.send_header("ExceptionClass", "CannotAuthenticate")
+                self.send_header("ExceptionMessage", "Cannot authenticate with given credentials")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Rucio)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token_file = tmp_path / "bt"
+    token_file.write_text("a.refused.token\n")
+    monkeypatch.setenv("BEARER_TOKEN_FILE", str(token_file))  # what the backend's client sets
+    catalog = RucioCatalog(
+        rucio_host=f"http://127.0.0.1:{server.server_address[1]}", auth_type="oidc", token_file=str(token_file),
+        account="alice", rse="DISK", mount_path=str(tmp_path), allowed_scopes=["astro"], timeout=10,
+    )
+    try:
+        with pytest.raises(NotAuthenticated) as e:
+            await catalog.list_files("astro:x")
+        assert e.value.status == 401 and "log in to the gateway again" in str(e.value)
+        assert seen and not any(p.startswith("/auth/oidc") for p in seen), seen
+    finally:
+        await catalog.close()
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("written", [None, ""], ids=["absent", "empty"])
 async def test_a_missing_token_file_says_no_token_yet(tmp_path, written):
     from science_gateway.core.catalog import NotAuthenticated

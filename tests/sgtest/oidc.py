@@ -284,3 +284,67 @@ class ProviderInstance:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# --- tokens straight from the provider (no hub) ----------------------------------------------------
+
+#: the scopes the documented Check-in config asks for (docs/examples/checkin.yaml, CheckinAuthenticator)
+CHECKIN_SCOPES = "openid profile email eduperson_entitlement voperson_id offline_access"
+
+
+def code_flow_tokens(env: dict, style: str, username: str, pw: str, scope: str = CHECKIN_SCOPES,
+                     timeout: float = 60) -> dict:
+    """The token response of an authorization code flow (with PKCE) of ``style``'s client for
+    ``username``, walked through the provider's login and consent pages as a browser would: what
+    a hub gets at a login, without a hub (e.g. ``style="rucio"`` for a Rucio JWT access token)."""
+    import base64
+    import hashlib
+    from urllib.parse import parse_qs, urlencode, urlparse
+
+    client_id, client_secret = client(env, style)
+    redirect_uri = "http://127.0.0.1/hub/oauth_callback"
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    query = urlencode({
+        "client_id": client_id, "response_type": "code", "scope": scope, "redirect_uri": redirect_uri,
+        "state": secrets.token_urlsafe(12), "code_challenge": challenge, "code_challenge_method": "S256",
+        "prompt": "consent",
+    })
+    with requests.Session() as http:
+        response = form_login(http, f"{env['OIDC_ISSUER']}/auth?{query}", username, pw,
+                              stop=lambda url: url.startswith(redirect_uri), timeout=timeout)
+        if not response.is_redirect:
+            raise LoginError(f"no redirect to the client after the login of {username!r} ({response.status_code})")
+        code = parse_qs(urlparse(response.headers["Location"]).query).get("code")
+        if not code:
+            raise LoginError(f"the provider sent {username!r} back without a code")
+        token = http.post(
+            f"{env['OIDC_ISSUER']}/token",
+            data={"grant_type": "authorization_code", "code": code[0], "redirect_uri": redirect_uri,
+                  "client_id": client_id, "client_secret": client_secret, "code_verifier": verifier},
+            timeout=timeout,
+        )
+    token.raise_for_status()
+    return token.json()
+
+
+def refresh_tokens(env: dict, style: str, refresh_token: str, timeout: float = 30) -> dict:
+    """The token response of a refresh token grant of ``style``'s client."""
+    client_id, client_secret = client(env, style)
+    r = requests.post(
+        f"{env['OIDC_ISSUER']}/token",
+        data={"grant_type": "refresh_token", "refresh_token": refresh_token,
+              "client_id": client_id, "client_secret": client_secret},
+        timeout=timeout,
+    )
+    r.raise_for_status()
+    return r.json()
+
+
+def jwt_claims(token: str) -> dict:
+    """The payload of a JWT, unverified (to look at what a token says, never to trust it)."""
+    import base64
+    import json
+
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

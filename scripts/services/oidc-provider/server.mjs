@@ -3,7 +3,17 @@
 // The protocol is npm `oidc-provider` (a certified implementation); this script adds only what a
 // real identity provider adds around it: a login page, a consent page, test users whose claims
 // look like EGI Check-in (`eduperson_entitlement`, `voperson_id`) and CILogon (`isMemberOf`,
-// `idp`), and two confidential clients, one per hub configuration style.
+// `idp`), and three confidential clients: one per hub configuration style, and a Check-in style one
+// whose access tokens are JWTs for Rucio (below).
+//
+// Tokens for Rucio: the client `gateway-rucio` gets JWT access tokens with the audience
+// OIDC_RUCIO_AUDIENCE (`rucio`, what a Rucio server expects by default) and the OIDC scopes it
+// was granted, signed with the provider's key (RFC 8707 resource indicators: its default resource
+// is OIDC_RUCIO_RESOURCE). A Rucio server that trusts this issuer validates them itself (signature
+// from the JWKS, expiry, audience, scope). oidc-provider refuses such audience-bound tokens at its
+// userinfo endpoint; the IdPs this stands in for (Check-in, INDIGO IAM, Keycloak) accept their
+// JWT access tokens there, so this script answers userinfo for them itself (userinfoForJwt).
+// The other two clients keep opaque access tokens, unchanged.
 //
 // Usage:
 //   node server.mjs init STATE_DIR      create STATE_DIR/provider.json (secrets, keys) once
@@ -25,9 +35,14 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
-const CLIENT_IDS = { checkin: 'gateway-checkin', cilogon: 'gateway-cilogon' };
+const CLIENT_IDS = { checkin: 'gateway-checkin', cilogon: 'gateway-cilogon', rucio: 'gateway-rucio' };
+//: the resource indicator (RFC 8707) and the audience of the JWT access tokens issued to gateway-rucio
+const RUCIO_RESOURCE = process.env.OIDC_RUCIO_RESOURCE || 'urn:science-gateway:rucio';
+const RUCIO_AUDIENCE = process.env.OIDC_RUCIO_AUDIENCE || 'rucio';
+//: the OIDC scopes a Rucio token may carry (what the client was granted of these)
+const RUCIO_SCOPES = ['openid', 'profile', 'email', 'eduperson_entitlement', 'voperson_id'];
 const CHECKIN_AUTHORITY = 'aai.egi.eu';
 const CILOGON_IDP = 'https://idp.university.example/idp/shibboleth';
 
@@ -95,6 +110,16 @@ function generatedUsers(spec) {
 
 let ACCOUNTS = USERS;
 
+//: the claims each scope releases (userinfo, ID tokens)
+const CLAIMS = {
+  openid: ['sub'],
+  profile: ['name', 'given_name', 'family_name', 'preferred_username'],
+  email: ['email', 'email_verified'],
+  eduperson_entitlement: ['eduperson_entitlement'],
+  voperson_id: ['voperson_id'],
+  'org.cilogon.userinfo': ['idp', 'idp_name', 'eppn', 'isMemberOf'],
+};
+
 function userClaims(username) {
   const u = ACCOUNTS[username];
   const [given, family] = u.name.split(' ');
@@ -146,6 +171,11 @@ function init(dir) {
 // first cookie key (secret, per state dir), so a state made before the user existed still works.
 function load(dir) {
   const state = JSON.parse(fs.readFileSync(stateFile(dir), 'utf8'));
+  for (const id of Object.values(CLIENT_IDS)) {  // a client added after the state was made
+    if (state.clients[id] === undefined) {
+      state.clients[id] = crypto.createHmac('sha256', state.cookieKeys[0]).update(`client:${id}`).digest('base64url');
+    }
+  }
   for (const name of Object.keys(ACCOUNTS)) {
     if (state.passwords[name] === undefined) {
       state.passwords[name] = crypto.createHmac('sha256', state.cookieKeys[0]).update(`password:${name}`)
@@ -169,6 +199,11 @@ function printEnv(dir) {
     `OIDC_CILOGON_CLIENT_ID=${CLIENT_IDS.cilogon}`,
     `OIDC_CILOGON_CLIENT_SECRET=${state.clients[CLIENT_IDS.cilogon]}`,
     `OIDC_CILOGON_IDP=${CILOGON_IDP}`,
+    `OIDC_RUCIO_CLIENT_ID=${CLIENT_IDS.rucio}`,
+    `OIDC_RUCIO_CLIENT_SECRET=${state.clients[CLIENT_IDS.rucio]}`,
+    `OIDC_RUCIO_RESOURCE=${RUCIO_RESOURCE}`,
+    `OIDC_RUCIO_AUDIENCE=${RUCIO_AUDIENCE}`,
+    `OIDC_USERINFO_URL=${s.issuer}/me`,
     `OIDC_USERS=${Object.keys(ACCOUNTS).join(',')}`,
     ...Object.entries(state.passwords).map(([name, pw]) => `OIDC_PASSWORD_${name.toUpperCase()}=${pw}`),
   ];
@@ -242,23 +277,36 @@ function buildProvider(dir) {
     clients: [
       client(CLIENT_IDS.checkin, 'Science Gateway (Check-in style)'),
       client(CLIENT_IDS.cilogon, 'Science Gateway (CILogon style)'),
+      client(CLIENT_IDS.rucio, 'Science Gateway (Check-in style, JWT access tokens for Rucio)'),
     ],
     jwks: state.jwks,
     cookies: { keys: state.cookieKeys },
     clockTolerance: 0,
     scopes: ['openid', 'offline_access', 'profile', 'email', 'eduperson_entitlement', 'voperson_id', 'org.cilogon.userinfo'],
-    claims: {
-      openid: ['sub'],
-      profile: ['name', 'given_name', 'family_name', 'preferred_username'],
-      email: ['email', 'email_verified'],
-      eduperson_entitlement: ['eduperson_entitlement'],
-      voperson_id: ['voperson_id'],
-      'org.cilogon.userinfo': ['idp', 'idp_name', 'eppn', 'isMemberOf'],
-    },
+    claims: CLAIMS,
     features: {
       devInteractions: { enabled: false },
       introspection: { enabled: true },
       revocation: { enabled: true },
+      // JWT access tokens for Rucio, for the gateway-rucio client only (see the top of the file)
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: async (ctx, c, oneOf) => {
+          if (oneOf) return oneOf;
+          return c.clientId === CLIENT_IDS.rucio ? RUCIO_RESOURCE : undefined;
+        },
+        useGrantedResource: async (ctx) => ctx.oidc.client?.clientId === CLIENT_IDS.rucio,
+        getResourceServerInfo: async (ctx, indicator, c) => {
+          if (indicator !== RUCIO_RESOURCE || c.clientId !== CLIENT_IDS.rucio) throw new errors.InvalidTarget();
+          return {
+            scope: RUCIO_SCOPES.join(' '),
+            audience: RUCIO_AUDIENCE,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: s.accessTokenTTL,
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        },
+      },
     },
     // Refresh tokens to every client allowed the grant, as Check-in and CILogon do for
     // registered clients (oidc-provider otherwise drops offline_access without prompt=consent).
@@ -340,10 +388,73 @@ async function handleInteraction(provider, state, req, res, uid, action) {
   }
 }
 
+const b64json = (part) => JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+
+// The claims of a JWT access token this provider issued to gateway-rucio, or an error string.
+// The checks a resource server makes: signature with our key, issuer, expiry (no tolerance),
+// audience; then the client and the account must still exist.
+function verifyRucioJwt(token, publicKey, issuer) {
+  const parts = token.split('.');
+  if (parts.length !== 3) return 'not a JWT';
+  let header;
+  let payload;
+  try {
+    header = b64json(parts[0]);
+    payload = b64json(parts[1]);
+  } catch {
+    return 'malformed JWT';
+  }
+  if (header.alg !== 'RS256') return 'unexpected JWS algorithm';
+  const signed = crypto.verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), publicKey,
+    Buffer.from(parts[2], 'base64url'));
+  if (!signed) return 'bad signature';
+  if (payload.iss !== issuer) return 'wrong issuer';
+  if (typeof payload.exp !== 'number' || payload.exp <= Date.now() / 1000) return 'token expired';
+  const aud = Array.isArray(payload.aud) ? payload.aud : [payload.aud];
+  if (!aud.includes(RUCIO_AUDIENCE) || payload.client_id !== CLIENT_IDS.rucio) return 'not a token of this provider\'s Rucio client';
+  if (!ACCOUNTS[payload.sub]) return 'unknown account';
+  return payload;
+}
+
+// Userinfo for the JWT access tokens of gateway-rucio (oidc-provider's own userinfo refuses
+// audience-bound tokens): the claims of the scopes the token carries, as userinfo would give them.
+function userinfoForJwt(req, res, token, publicKey, issuer) {
+  const payload = verifyRucioJwt(token, publicKey, issuer);
+  if (typeof payload === 'string') {
+    res.writeHead(401, {
+      'Content-Type': 'application/json', 'Cache-Control': 'no-store',
+      'WWW-Authenticate': `Bearer error="invalid_token", error_description="${payload}"`,
+    });
+    res.end(JSON.stringify({ error: 'invalid_token', error_description: payload }));
+    return;
+  }
+  const scopes = String(payload.scope || '').split(' ');
+  if (!scopes.includes('openid')) {
+    res.writeHead(403, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' });
+    res.end(JSON.stringify({ error: 'insufficient_scope', error_description: 'access token missing openid scope' }));
+    return;
+  }
+  const all = userClaims(payload.sub);
+  const body = { sub: payload.sub };
+  for (const scope of scopes) {
+    for (const claim of CLAIMS[scope] || []) {
+      if (claim !== 'sub' && all[claim] !== undefined) body[claim] = all[claim];
+    }
+  }
+  res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Cache-Control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
 function serve(dir) {
   const { provider, state, s } = buildProvider(dir);
   const callback = provider.callback();
+  const publicKey = crypto.createPublicKey(crypto.createPrivateKey({ key: state.jwks.keys[0], format: 'jwk' }));
   const server = http.createServer(async (req, res) => {
+    const bearer = /^Bearer ([\w-]+\.[\w-]+\.[\w-]+)$/.exec(req.headers.authorization || '');
+    if (bearer && req.url.split('?')[0] === '/me' && ['GET', 'POST'].includes(req.method)) {
+      userinfoForJwt(req, res, bearer[1], publicKey, s.issuer);
+      return;
+    }
     const match = /^\/interaction\/([\w-]+)(?:\/(login|confirm|abort))?\/?$/.exec(req.url.split('?')[0]);
     if (!match) {
       callback(req, res);
