@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 import os
 import pwd
 import re
@@ -88,7 +89,8 @@ def session_environ(args, bin_dir: Path) -> dict:
         "partitions": {"cpu": {"max_cores": 1, "max_memory_gb": 2, "max_walltime_hours": 2}}}}}}))
     jobs = NotebookJobs(job_name=args.job_name, submit_command=str(bin_dir / "sbatch"),
                         query_command=str(bin_dir / "squeue"), max_array_tasks=max(1000, args.tasks),
-                        output_directory=str(args.work / "ours"), record_directory=str(args.work / "records"))
+                        output_directory=str(args.work / "ours"), record_directory=str(args.work / "records"),
+                        max_parallel_tasks=args.max_parallel)
     env = dict(os.environ)
     env.update(dask_environment(DaskPresets(), backend="slurm", groups=["bench"], choices=policy.choices(["bench"]),
                                 account=args.account, comment=build_comment(args.user, "science-gateway")))
@@ -109,13 +111,16 @@ def run_ours(args, bin_dir, datasets, nb) -> dict:
     submitted = time.monotonic() - t0
     while True:
         status = run.status()
-        if status["state"] in ("COMPLETED", "FAILED", "CANCELLED"):
+        if status["state"] in ("COMPLETED", "FAILED", "CANCELLED") or time.monotonic() - t0 > args.timeout:
             break
         time.sleep(args.poll)
     elapsed = time.monotonic() - t0
+    if status["state"] not in ("COMPLETED", "FAILED", "CANCELLED"):
+        run.cancel()  # given up (--timeout): nothing of the benchmark stays queued
     calls, rpc = count_calls(log), sdiag()
     states = [t["state"] for t in status["tasks"]]
     return {"side": "ours (one job array)", "tasks": len(datasets), "job_id": run.job_id, "submit_seconds": submitted,
+            "states": dict(Counter(states)),
             "seconds": elapsed, "sbatch": calls["sbatch"] - calls0["sbatch"], "squeue": calls["squeue"] - calls0["squeue"],
             "sdiag": delta(rpc, rpc0), "completed": states.count("COMPLETED"), "ok": status["state"] == "COMPLETED"}
 
@@ -129,26 +134,40 @@ def run_bare(args, bin_dir, datasets, nb) -> dict:
     python = sys.executable
     calls0, rpc0, t0 = count_calls(log), sdiag(), time.monotonic()
     ids = []
-    for i, dataset in enumerate(datasets):
+
+    def submit(i, dataset):
         wrap = f"{python} -m papermill --no-progress-bar {nb} {out_dir}/bench-{i}.ipynb -p dataset {dataset}"
         out = subprocess.run([str(bin_dir / "sbatch"), "--parsable", f"--job-name={args.job_name}", "--partition=cpu",
                               "--nodes=1", "--ntasks=1", "--cpus-per-task=1", "--mem=1G", "--time=01:00:00",
                               f"--account={args.account}", f"--output={out_dir}/slurm-%j.out", f"--chdir={out_dir}",
                               f"--wrap={wrap}"], capture_output=True, text=True, check=True, timeout=60)
         ids.append(out.stdout.strip().split(";")[0])
+
+    # with --max-parallel K: at most K jobs queued or running, the next submitted as one ends
+    # (what the array's --array=...%K does in Slurm)
+    waiting = list(enumerate(datasets))
+    while waiting and (not args.max_parallel or len(ids) < args.max_parallel):
+        submit(*waiting.pop(0))
     submitted = time.monotonic() - t0
     states = {}
     while True:
         out = subprocess.run([str(bin_dir / "squeue"), "--noheader", f"--jobs={','.join(ids)}", "--states=all",
                               "--format=%i|%T"], capture_output=True, text=True, timeout=60).stdout
         states = dict(line.split("|", 1) for line in out.split() if "|" in line)
-        if all(states.get(i, "").split()[0:1] and states[i].split()[0] in FINAL for i in ids):
+        ended = [i for i in ids if states.get(i, "").split()[0:1] and states[i].split()[0] in FINAL]
+        while waiting and len(ids) - len(ended) < args.max_parallel:
+            submit(*waiting.pop(0))
+        if not waiting and len(ended) == len(ids) or time.monotonic() - t0 > args.timeout:
             break
         time.sleep(args.poll)
     elapsed = time.monotonic() - t0
+    if len(ended) < len(ids):  # given up (--timeout): nothing of the benchmark stays queued
+        subprocess.run(["scancel", *sorted(set(ids) - set(ended))], timeout=60, check=False)
     calls, rpc = count_calls(log), sdiag()
     done = sum(1 for i in ids if states.get(i) == "COMPLETED")
+    held = Counter(states.get(i, "?") for i in ids)
     return {"side": "bare (N sbatch + papermill)", "tasks": len(datasets), "submit_seconds": submitted,
+            "states": dict(held),
             "seconds": elapsed, "sbatch": calls["sbatch"] - calls0["sbatch"], "squeue": calls["squeue"] - calls0["squeue"],
             "sdiag": delta(rpc, rpc0), "completed": done, "ok": done == len(ids)}
 
@@ -200,6 +219,10 @@ def main(argv=None) -> int:
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the queue (both sides)")
     parser.add_argument("--user", default="astro3", help="unix user the jobs run as (when started as root)")
     parser.add_argument("--account", default="astro-2024", help="Slurm account both sides charge")
+    parser.add_argument("--max-parallel", type=int, default=0,
+                        help="at most this many tasks (jobs) at once on both sides: ours --array=...%%K, bare a "
+                             "window of K submissions (0: all at once)")
+    parser.add_argument("--timeout", type=float, default=1800, help="give a side up after this many seconds")
     parser.add_argument("--order", default="ours,bare", help="which side first: ours,bare or bare,ours")
     parser.add_argument("--job-name", default="sgbench-notebooks")
     parser.add_argument("--json", help="write the results here (as the user)")

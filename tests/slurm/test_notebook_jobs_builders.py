@@ -193,3 +193,14 @@ def test_widget_fields_and_rows():
     ]}, "/user/demo/")
     assert row["words"] == "running: 1/2 tasks ended" and row["can_cancel"]
     assert row["links"] == [(0, "/user/demo/lab/tree/batch-runs/r/nb-0.ipynb")]
+
+
+def test_a_pipeline_typo_stops_the_hub_at_start_up():
+    from science_gateway.hub.config import check_policy
+
+    check_policy(Config({"NotebookJobs": {"pipelines": PIPELINES}}))
+    with pytest.raises(ValueError, match=r"NotebookJobs.pipeline \(did you mean pipelines\?\)"):
+        check_policy(Config({"NotebookJobs": {"pipeline": PIPELINES}}))
+    with pytest.raises(ValueError, match=r"NotebookJobs: pipeline 'calibrate': parameter 'dataset': unknown keys \['kind'\]"):
+        check_policy(Config({"NotebookJobs": {"pipelines": {"calibrate": {
+            "notebook": "/a.ipynb", "parameters": {"dataset": {"kind": "dataset"}}}}}}))
