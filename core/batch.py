@@ -307,11 +307,19 @@ class NotebookJobs(LoggingConfigurable):
     kernel_name = Unicode(
         "", help="The Jupyter kernel papermill runs each notebook with; empty: the one the notebook names."
     ).tag(config=True)
+    kernel_transport = Enum(
+        ["ipc", "tcp"],
+        "ipc",
+        help="""How papermill talks to each job's kernel: ``ipc``, sockets in a private folder of the
+        task's own on the node (many array tasks can start at once on one node); ``tcp``, loopback
+        ports picked by Jupyter (they can collide when many kernels start at once on one node).""",
+    ).tag(config=True)
 
     #: site settings that travel to the kernel with the pipelines
     SITE_SETTINGS = (
         "job_name", "submit_command", "cancel_command", "query_command", "command_timeout", "max_array_tasks",
         "max_parallel_tasks", "output_directory", "record_directory", "job_script_prologue", "kernel_name",
+        "kernel_transport",
     )
 
     def site_settings(self) -> dict:

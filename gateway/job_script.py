@@ -2,7 +2,7 @@
 
 No I/O here: plain values in, plain values out, tested with plain asserts. The notebook's
 parameters never reach the script or the argv: they are written to one JSON file per task
-(``params-<task>.json``) that papermill reads (``-f``). The script holds only paths the gateway
+(``params-<task>.json``) that papermill reads. The script holds only paths the gateway
 made (``shlex``-quoted) and the admin's prologue; every option is one argv element.
 """
 
@@ -29,19 +29,22 @@ def task_file(run_dir: str, kind: str, task: int | str) -> str:
 
 
 def build_job_script(*, python: str, notebook: str, output_prefix: str, run_dir: str, array: bool,
-                     prologue=(), kernel_name: str = "") -> str:
+                     prologue=(), kernel_name: str = "", transport: str = "ipc") -> str:
     """The batch script of one run: papermill on the notebook, one task's parameters and output.
 
     ``output_prefix`` + ``<task>.ipynb`` is the executed notebook; papermill saves it after every
     cell, so its cells' ``papermill.status`` are the run's progress. The exit code goes to
-    ``exit-<task>`` in ``run_dir`` (the state once squeue forgets the job).
+    ``exit-<task>`` in ``run_dir`` (the state once squeue forgets the job). Papermill runs through
+    :mod:`science_gateway.notebook_task` (its kernel on IPC sockets unless ``transport="tcp"``).
     """
+    if transport not in ("ipc", "tcp"):
+        raise ValueError(f"transport must be ipc or tcp, not {transport!r}")
     task = '"${SLURM_ARRAY_TASK_ID}"' if array else "0"
     q = shlex.quote
-    argv = [q(python), "-m", "papermill", "--no-progress-bar", "--request-save-on-cell-execute"]
+    argv = [q(python), "-m", "science_gateway.notebook_task", q(notebook), q(output_prefix) + task + ".ipynb",
+            q(f"{run_dir}/params-") + task + ".json", f"--transport={transport}"]
     if kernel_name:
-        argv += ["-k", q(kernel_name)]
-    argv += [q(notebook), q(output_prefix) + task + ".ipynb", "-f", q(f"{run_dir}/params-") + task + ".json"]
+        argv.append(q(f"--kernel={kernel_name}"))
     lines = ["#!/bin/bash", "# Started by Science Gateway: a notebook run as a batch job (papermill).", "set -u"]
     lines += [line.rstrip("\n") for line in prologue if line.strip()]
     lines += [

@@ -319,7 +319,7 @@ async def submit_async(notebook, parameters=None, *, inputs=None, input_paramete
     array = inputs is not None
     script = build_job_script(python=sys.executable, notebook=notebook_path, output_prefix=output_prefix,
                               run_dir=run_dir, array=array, prologue=settings.job_script_prologue,
-                              kernel_name=settings.kernel_name)
+                              kernel_name=settings.kernel_name, transport=settings.kernel_transport)
     comment = session.comment(run_id)
     argv = build_sbatch_argv(request, sbatch=settings.submit_command, job_name=settings.job_name, comment=comment,
                              run_dir=run_dir, tasks=len(tasks) if array else None,

@@ -148,14 +148,49 @@ def test_the_job_script_quotes_paths_and_holds_no_parameters():
                               array=True, prologue=["module load x"])
     lines = script.splitlines()
     assert lines[0] == "#!/bin/bash" and "module load x" in lines
-    papermill = next(line for line in lines if "papermill" in line and not line.startswith("#"))
+    papermill = next(line for line in lines if "notebook_task" in line)
     words = shlex.split(papermill.replace('"${SLURM_ARRAY_TASK_ID}"', "7"))
-    assert words == ["/venv/bin/python", "-m", "papermill", "--no-progress-bar", "--request-save-on-cell-execute",
-                     "/home/demo/my notebook.ipynb", "/home/demo/batch-runs/r1/my notebook-7.ipynb",
-                     "-f", "/home/demo/batch-runs/r1/params-7.json"]
+    assert words == ["/venv/bin/python", "-m", "science_gateway.notebook_task", "/home/demo/my notebook.ipynb",
+                     "/home/demo/batch-runs/r1/my notebook-7.ipynb", "/home/demo/batch-runs/r1/params-7.json",
+                     "--transport=ipc"]
     assert "exit-" in script
-    single = build_job_script(python="/p", notebook="/n.ipynb", output_prefix="/r/n-", run_dir="/r", array=False)
+    single = build_job_script(python="/p", notebook="/n.ipynb", output_prefix="/r/n-", run_dir="/r", array=False,
+                              kernel_name="python3", transport="tcp")
     assert "SLURM_ARRAY_TASK_ID" not in single and "/r/n-0.ipynb" in single
+    assert "--transport=tcp --kernel=python3" in single
+    with pytest.raises(ValueError):
+        build_job_script(python="/p", notebook="/n.ipynb", output_prefix="/r/n-", run_dir="/r", array=False,
+                         transport="udp; id")
+
+
+def test_the_task_runs_papermill_with_its_kernel_on_ipc_sockets(tmp_path):
+    """The job's own command, here in this process's Python: parameters from the file, the kernel over IPC."""
+    import subprocess
+    import sys
+
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "id": "p", "metadata": {"tags": ["parameters"]},
+                   "outputs": [], "source": "x = 1"},
+                  {"cell_type": "code", "execution_count": None, "id": "c", "metadata": {}, "outputs": [],
+                   "source": "import json, sys\nconnection = json.load(open(sys.argv[sys.argv.index('-f') + 1]))\n"
+                             "print(json.dumps([x * 2, connection['transport']]))"}],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}))
+    params = tmp_path / "params-0.json"
+    params.write_text(json.dumps({"x": 21}))
+    out = tmp_path / "out.ipynb"
+    subprocess.run([sys.executable, "-m", "science_gateway.notebook_task", str(notebook), str(out), str(params)],
+                   check=True, timeout=120, capture_output=True)
+    executed = json.loads(out.read_text())
+    assert json.loads("".join(executed["cells"][-1]["outputs"][0]["text"])) == [42, "ipc"]
+    assert notebook_progress(out.read_text()) == (3, 3)  # the injected parameters cell too
+    # a failing cell: exit 1 with the error, the executed notebook saved up to it
+    params.write_text(json.dumps({"x": "text"}))
+    notebook.write_text(notebook.read_text().replace("x * 2", "x / 2"))
+    failed = subprocess.run([sys.executable, "-m", "science_gateway.notebook_task", str(notebook), str(out),
+                             str(params)], timeout=120, capture_output=True, text=True)
+    assert failed.returncode == 1 and "TypeError" in failed.stderr
 
 
 def test_squeue_states_and_progress():
