@@ -239,3 +239,17 @@ def test_a_pipeline_typo_stops_the_hub_at_start_up():
     with pytest.raises(ValueError, match=r"NotebookJobs: pipeline 'calibrate': parameter 'dataset': unknown keys \['kind'\]"):
         check_policy(Config({"NotebookJobs": {"pipelines": {"calibrate": {
             "notebook": "/a.ipynb", "parameters": {"dataset": {"kind": "dataset"}}}}}}))
+
+
+def test_outside_a_slurm_session_a_run_is_refused_saying_why(tmp_path):
+    from science_gateway import jobs
+
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text("{}")
+    with pytest.raises(jobs.JobError, match="notebook batch jobs need a Slurm session of the gateway"):
+        jobs.submit(str(notebook), {"x": 1}, environ={})
+    with pytest.raises(ParameterError):  # parameters are checked first, whatever the session
+        jobs.submit(str(notebook), {"x y": 1}, environ={})
+    assert jobs.pipelines(environ={}) == {}
+    with pytest.raises(jobs.JobError, match="is not one the gateway makes"):
+        jobs.get("../../etc/passwd", environ={})
