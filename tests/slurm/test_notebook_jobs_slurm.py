@@ -96,6 +96,7 @@ def demo_kernel(slurm, nb_hub):
     r = session.http.delete(f"{nb_hub.url}/hub/api/users/demo/server", headers=session.xsrf_headers(), timeout=60)
     assert r.status_code in (202, 204), r.text
     wait_for(lambda: "demo" not in slurm.jobs(), 60, what="the session job to end")
+    session.http.close()  # its pooled connections: closed here, not by a later test's garbage collection
 
 
 async def run_json(kernel, code: str, timeout: float = 240) -> dict:
