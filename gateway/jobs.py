@@ -62,8 +62,9 @@ FINAL = ("COMPLETED", "FAILED", "CANCELLED")
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 #: what the job receives of the kernel's environment (names only; never the hub's API token)
 EXPORT = ("HOME", "USER", "LOGNAME", "PATH", "LANG", "LC_ALL", "TZ", "SLURM_CONF")
-#: the packages whose versions a run's record keeps
-PACKAGES = ("science-gateway", "papermill", "nbclient", "ipykernel", "jupyter_client")
+#: package names and versions a run's record keeps (others are left out)
+_PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,63}$")
 
 
 class JobError(RuntimeError):
@@ -95,14 +96,15 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def _environment() -> dict:
-    packages = {}
-    for name in PACKAGES:
-        try:
-            packages[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"python": sys.executable, "python_version": platform.python_version(), "packages": packages}
+def _environment() -> dict[str, str]:
+    """The job's Python (the kernel's own) and its installed distributions, ``{name: version}``
+    (``python`` included): the shape the gateway's provenance records use."""
+    found = {"python": platform.python_version()}
+    for dist in metadata.distributions():
+        name, version = dist.metadata.get("Name"), dist.version
+        if name and version and _PACKAGE_RE.fullmatch(name) and _VERSION_RE.fullmatch(version):
+            found.setdefault(name.lower(), version)
+    return dict(sorted(found.items()))
 
 
 class Session:
@@ -170,7 +172,8 @@ class Run:
     got them, ``output`` absolute and ``output_path`` relative to the Jupyter root), ``job_id``,
     ``job_ids`` (``123`` or ``123_0``, ``123_1``, ...), ``array``, ``account``, ``partition``,
     ``cores``, ``memory_gb``, ``walltime_hours``, ``comment`` (the job's, with the identity),
-    ``job_name``, ``run_dir``, ``environment`` (python, python_version, packages), ``cancelled``,
+    ``job_name``, ``run_dir``, ``python`` (the interpreter the job runs), ``environment`` (``{name: version}``
+    of its distributions, ``python`` included), ``cancelled``,
     ``state`` (the last seen), ``ended`` (UTC ISO, once every task has ended) and ``final``
     (then: the last :meth:`status`, each task's state, progress and executed notebook).
     """
@@ -345,7 +348,7 @@ async def submit_async(notebook, parameters=None, *, inputs=None, input_paramete
         "job_id": job_id, "job_ids": [f"{job_id}_{i}" for i in range(len(tasks))] if array else [job_id],
         "array": array, "account": request.account, "partition": request.partition, "cores": request.cores,
         "memory_gb": request.memory_gb, "walltime_hours": request.walltime_hours, "comment": comment,
-        "job_name": settings.job_name, "run_dir": run_dir, "environment": _environment(),
+        "job_name": settings.job_name, "run_dir": run_dir, "python": sys.executable, "environment": _environment(),
         "cancelled": False, "state": "PENDING", "ended": None,
     }
     run = Run(record, session, os.path.join(_records_dir(session), f"{run_id}.json"))

@@ -179,7 +179,8 @@ async def test_a_notebook_runs_as_a_job_and_as_a_3_task_array_with_account_and_i
     home = pwd.getpwnam("demo").pw_dir
     saved = json.loads(Path(f"{home}/.science-gateway/runs/{record['id']}.json").read_text())
     assert saved["job_ids"] == [record["job_id"]] and saved["parameters"] == {"factor": 21, "label": label}
-    assert saved["environment"]["packages"]["papermill"] and saved["final"]["state"] == "COMPLETED"
+    assert saved["environment"]["papermill"] and saved["environment"]["science-gateway"] == "0.1.0"
+    assert saved["environment"]["python"].count(".") == 2 and saved["final"]["state"] == "COMPLETED"
     # the executed notebook opens in JupyterLab: its path is relative to the Jupyter root
     output_path = record["tasks"][0]["output_path"]
     assert output_path == f"batch-runs/{record['id']}/nbjobs-test-0.ipynb"
