@@ -9,6 +9,7 @@ parameters refused before sbatch; the account the user chose and their identity 
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -89,10 +90,17 @@ def demo_kernel(slurm, nb_hub):
     session = HubSession(nb_hub)
     assert session.login("demo", USERS["demo"][0]).status_code == 200
     session.start_server("demo", timeout=120, options={"partition": "cpu", "memory_gb": 2, "account": "astro-dev"})
-    put_notebook("demo")
+    notebook = put_notebook("demo")
+    home = Path(pwd.getpwnam("demo").pw_dir)
+    records, runs = home / ".science-gateway" / "runs", home / "batch-runs"
+    before = set(records.glob("*.json")) | set(runs.glob("*"))
     kernel = RemoteKernel(session, "demo")
     kernel.start()
     yield session, kernel
+    # the runs this module made (records, executed notebooks), and its notebook, go
+    for path in (set(records.glob("*.json")) | set(runs.glob("*"))) - before:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    os.unlink(notebook)
     r = session.http.delete(f"{nb_hub.url}/hub/api/users/demo/server", headers=session.xsrf_headers(), timeout=60)
     assert r.status_code in (202, 204), r.text
     wait_for(lambda: "demo" not in slurm.jobs(), 60, what="the session job to end")
