@@ -23,6 +23,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .batch import ParameterError, check_parameters as check_notebook_parameters
 from .catalog import CatalogError, InvalidDID, ScopedRecord, parse_did
 from .text import quote_prefix
 
@@ -44,14 +45,10 @@ MAX_METADATA_KEYS = 50
 MAX_FILES = 500
 MAX_INPUTS = 1000
 MAX_JOBS = 1000
-MAX_PARAMETERS = 100
-MAX_PARAMETER_TEXT = 1000
 MAX_PATH_LENGTH = 1024
 MAX_ENVIRONMENT = 2000
 #: a file's name in the catalogue: the dataset name, '.', its path with '/' as '.'
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,249}$")
-#: parameter names: Python identifiers in ASCII (what papermill injects)
-PARAMETER_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: job ids of Slurm (``123``, ``123_4``), HTCondor (``123.0``), Kubernetes (pod names)
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 #: package names and versions in an environment record
@@ -131,23 +128,12 @@ def check_jobs(jobs) -> list[str]:
 
 
 def check_parameters(parameters) -> dict:
-    """Notebook parameters: identifier names, JSON scalar values (text at most 1000 characters)."""
-    if parameters is None:
-        return {}
-    if not isinstance(parameters, dict):
-        raise InvalidPublish(f"parameters {quote_prefix(parameters)} must be an object of name: value")
-    if len(parameters) > MAX_PARAMETERS:
-        raise InvalidPublish(f"at most {MAX_PARAMETERS} parameters, not {len(parameters)}")
-    for name, value in parameters.items():
-        if not isinstance(name, str) or not PARAMETER_NAME_RE.fullmatch(name):
-            raise InvalidPublish(f"parameter name {quote_prefix(name)} must be a Python identifier (letters, digits, '_')")
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise InvalidPublish(f"parameter {name!r} must be text, a number, true/false or null, not {quote_prefix(value)}")
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-            raise InvalidPublish(f"parameter {name!r} must be a finite number")
-        if isinstance(value, str) and (len(value) > MAX_PARAMETER_TEXT or "\x00" in value):
-            raise InvalidPublish(f"parameter {name!r} must be text of at most {MAX_PARAMETER_TEXT} characters")
-    return dict(parameters)
+    """Notebook parameters, checked as a notebook job takes them (:func:`.batch.check_parameters`):
+    the provenance of a published run holds the very parameters the run was given."""
+    try:
+        return check_notebook_parameters(parameters)
+    except ParameterError as e:
+        raise InvalidPublish(str(e)) from None
 
 
 def check_environment(environment) -> dict[str, str]:

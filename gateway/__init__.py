@@ -1,6 +1,6 @@
 """Science Gateway: a JupyterHub extension for federated research infrastructures.
 
-This package is the notebook-facing Python API (``from science_gateway import catalog, dask``,
+This package is the notebook-facing Python API (``from science_gateway import catalog, dask, jobs``,
 ``science_gateway.widgets``, ``science_gateway.admin``), a client of the user's own server. The
 other parts install under the same namespace, each importing only :mod:`science_gateway.core`:
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from traitlets.config import Config, PyFileConfigLoader
 
+from ..core.batch import NotebookJobs
 from ..core.policy import ResourcePolicy
 from ..core.presets import DaskPresets
 from ..core.typed import check_settings
@@ -162,10 +163,10 @@ def write_ahead_log(db: Path) -> None:
 
 
 def check_policy(config: Config) -> None:
-    """Build the resource policy and Dask presets once, so a typo stops the hub at start-up with
-    the key named (not at the first spawn). Raises ValueError saying where."""
-    check_settings(config, (ResourcePolicy, DaskPresets, IdleCulling), "Science Gateway config")
-    for cls in (ResourcePolicy, DaskPresets, IdleCulling):
+    """Build the resource policy, Dask presets and notebook pipelines once, so a typo stops the hub
+    at start-up with the key named (not at the first spawn). Raises ValueError saying where."""
+    check_settings(config, (ResourcePolicy, DaskPresets, NotebookJobs, IdleCulling), "Science Gateway config")
+    for cls in (ResourcePolicy, DaskPresets, NotebookJobs, IdleCulling):
         try:
             cls(config=config)
         except Exception as e:  # a TraitError or ValueError naming the key

@@ -69,6 +69,7 @@ from jupyterhub.spawner import SpawnException
 from tornado import web
 from traitlets import Float, Instance, Integer, List, Unicode, default
 
+from ..core.batch import NotebookJobs, batch_environment
 from ..core.commands import CommandError, run_command
 from ..core.policy import ResourceRequest
 from ..core.presets import DaskPresets, dask_environment, worker_job_name
@@ -263,6 +264,8 @@ class SlurmSpawner(PolicySpawnerMixin, batchspawner.SlurmSpawner):
                 comment=build_comment(self.job_identity(), self.gateway_name),
             )
         )
+        # notebooks as batch jobs (science_gateway.jobs): the user's pipelines and the policy of their groups
+        env.update(batch_environment(NotebookJobs(parent=self), groups=self.user_groups(), policy=self.policy))
         return env
 
     def command_env(self, job_env: dict | None = None) -> dict:

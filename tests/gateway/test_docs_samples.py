@@ -4,7 +4,7 @@ Each ```yaml block of README.md and docs/*.md and each docs/examples/*.yaml is l
 hub loads ``$SCIENCE_GATEWAY_CONFIG`` (``load_site_config``); every section must be a class the hub
 configures (JupyterHub's own, the installed authenticators/spawners/proxies, ours) and every key a
 config trait of it: a misspelt or removed setting fails here instead of being ignored by the hub.
-The pure classes' sections (policy, Dask presets) are built too, so their nested dicts are checked.
+The pure classes' sections (policy, Dask presets, notebook pipelines) are built too, so their nested dicts are checked.
 A ```python block made of ``c.Class.trait = ...`` lines (a .py site config or a
 jupyter_server_config.py) is run and checked the same way against the hub's and the servers' classes.
 A block that is not a hub site config says so on the line before it: ``<!-- not a site config -->``.
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from traitlets.config import Config
 
+from science_gateway.core.batch import NotebookJobs
 from science_gateway.core.policy import ResourcePolicy
 from science_gateway.core.presets import DaskPresets
 from science_gateway.hub.config import load_site_config
@@ -29,7 +30,7 @@ EXAMPLES = sorted((REPO / "docs" / "examples").glob("*.yaml"))
 NOT_A_SITE_CONFIG = "<!-- not a site config -->"
 BLOCK = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
 #: pure configurables whose validators build typed objects from the nested dicts an admin writes
-BUILT = (ResourcePolicy, DaskPresets)
+BUILT = (ResourcePolicy, DaskPresets, NotebookJobs)
 
 
 def doc_samples():

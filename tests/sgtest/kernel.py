@@ -91,6 +91,14 @@ class RemoteKernel:
                         idle = True
         finally:
             conn.close()
+            # wait for the server's close frame: the socket is closed then, in this event loop, not
+            # left to a later test's garbage collection (a ResourceWarning there)
+            try:
+                async with asyncio.timeout(5):
+                    while await conn.read_message() is not None:
+                        pass
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
         if error:
             raise KernelError(error)
         return "".join(out)
