@@ -119,7 +119,7 @@ def test_hostile_metadata_is_refused(metadata, message):
     (dict(files=["out/flux.csv"], notebook="../secret.txt"), "notebook path"),
     (dict(inputs=["no-scope"]), "input dataset id"),
     (dict(parameters={"1x": 1}), "Python identifier"),
-    (dict(parameters={"x": {"nested": 1}}), "text, a number"),
+    (dict(parameters={"x": {"nested": "two\nlines"}}), "control character"),  # as a notebook job checks them
     (dict(parameters={"x": float("nan")}), "finite"),
     (dict(jobs=["1; rm -rf /"]), "job id"),
     (dict(environment={"numpy": "1.0; rm"}), "not a version"),
