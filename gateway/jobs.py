@@ -38,6 +38,7 @@ import time
 from importlib import metadata
 
 from .core.batch import ParameterError, UserBatchConfig, check_parameters, check_value
+from .core.catalog import InvalidDID, parse_did
 from .core.commands import CommandError, run_command
 from .core.policy import PolicyError
 from .core.presets import UserDaskConfig
@@ -202,6 +203,39 @@ class Run:
     def output_paths(self) -> list[str]:
         """The executed notebooks relative to the Jupyter root (what JupyterLab opens)."""
         return [t["output_path"] for t in self.record["tasks"]]
+
+    def provenance(self, task: int | None = None) -> dict:
+        """What :func:`science_gateway.catalog.publish` and ``export_crate`` take about this run,
+        as keyword arguments: ``catalog.publish("fit", files, metadata, **run.provenance())``.
+
+        The notebook, the parameters, the job ids and the environment the job ran with; the inputs
+        that are dataset ids (``scope:name``). One task's executed notebook and parameters with
+        ``task=i``; a single job's by default. For an array without ``task``, the common
+        parameters and every task's job id (a crate or dataset of the whole array)."""
+        tasks = self.record["tasks"]
+        if task is None and len(tasks) == 1:
+            task = 0
+        if task is not None and not (isinstance(task, int) and 0 <= task < len(tasks)):
+            raise JobError(f"this run has tasks 0 to {len(tasks) - 1}, not {quote_prefix(task)}")
+        values = [tasks[task]["parameters"]] if task is not None else [t["parameters"] for t in tasks]
+        inputs = []
+        for given in values:
+            for value in given.values():
+                try:
+                    parse_did(value)
+                except (InvalidDID, TypeError):
+                    continue
+                if value not in inputs:
+                    inputs.append(value)
+        job_ids = self.record["job_ids"]
+        return {
+            "inputs": inputs,
+            "notebook": self.record["notebook"],
+            "executed_notebook": tasks[task]["output"] if task is not None else None,
+            "parameters": dict(values[0] if task is not None else self.record["parameters"]),
+            "jobs": [job_ids[task]] if task is not None else list(job_ids),
+            "environment": dict(self.record.get("environment") or {}),
+        }
 
     def save(self) -> None:
         tmp = f"{self.path}.{secrets.token_hex(3)}.tmp"

@@ -256,3 +256,35 @@ async def test_python_api_and_publish_panel_against_the_server(jp_root_dir, jp_a
     panel.name.value = "panel.v2"
     assert await asyncio.to_thread(panel.publish) is None
     assert "outside your home" in panel.error.value and "Traceback" not in panel.error.value
+
+
+async def test_a_notebook_jobs_run_record_is_the_provenance_of_a_publish(catalog, home):
+    """``Run.provenance()`` (science_gateway.jobs) gives publish what a batch run recorded."""
+    from science_gateway.jobs import JobError, Run
+
+    runs = home / "runs"
+    runs.mkdir()
+    for i in (0, 1):
+        (runs / f"fit-{i}.ipynb").write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    second = "demo:run2024.raw.0002"
+    record = {
+        "id": "20261208-000000-abcdef", "notebook": str(home / "analysis.ipynb"), "parameters": {"threshold": 0.5},
+        "tasks": [{"task": i, "parameters": {"threshold": 0.5, "dataset": did, "label": "not:a did?"},
+                   "output": str(runs / f"fit-{i}.ipynb"), "output_path": f"runs/fit-{i}.ipynb"}
+                  for i, did in enumerate([INPUT, second])],
+        "job_ids": ["77_0", "77_1"], "environment": {"python": "3.11.2", "papermill": "2.6.0"},
+    }
+    run = Run(record, session=None, record_path=str(home / "run.json"))
+    whole = run.provenance()
+    assert whole["inputs"] == [INPUT, second] and whole["jobs"] == ["77_0", "77_1"]
+    assert whole["executed_notebook"] is None and whole["parameters"] == {"threshold": 0.5}
+    with pytest.raises(JobError, match="tasks 0 to 1"):
+        run.provenance(task=2)
+
+    published = await catalog.publish("fit.task1", ["out/flux.csv"], str(home), user={"name": "alice"},
+                                      **run.provenance(task=1))
+    prov = published.provenance
+    assert prov.inputs == [second] and prov.jobs == ["77_1"]
+    assert (prov.notebook, prov.executed_notebook) == ("analysis.ipynb", "runs/fit-1.ipynb")
+    assert prov.parameters == {"threshold": 0.5, "dataset": second, "label": "not:a did?"}
+    assert prov.environment == {"python": "3.11.2", "papermill": "2.6.0"}
