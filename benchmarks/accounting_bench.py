@@ -16,8 +16,8 @@ panel do), for ``--window`` seconds, all on one event loop in this process:
   where user=NAME`` (what a usage widget that asks the scheduler itself does).
 
 Counted: every sacct/sacctmgr run, and slurmdbd's own RPC counters (``sacctmgr show stats``, its
-query messages ``DBD_GET_*`` and connection set-ups, before and after the window; other activity
-on a shared machine adds to both variants alike). Users are the test users of
+query messages ``DBD_GET_*`` and connection set-ups and ends, before and after the window, less
+what the stats call itself adds; other activity on a shared machine adds to both variants alike). Users are the test users of
 ``scripts/services/slurm`` taken round-robin (the queries are the same whoever asks).
 """
 
@@ -59,7 +59,7 @@ class Naive:
         argv = [a for a in argv if a != "--allusers"] + [f"--user={user}"]
         jobs = parse_sacct((await run_command(argv, timeout=60)).stdout)
         self.calls["sacctmgr"] += 1
-        assoc = await run_command(["/usr/bin/sacctmgr", "-n", "-P", "show", "associations", f"where user={user}",
+        assoc = await run_command(["/usr/bin/sacctmgr", "-n", "-P", "show", "associations", "where", f"user={user}",
                                    "format=Account,User,GrpTRESMins"], timeout=60)
         parse_associations(assoc.stdout)
         return sum(j.cpu_seconds for j in jobs)
@@ -91,7 +91,8 @@ async def drive(variant, users: int, window: float, form_every: float, usage_eve
             await variant.request(user)
             latencies.append(time.monotonic() - began)
             requests[kind] += 1
-            await asyncio.sleep(max(0.0, every - (time.monotonic() - began)))
+            # the next request, or the end of the window, whichever comes first
+            await asyncio.sleep(max(0.0, min(every - (time.monotonic() - began), deadline - time.monotonic())))
 
     tasks = [person(i, "form", form_every) for i in range(users)]
     tasks += [person(i, "usage", usage_every) for i in range(users)]
@@ -101,19 +102,34 @@ async def drive(variant, users: int, window: float, form_every: float, usage_eve
             "p95_ms": round(1000 * latencies[int(len(latencies) * 0.95)], 1) if latencies else None}
 
 
-def run(name: str, make, users: int, args) -> dict:
+def stats_call_rpcs() -> int:
+    """What one ``sacctmgr show stats`` adds to the counters itself (subtracted from each window)."""
+    first = dbd_query_rpcs()
+    return dbd_query_rpcs() - first
+
+
+async def run(name: str, make, users: int, args) -> dict:
     variant = make()
+    own = stats_call_rpcs()
     rpcs_before = dbd_query_rpcs()
     began = time.monotonic()
-    result = asyncio.run(drive(variant, users, args.window, args.form_every, args.usage_every))
+    result = await drive(variant, users, args.window, args.form_every, args.usage_every)
     minutes = (time.monotonic() - began) / 60
-    rpcs = dbd_query_rpcs() - rpcs_before
+    rpcs = dbd_query_rpcs() - rpcs_before - own
     per_min = {k: round(v / minutes, 1) for k, v in variant.calls.items()}
     row = {"variant": name, "users": users, **result, "commands_per_min": per_min,
            "slurmdbd_query_rpcs_per_min": round(rpcs / minutes, 1),
            "requests_per_min": round(sum(result["requests"].values()) / minutes, 1)}
     print(json.dumps(row), flush=True)
     return row
+
+
+async def run_all(args) -> list[dict]:
+    rows = []
+    for users in args.users:
+        rows.append(await run("ours", lambda: Ours(args.interval), users, args))
+        rows.append(await run("naive", Naive, users, args))
+    return rows
 
 
 def main(argv=None):
@@ -125,10 +141,7 @@ def main(argv=None):
     parser.add_argument("--usage-every", type=float, default=15, help="seconds between a server's usage reads")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    rows = []
-    for users in args.users:
-        rows.append(run("ours", lambda: Ours(args.interval), users, args))
-        rows.append(run("naive", Naive, users, args))
+    rows = asyncio.run(run_all(args))
     print("\n| users | variant | requests/min | sacct/min | sacctmgr/min | slurmdbd query RPCs/min | p50 ms | p95 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

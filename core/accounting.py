@@ -81,7 +81,7 @@ def build_sacctmgr_argv(sacctmgr: str, cluster: str = "") -> list[str]:
     """One ``sacctmgr`` for every association (account, user) and its GrpTRESMins."""
     argv = [sacctmgr, "--noheader", "--parsable2", "show", "associations"]
     if cluster:
-        argv.append(f"where cluster={cluster}")
+        argv += ["where", f"cluster={cluster}"]
     return [*argv, f"format={SACCTMGR_FORMAT}"]
 
 

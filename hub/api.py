@@ -20,7 +20,8 @@
   while ``SlurmAccounting.enabled`` is off.
 - ``GET /hub/api/gateway/accounting/report?start=YYYY-MM-DD&end=YYYY-MM-DD[&format=csv]``: usage per
   VO, account, user and kind over the date range, as JSON or CSV (an allocation system's import);
-  admins only; one ``sacct`` per report.
+  admins only; one ``sacct`` per report. The same as a page for admins: ``/hub/accounting`` (a
+  date-range form, the table, links to the CSV and JSON).
 - ``GET /hub/api/gateway/effective-policy/{username}[?groups=a,b]``: the admin's report
   (:mod:`.effective`) from this hub's running authenticator, spawner class and config; admins only.
 - JupyterHub's own server routes (``/hub/api/users/{name}/server`` and ``.../servers/{server}``),
@@ -35,14 +36,16 @@ any other authenticator subclass.
 from __future__ import annotations
 
 import json
+import time
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
+from jupyterhub.handlers.base import BaseHandler
 from jupyterhub.scopes import has_scope, needs_scope
 from jupyterhub.user import User
 from tornado import web
 
-from ..core.accounting import AccountingUnavailable, report_csv, shared_accounting
+from ..core.accounting import REPORT_COLUMNS, AccountingUnavailable, report_csv, shared_accounting
 from ..core.policy import ResourcePolicy
 from ..core.text import quote_prefix
 from .effective import effective_policy
@@ -226,6 +229,58 @@ class AccountingReportHandler(AccountingHandler):
             self.write(json.dumps(report))
 
 
+#: the admin page: JupyterHub's own page template, a date-range form, the report's table
+REPORT_PAGE = """{% extends "page.html" %}
+{% block main %}
+<div class="container" id="sg-accounting">
+  <h1>Usage by VO and account</h1>
+  <form method="get" class="row g-2 mb-3">
+    <div class="col-auto"><label class="form-label" for="sg-start">From</label>
+      <input class="form-control" type="date" id="sg-start" name="start" value="{{ start|e }}" required></div>
+    <div class="col-auto"><label class="form-label" for="sg-end">To</label>
+      <input class="form-control" type="date" id="sg-end" name="end" value="{{ end|e }}" required></div>
+    <div class="col-auto align-self-end"><button class="btn btn-primary" type="submit">Show</button></div>
+  </form>
+  {% if error %}<div class="alert alert-danger">{{ error|e }}</div>{% endif %}
+  {% if report %}
+  <p>As of {{ report.as_of|e }}. Export:
+    <a href="{{ base_url|e }}api/gateway/accounting/report?start={{ start|e }}&end={{ end|e }}&format=csv">CSV</a>,
+    <a href="{{ base_url|e }}api/gateway/accounting/report?start={{ start|e }}&end={{ end|e }}">JSON</a></p>
+  <table class="table table-sm table-striped">
+    <thead><tr>{% for c in columns %}<th>{{ c|e }}</th>{% endfor %}</tr></thead>
+    <tbody>{% for row in report.rows %}<tr>{% for c in columns %}<td>{{ row[c]|e }}</td>{% endfor %}</tr>{% endfor %}
+    </tbody>
+  </table>
+  {% endif %}
+</div>
+{% endblock %}
+"""
+
+
+class AccountingPageHandler(BaseHandler):
+    """``GET /hub/accounting[?start=&end=]``: the admin report as a page (admins only)."""
+
+    @web.authenticated
+    async def get(self):
+        user = self.current_user
+        if not user.admin:
+            raise web.HTTPError(403, "The accounting report is for gateway admins.")
+        accounting = shared_accounting(config=self.config)
+        if not accounting.enabled:
+            raise web.HTTPError(404, "Usage accounting is not enabled on this gateway (SlurmAccounting.enabled).")
+        start = self.get_argument("start", accounting.window_start()[:10])
+        end = self.get_argument("end", time.strftime("%Y-%m-%d"))
+        report, error = None, ""
+        try:
+            report = await accounting.report(start, end, vo_lookup(ResourcePolicy(config=self.config)))
+        except (ValueError, AccountingUnavailable) as e:
+            error = str(e)
+        template = self.settings["jinja2_env"].from_string(REPORT_PAGE)
+        namespace = dict(self.template_namespace, start=start, end=end, report=report, error=error,
+                         columns=REPORT_COLUMNS)
+        self.finish(await template.render_async(**namespace))
+
+
 class GatewayNotFoundHandler(GatewayAPIHandler):
     """Any other path under ``/hub/api/gateway``: 404 saying which routes there are (JupyterHub's
     own API 404 has ``"message": null``)."""
@@ -329,6 +384,7 @@ def gateway_handlers() -> list[tuple]:
         (r"/api/gateway/usage", UsageHandler),
         (r"/api/gateway/usage/([^/]+)", UsageHandler),
         (r"/api/gateway/accounting/report", AccountingReportHandler),
+        (r"/accounting", AccountingPageHandler),
         (r"/api/gateway(?:/.*)?", GatewayNotFoundHandler),
         (r"/api/users/([^/]+)/server", ServerAPIHandler),
         (r"/api/users/([^/]+)/servers/([^/]*)", ServerAPIHandler),

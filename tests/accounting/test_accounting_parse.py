@@ -47,8 +47,8 @@ def test_sacct_and_sacctmgr_argv_are_one_call_each_for_everybody():
     assert not any(a.startswith(("--user", "-u")) for a in argv)
     with pytest.raises(ValueError, match="start must be a date"):
         build_sacct_argv("/usr/bin/sacct", "now-1days --uid=0", "2026-12-07")
-    assert build_sacctmgr_argv("/usr/bin/sacctmgr", "sgcluster")[-2:] == [
-        "where cluster=sgcluster", "format=Account,User,GrpTRESMins"]
+    assert build_sacctmgr_argv("/usr/bin/sacctmgr", "sgcluster")[-3:] == [
+        "where", "cluster=sgcluster", "format=Account,User,GrpTRESMins"]
 
 
 @pytest.mark.parametrize("name, comment, kind", [
