@@ -1,7 +1,7 @@
 """Accounting from the real scheduler: slurmdbd on MariaDB beside the test Slurm, a real hub.
 
 Jobs from the gateway are in ``sacct`` with the right user and account; the usage a user reads
-(``/hub/api/gateway/usage``, the spawn form) is what ``sacct`` reports for them; a spent allocation
+(``/hub/api/gateway/usage``, the spawn form; notebook servers and Dask workers apart) is what ``sacct`` reports for them; a spent allocation
 and an account Slurm does not associate with the user are refused with the reason (and Slurm
 itself refuses the second); a user cannot read another's usage; the admin report's JSON and CSV
 match ``sacct``. Comparisons run sacct over the very window the hub's snapshot covered, so other
@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from science_gateway import accounting
+from science_gateway.dask.builders import worker_comment
+from science_gateway.spawners.slurm_script import build_comment
 from sgtest.commands import FakeCommand
 from sgtest.hub import HubSession, RunningHub, wait_for
 from sgtest.notebooks import api_token
@@ -45,6 +47,7 @@ def hub(slurm, accounts, acct_commands, spent_account, tmp_path_factory):
     config["ResourcePolicy"] = {"groups": policy}
     config["SlurmAccounting"] = {
         "enabled": True, "interval": 1, "notebook_job_name": slurm.job_name, "cluster": slurm.env["SLURM_CLUSTER"],
+        "dask_job_name": f"{slurm.job_name}-dask",
         "sacct": acct_commands["sacct"].path, "sacctmgr": acct_commands["sacctmgr"].path,
     }
     with RunningHub(tmp_path_factory.mktemp("accthub"), config=config) as running:
@@ -71,6 +74,12 @@ def window(usage_or_report) -> list[str]:
 
 def test_a_gateway_job_is_in_sacct_and_the_usage_the_user_reads_is_what_sacct_reports(slurm, hub):
     demo = login(hub, "demo")
+    # a Dask worker job as the kernel's dask-jobqueue submits it (job name and comment of the builders)
+    comment = worker_comment(build_comment("demo", "science-gateway"), "small")
+    worker = subprocess.run(
+        ["sudo", "-u", "demo", "sbatch", "--parsable", "--account=astro-dev", f"--job-name={slurm.job_name}-dask-1",
+         f"--comment={comment}", "--cpus-per-task=1", "--mem=64M", "--time=1", "--chdir=/tmp",
+         "--output=/dev/null", "--wrap=sleep 2"], capture_output=True, text=True, timeout=30, check=True).stdout.strip()
     try:
         demo.start_server("demo", timeout=120, options={"partition": "cpu", "cores": 2, "memory_gb": 1,
                                                         "account": "astro-dev"})
@@ -78,12 +87,14 @@ def test_a_gateway_job_is_in_sacct_and_the_usage_the_user_reads_is_what_sacct_re
         time.sleep(3)  # a few core-seconds to count
     finally:
         demo.ensure_stopped("demo")
-    wait_for(lambda: sacct("-j", job_id, "--format=State")[0][0] != "RUNNING", 60, what="the job to end in sacct")
+    for job in (job_id, worker):
+        wait_for(lambda: sacct("-j", job, "--format=State")[0][0] not in ("RUNNING", "PENDING"), 60,
+                 what=f"job {job} to end in sacct")
     (user, account, name, comment, cpus), = sacct("-j", job_id, "--format=User,Account,JobName,Comment,AllocCPUS")
     assert (user, account, name, cpus) == ("demo", "astro-dev", slurm.job_name, "2")
     assert comment in ("", "science-gateway=science-gateway user=demo")
 
-    (ended,), = sacct("-j", job_id, "--format=End")
+    ended = max(sacct("-j", job, "--format=End")[0][0] for job in (job_id, worker))
 
     def usage_with_the_job():
         r = demo.api("/gateway/usage")
@@ -108,6 +119,12 @@ def test_a_gateway_job_is_in_sacct_and_the_usage_the_user_reads_is_what_sacct_re
     assert dict(servers)[job_id] >= 2 * 3  # our server: 2 cores for at least 3 s
     notebook = usage["by_account"]["astro-dev"]["notebook"]
     assert abs(notebook["core_hours"] * 3600 - sum(s for _, s in servers)) <= 1 and notebook["jobs"] == len(servers)
+    # Dask workers apart: the comment's dask=, or the worker job name while no comment is stored
+    workers = [(i, int(s)) for a, n, s, i, c in rows if a == "astro-dev" and (
+        "dask=" in c.split()[-1:][0] if c else n.startswith(f"{slurm.job_name}-dask"))]
+    assert worker in dict(workers) and dict(workers)[worker] >= 2
+    dask = usage["by_account"]["astro-dev"]["dask"]
+    assert abs(dask["core_hours"] * 3600 - sum(s for _, s in workers)) <= 1 and dask["jobs"] == len(workers)
     assert usage["by_group"]["astro"]["all"]["jobs"] >= 1
     # what is left of each account demo may charge
     allocations = {a["account"]: a for a in usage["allocations"]}
