@@ -22,6 +22,9 @@ node pool, a Dask preset's queue). Consumers ask two questions:
 - :meth:`ResourcePolicy.choices` -- what may a user with these groups choose? (the spawn form)
 - :meth:`ResourcePolicy.validate` -- is this request allowed? It returns a clean, typed
   :class:`ResourceRequest` or raises :class:`PolicyError` whose message says what is allowed.
+  Given the user's ``allocations`` (from the scheduler's accounting,
+  :mod:`science_gateway.core.accounting`), it also refuses an account whose allocation is spent or
+  that the scheduler does not associate with the user, with the reason.
 """
 
 from __future__ import annotations
@@ -204,11 +207,14 @@ class ResourcePolicy(LoggingConfigurable):
             account=choices.accounts[0] if choices.accounts else "",
         )
 
-    def validate(self, groups, options: dict) -> ResourceRequest:
+    def validate(self, groups, options: dict, allocations=None) -> ResourceRequest:
         """Check ``options`` (user_options) for a member of ``groups``.
 
         Missing values take the partition's defaults; anything unknown, malformed or out of
         policy raises :class:`PolicyError` with a message that says what is allowed.
+        ``allocations`` (``{account: status}``, each with a ``refusal()`` that says why the account
+        may not be charged, or ``""``; None: no accounting) refuses spent or unassociated accounts;
+        a request naming no account then gets the first allowed account that may be charged.
         """
         if not isinstance(options, dict):
             raise PolicyError(f"options must be a mapping, got {type(options).__name__}")
@@ -255,12 +261,17 @@ class ResourcePolicy(LoggingConfigurable):
         if not isinstance(account, str):
             raise PolicyError(f"account must be a name, got {quote_prefix(account)}")
         if choices.accounts:
-            account = account or choices.accounts[0]
+            account = account or _first_chargeable(choices.accounts, allocations)
             if account not in choices.accounts:
                 raise PolicyError(
                     f"account {quote_prefix(account)} is not allowed for your groups; "
                     f"allowed: {', '.join(choices.accounts)}"
                 )
+            refusal = allocation_refusal(account, allocations)
+            if refusal:
+                others = [a for a in choices.accounts if a != account and not allocation_refusal(a, allocations)]
+                hint = f"; accounts you may charge: {', '.join(others)}" if others else ""
+                raise PolicyError(refusal + hint)
         elif account:
             raise PolicyError("your groups have no allocation accounts: leave account empty")
 
@@ -272,3 +283,16 @@ class ResourcePolicy(LoggingConfigurable):
             walltime_hours=walltime_hours,
             account=account,
         )
+
+
+def allocation_refusal(account: str, allocations) -> str:
+    """Why ``account`` may not be charged according to ``allocations`` ("" when it may, or unknown)."""
+    status = (allocations or {}).get(account)
+    return status.refusal() if status is not None else ""
+
+
+def _first_chargeable(accounts, allocations) -> str:
+    for account in accounts:
+        if not allocation_refusal(account, allocations):
+            return account
+    return accounts[0]

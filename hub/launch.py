@@ -56,7 +56,7 @@ class LaunchHandler(BaseHandler):
         except LaunchError as e:
             raise refused(str(e)) from None
         spawner = user.get_spawner("", replace_failed=True)
-        self.check_choices(spawner, link.options)
+        await self.check_choices(spawner, link.options)
 
         onward = url_path_join(user.server_url(""), "gateway/launch") + "?" + urlencode(link.link_query())
         if spawner.ready:
@@ -96,9 +96,13 @@ class LaunchHandler(BaseHandler):
         )
         self.finish(html)
 
-    def check_choices(self, spawner, options: dict) -> None:
-        """The link's spawn choices through the spawner's own policy check, or a 400 page."""
+    async def check_choices(self, spawner, options: dict) -> None:
+        """The link's spawn choices through the spawner's own policy check (with the allocations
+        Slurm accounting knows, when it is on), or a 400 page."""
         validate = getattr(spawner, "validated_request", None)
+        refresh = getattr(spawner, "refresh_usage", None)
+        if validate is not None and refresh is not None:
+            await refresh()
         if validate is None:
             if options:
                 raise refused(f"this gateway's servers take no spawn choices, and it makes {', '.join(sorted(options))}")

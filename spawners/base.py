@@ -11,6 +11,11 @@ does not define ``stop`` and ``poll``) and puts in front of the scheduler backen
   ``user_options`` (form, URL or REST API), and :meth:`start` validates again before the backend
   runs anything. Policy errors are HTTP 400 (403 when none of the user's groups may start servers)
   with a message that says what is allowed.
+- **Allocations** (Slurm accounting, :class:`~science_gateway.core.accounting.SlurmAccounting`,
+  when enabled): the form shows the user's usage and what is left of each account they may charge,
+  and the policy check refuses a spent allocation or an account the scheduler does not associate
+  with the user, with the reason. Every check reads the one cached snapshot of the hub process
+  (refreshed, when stale, before a form is shown and before each spawn is checked).
 - **The job's identity**: the first of :attr:`identity_keys` in the user's ``auth_state`` (the
   federated identity, for the job's accounting comment or labels), else the hub username.
 - **The user's unix account**: ``auth_state["unix_account"]`` as the authenticator recorded it
@@ -48,6 +53,7 @@ from sqlalchemy.orm import object_session
 from tornado import web
 from traitlets import HasTraits, Instance, Integer, List, Unicode, default
 
+from ..core.accounting import SlurmAccounting, UsageSnapshot, shared_accounting
 from ..core.metrics import FAILURE, REFUSED_OPTIONS, SUCCESS, hub_metrics
 from ..core.names import is_unix_name
 from ..core.policy import PolicyError, ResourcePolicy, ResourceRequest
@@ -154,6 +160,17 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
         """,
     ).tag(config=True)
 
+    accounting = Instance(
+        SlurmAccounting,
+        allow_none=True,
+        help="The hub's Slurm accounting view (configured as SlurmAccounting; None while it is not enabled).",
+    )
+
+    @default("accounting")
+    def _accounting_default(self):
+        accounting = shared_accounting(parent=self)
+        return accounting if accounting.enabled else None
+
     resource_request = Instance(
         ResourceRequest, allow_none=True, help="The validated request of the current spawn."
     )
@@ -184,11 +201,30 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
     def user_groups(self) -> list[str]:
         return sorted(g.name for g in self.user.groups)
 
+    def usage_snapshot(self) -> UsageSnapshot | None:
+        """The accounting snapshot last taken (no query), or None (no accounting, or none yet)."""
+        return self.accounting.cached() if self.accounting is not None else None
+
+    async def refresh_usage(self) -> None:
+        """Make the cached accounting snapshot current (one query for all users when it is stale)."""
+        if self.accounting is not None:
+            await self.accounting.snapshot()
+
+    def allocations(self) -> dict | None:
+        """``{account: AllocationStatus}`` of the accounts this user may charge, from the cached
+        snapshot, for the job's unix account; None without accounting (nothing is refused then)."""
+        snapshot = self.usage_snapshot()
+        if snapshot is None:
+            return None
+        accounts = self.policy.choices(self.user_groups()).accounts
+        return snapshot.allocations(self.job_account or self.unix_account_name(), accounts)
+
     def validated_request(self, options) -> ResourceRequest:
-        """``options`` checked against the policy for this user's groups, or a 4xx SpawnException."""
+        """``options`` checked against the policy for this user's groups (and allocations), or a
+        4xx SpawnException."""
         groups = self.user_groups()
         try:
-            return self.policy.validate(groups, options)
+            return self.policy.validate(groups, options, allocations=self.allocations())
         except PolicyError as e:
             status = 403 if not self.policy.choices(groups).partitions else 400
             raise SpawnException(str(e), reason="resource_policy", status_code=status) from None
@@ -203,14 +239,20 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
                 "<p>None of your groups may start a server on this gateway's cluster. "
                 "Ask the gateway admins to add your group to the resource policy.</p>"
             )
+        allocations = self.allocations()
         current = self.policy.default_request(groups)
         preselect = dict(preselect or {})
         for candidate in (preselect, {**dict(self.user_options or {}), **preselect}):
             try:
-                current = self.policy.validate(groups, candidate)
+                current = self.policy.validate(groups, candidate, allocations=allocations)
             except PolicyError:
                 break
-        return render_form(choices, current)
+        snapshot = self.usage_snapshot()
+        usage = None
+        if snapshot is not None:
+            usage = {"since": snapshot.start, "as_of": snapshot.end.replace("T", " "),
+                     **snapshot.user_usage(self.job_account or self.unix_account_name())}
+        return render_form(choices, current, allocations=allocations, usage=usage)
 
     def form_fields(self) -> tuple[str, ...]:
         """The choices the spawn form offers this user (a launch link that makes them all spawns
@@ -286,6 +328,7 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
         """Validate the request and the account, then :meth:`start_job` (counted in the hub's
         metrics by outcome). Do not override."""
         with self.counting_spawn():
+            await self.refresh_usage()
             request = self.validated_request(dict(self.user_options or {}))
             self.resource_request = request
             account = self.checked_account(self.unix_account_name())
@@ -315,9 +358,27 @@ class PolicySpawnerMixin(RefusedOptionsMixin):
 
 
 def _policy_options_form(spawner):
-    return spawner.render_options_form()
+    if spawner.accounting is None:
+        return spawner.render_options_form()
+
+    async def with_usage():
+        await spawner.refresh_usage()
+        return spawner.render_options_form()
+
+    return with_usage()
 
 
 def _apply_policy(spawner, user_options):
+    if spawner.accounting is None:
+        return _check_options(spawner, user_options)
+
+    async def with_usage():
+        await spawner.refresh_usage()
+        _check_options(spawner, user_options)
+
+    return with_usage()
+
+
+def _check_options(spawner, user_options):
     spawner.resource_request = spawner.validated_request(dict(user_options or {}))
     spawner.checked_account(spawner.unix_account_name())  # a refused account fails the request at once

@@ -3,7 +3,9 @@
 Pure functions: :func:`render_form` takes the user's :class:`Choices` and the request to show first
 (the user's last one, when it is still allowed) and returns the HTML JupyterHub puts in its spawn
 page; only allowed partitions and accounts appear, and the number inputs carry each partition's
-limits. :func:`options_from_form_data` turns posted form fields or spawn-URL query arguments into a
+limits. With Slurm accounting on, each account shows what is left of its allocation (a spent or
+unassociated one is listed, disabled, with the reason) and the user's own usage is shown beside the
+choice. :func:`options_from_form_data` turns posted form fields or spawn-URL query arguments into a
 ``user_options`` dict; it does not validate (the spawner validates every ``user_options`` against
 the policy, wherever they came from).
 """
@@ -59,8 +61,22 @@ def form_fields(choices: Choices) -> tuple[str, ...]:
     return tuple(fields)
 
 
-def render_form(choices: Choices, current: ResourceRequest) -> str:
-    """The spawn form for ``choices``, with ``current`` selected."""
+def _usage_line(usage: dict) -> str:
+    totals = usage["totals"]
+    parts = [f"notebooks {totals['notebook']['core_hours']:g}", f"Dask workers {totals['dask']['core_hours']:g}"]
+    if totals["other"]["jobs"]:
+        parts.append(f"other jobs {totals['other']['core_hours']:g}")
+    gpu = totals["all"]["gpu_hours"]
+    text = f"Your usage since {usage['since']}: {', '.join(parts)} core-hours"
+    text += f", {gpu:g} GPU-hours" if gpu else ""
+    return escape(text + f" (as of {usage['as_of']})")
+
+
+def render_form(choices: Choices, current: ResourceRequest, allocations=None, usage=None) -> str:
+    """The spawn form for ``choices``, with ``current`` selected; ``allocations``
+    (``{account: AllocationStatus}``) and ``usage`` (a snapshot's ``user_usage`` plus ``since`` and
+    ``as_of``) come from Slurm accounting, when it is on."""
+    allocations = allocations or {}
     limits = {name: lim.as_dict() for name, lim in choices.partitions.items()}
     lim = choices.partitions[current.partition]
     options = "".join(
@@ -79,13 +95,20 @@ def render_form(choices: Choices, current: ResourceRequest) -> str:
         parts.append(_number("gpus", "GPUs", current.gpus, 0, lim.max_gpus))
     parts.append(_number("walltime_hours", "Walltime (hours)", current.walltime_hours, 1, lim.max_walltime_hours, " h"))
     if "account" in fields:
-        accounts = "".join(
-            f'<option value="{escape(a)}"{" selected" if a == current.account else ""}>{escape(a)}</option>'
-            for a in choices.accounts
-        )
+        options_html = []
+        for a in choices.accounts:
+            status = allocations.get(a)
+            refused = bool(status is not None and status.refusal())
+            label = f"{a}: {status.describe()}" if status is not None else a
+            flags = (" selected" if a == current.account and not refused else "") + (" disabled" if refused else "")
+            options_html.append(f'<option value="{escape(a)}"{flags}>{escape(label)}</option>')
+        help_html = ""
+        if usage is not None:
+            help_html = f'<small class="form-text text-muted" id="sg-usage">{_usage_line(usage)}</small>'
         parts.append(
             '<div class="form-group mb-3"><label for="sg-account" class="form-label">Account to charge</label>'
-            f'<select class="form-select form-control" id="sg-account" name="account">{accounts}</select></div>'
+            f'<select class="form-select form-control" id="sg-account" name="account">{"".join(options_html)}</select>'
+            f"{help_html}</div>"
         )
     # Keep the number inputs' limits in step with the chosen partition (the server checks anyway).
     limits_json = json.dumps(limits).replace("</", "<\\/")  # names are policy-checked [A-Za-z0-9_.-]
