@@ -72,9 +72,10 @@ def test_a_launch_link_in_chromium_logs_in_spawns_stages_and_opens_the_notebook(
         slurm.session_job_ids.append(job["job_id"])
         with transfers_in_thread(rucio, admin, dataset, rounds):
             page.wait_for_url(f"**/user/{USER}/lab/tree/launched/{NOTEBOOK}", timeout=240_000)
-        cell = page.locator(".jp-Notebook .jp-Cell").first
-        cell.locator(".jp-InputArea", has_text="from the launch link").wait_for(timeout=90_000)
-        seen["first_cell"] = cell.locator(".jp-InputArea").inner_text()
+        # JupyterLab may restore the user's earlier tabs beside it: the launched notebook's cell
+        cell = page.locator(".jp-Cell .jp-InputArea", has_text="from the launch link").first
+        cell.wait_for(state="visible", timeout=90_000)
+        seen["first_cell"] = cell.inner_text()
         seen["tab"] = page.locator(".lm-TabBar-tab.jp-mod-current").first.inner_text()
         screenshot(page, artifacts_dir, "launch-slurm-rucio-03-notebook-open")
 

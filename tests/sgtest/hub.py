@@ -30,10 +30,20 @@ REFERENCE_CONFIG = REPO / "jupyterhub_config.py"
 OTHER_USER = ("bob", "bob-password")
 
 
+#: ports free_port handed out in this process: the kernel can give a closed port again at once,
+#: and a hub once got its proxy's API port as its own (CI: "Failed to bind hub")
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            break
+    _GIVEN.add(port)
+    return port
 
 
 def stop_group(proc: subprocess.Popen | None, timeout: float = 30) -> None:
